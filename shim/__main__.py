@@ -1,0 +1,3 @@
+from shim.entry import main
+
+raise SystemExit(main())

@@ -1,0 +1,410 @@
+"""Reading, validating and merging toolchain.toml layers (off the hot path).
+
+shim/toolchain.py finds the layers and caches what `build` returns; this module is
+imported only on a cache miss and by `shim config`. Errors name file, line and key:
+`toolchain.toml:7: unknown key 'tool.cc.progam' (did you mean 'program'?)`.
+"""
+
+import difflib
+import sys
+
+from shim import args as args_mod
+from shim import host, keys, pattern, size
+from shim.exit_status import CONFIG, ShimError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+_PLACEHOLDERS = {
+    "<kind>": lambda name: name in args_mod.KINDS,
+    "<id>": lambda name: bool(name) and all(c.isalnum() or c in "_-.+" for c in name),
+    "<platform>": lambda name: name.partition("-")[0] in keys.PLATFORMS,
+}
+
+
+class Layer:
+    """One toolchain.toml: where it is, its text (for line numbers) and its data."""
+
+    def __init__(self, role: str, path: str, text: str, data: dict):
+        self.role = role    # preset, user, project, env
+        self.path = path
+        self.text = text
+        self.data = data
+
+    def where(self, dotted: tuple) -> str:
+        line = locate(self.text, dotted)
+        return "%s:%d" % (self.path, line) if line else self.path
+
+
+def read_layer(role: str, path: str) -> Layer:
+    """Parse *path*; a syntax error becomes `FILE:LINE:COL: invalid TOML: ...`."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ShimError("cannot read toolchain file %s: %s" % (path, e.strerror or e), CONFIG) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ShimError("%s:%d: invalid TOML: not UTF-8" % (path, line), CONFIG) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        message = str(e)
+        where = ""
+        if message.endswith(")") and "(at line " in message:
+            message, _, at = message[:-1].rpartition(" (at ")
+            line, _, column = at.replace("line ", "").partition(", column ")
+            where = ":%s:%s" % (line, column) if column else ":%s" % line
+        elif message.endswith("(at end of document)"):
+            message = message.rpartition(" (at ")[0]
+            where = ":%d" % (text.count("\n") + 1)
+        raise ShimError("%s%s: invalid TOML: %s" % (path, where, message[:1].lower() + message[1:]),
+                        CONFIG) from None
+    layer = Layer(role, path, text, data)
+    validate(layer)
+    return layer
+
+
+# --- the key tree --------------------------------------------------------------------
+
+
+def _key_tree():
+    """{segment: subtree or ("leaf", type)} built from keys.KEYS, with platform.<platform>.*."""
+    tree = {}
+    for path, typ, _default, _doc in keys.KEYS:
+        for prefix in ((), ("platform", "<platform>")):
+            if prefix and path == "preset":
+                continue
+            node = tree
+            parts = prefix + tuple(path.split("."))
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = ("leaf", typ)
+    return tree
+
+
+_TREE = _key_tree()
+
+
+def validate(layer: Layer) -> None:
+    _validate_node(layer, layer.data, _TREE, ())
+
+
+def _validate_node(layer, data, tree, path):
+    for name, value in data.items():
+        here = path + (name,)
+        node = tree.get(name)
+        if node is None:
+            for placeholder, accepts in _PLACEHOLDERS.items():
+                if placeholder in tree and accepts(name):
+                    node = tree[placeholder]
+                    break
+        if node is None:
+            raise ShimError("%s: %s" % (layer.where(here), _unknown(here, tree)), CONFIG)
+        if isinstance(node, tuple):
+            problem = _type_problem(node[1], value)
+            if problem:
+                raise ShimError("%s: %s: %s" % (layer.where(here), ".".join(here), problem), CONFIG)
+        elif not isinstance(value, dict):
+            raise ShimError("%s: %s: expected a table, got %s"
+                            % (layer.where(here), ".".join(here), _typename(value)), CONFIG)
+        else:
+            _validate_node(layer, value, node, here)
+
+
+def _unknown(here: tuple, tree: dict) -> str:
+    name = here[-1]
+    placeholders = [p for p in tree if p.startswith("<")]
+    if placeholders:
+        kind = placeholders[0]
+        if kind == "<kind>":
+            return "unknown step kind %r in '%s' (expected one of: %s)" % (
+                name, ".".join(here), ", ".join(args_mod.KINDS))
+        if kind == "<platform>":
+            return "unknown platform %r in '%s' (expected one of: %s, optionally -ARCH)" % (
+                name, ".".join(here), ", ".join(keys.PLATFORMS))
+        return "invalid name %r in '%s' (use letters, digits, _ - . +)" % (name, ".".join(here))
+    choices = sorted(p for p in tree)
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    hint = " (did you mean '%s'?)" % close[0] if close else " (known here: %s)" % ", ".join(choices)
+    return "unknown key '%s'%s" % (".".join(here), hint)
+
+
+def _typename(value) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _type_problem(typ: str, value):
+    """None if *value* fits *typ*, else what is wrong with it."""
+    expected = keys.TYPES[typ]
+    if typ == "size":
+        try:
+            size.parse(value)
+        except ValueError as e:
+            return str(e)
+        return None
+    if typ == "str":
+        ok = isinstance(value, str) and value != ""
+    elif typ == "list[str]":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif typ == "table[str]":
+        ok = isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    elif typ == "replace":
+        ok = isinstance(value, dict) and all(
+            isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+            for v in value.values())
+    elif typ == "preset":
+        ok = isinstance(value, str) and value in preset_names()
+        expected = "one of " + ", ".join(preset_names())
+    else:
+        ok = isinstance(value, str) and value in keys.ENUMS[typ]
+        if isinstance(value, str) and not ok:
+            close = difflib.get_close_matches(value, keys.ENUMS[typ], n=1, cutoff=0.5)
+            if close:
+                return "expected %s, got %r (did you mean %r?)" % (expected, value, close[0])
+    if ok:
+        return None
+    return "expected %s, got %s" % (expected, repr(value) if isinstance(value, str) else _typename(value))
+
+
+# --- locating a key in the text, for error messages ----------------------------------
+
+
+def _split_dotted(text: str):
+    parts, cur, quote = [], [], ""
+    for c in text:
+        if quote:
+            if c == quote:
+                quote = ""
+            else:
+                cur.append(c)
+        elif c in "\"'":
+            quote = c
+        elif c == ".":
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(c)
+    parts.append("".join(cur).strip())
+    return tuple(parts)
+
+
+def _bare_key(text: str) -> bool:
+    return bool(text) and all(c.isalnum() or c in "_-.\"' " for c in text)
+
+
+def locate(text: str, dotted: tuple):
+    """Line number where key *dotted* (or the inline table holding it) is written, or None."""
+    header = ()
+    table_line = None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "[":
+            inner = line.split("#", 1)[0].strip().strip("[]").strip()
+            header = _split_dotted(inner)
+            if table_line is None and dotted[:len(header)] == header:
+                table_line = lineno
+            continue
+        key, eq, _ = line.partition("=")
+        if not eq or not _bare_key(key.strip()):
+            continue
+        full = header + _split_dotted(key.strip())
+        if dotted[:len(full)] == full:
+            return lineno
+    return table_line
+
+
+# --- presets, merging, compiling -----------------------------------------------------
+
+
+def preset_dir() -> str:
+    from shim import toolchain
+    return toolchain.preset_dir()
+
+
+def preset_names():
+    import os
+    d = preset_dir()
+    return sorted(n[:-5] for n in os.listdir(d) if n.endswith(".toml")) if d else []
+
+
+def choose_preset(env_path: str):
+    """(preset name, reason): gcc when gcc is on PATH, else clang when clang is, else gcc."""
+    from shim import program
+    for name, prog in (("gcc", "gcc"), ("clang", "clang")):
+        found = program.find_on_path(prog, env_path)
+        if found:
+            return name, "%s found at %s" % (prog, found)
+    return "gcc", "neither gcc nor clang found on PATH; gcc is the fallback"
+
+
+def merge(layers):
+    """(merged data, {dotted key: 'file:line'}) of *layers*, later layers winning.
+
+    Tables merge key by key; any other value (lists too) replaces the earlier one.
+    `platform.<os>` and then `platform.<os>-<arch>` tables are applied on top of the
+    merged base, so a platform-specific setting wins over a general one.
+    """
+    merged, origins = {}, {}
+    for layer in layers:
+        _merge_into(merged, origins, {k: v for k, v in layer.data.items() if k != "platform"}, (), layer)
+    os_name, machine = host.PLATFORM, host.arch()
+    for plat in (os_name, "%s-%s" % (os_name, machine)):
+        for layer in layers:
+            table = layer.data.get("platform", {}).get(plat)
+            if table:
+                _merge_into(merged, origins, table, (), layer, ("platform", plat))
+    return merged, origins
+
+
+def _merge_into(dst, origins, src, path, layer, written_under=()):
+    for name, value in src.items():
+        here = path + (name,)
+        if isinstance(value, dict):
+            _merge_into(dst.setdefault(name, {}), origins, value, here, layer, written_under)
+        else:
+            dst[name] = value
+            for key in [k for k in origins if k[:len(here)] == here]:
+                del origins[key]
+            origins[here] = layer.where(written_under + here)
+
+
+def compile_config(merged: dict, base_dirs: dict) -> dict:
+    """The runtime form the hot path reads (plain data, marshal-able)."""
+    steps = {}
+    for kind, table in merged.get("step", {}).items():
+        steps[kind] = {"mode": table.get("mode"),
+                       "memory": size.parse(table["memory"]) if "memory" in table else None}
+    tools = {}
+    names = {}
+    name_patterns = []
+    for tool_id, t in sorted(merged.get("tool", {}).items()):
+        a = t.get("args", {})
+        e = t.get("env", {})
+        base = base_dirs.get(("tool", tool_id, "program"), "")
+        prog = t.get("program")
+        if prog and "/" in prog and not host.is_absolute(prog) and base:
+            prog = host.join(base, prog)
+        path_base = base_dirs.get(("tool", tool_id, "env", "path_prepend"), "")
+        tools[tool_id] = {
+            "program": prog,
+            "family": t.get("family"),
+            "kind": t.get("kind"),
+            "mode": t.get("mode"),
+            "prepend": list(a.get("prepend", [])),
+            "append": list(a.get("append", [])),
+            "drop": [d for d in a.get("drop", []) if not pattern.is_pattern(d)],
+            "drop_patterns": [d for d in a.get("drop", []) if pattern.is_pattern(d)],
+            "replace": {k: ([v] if isinstance(v, str) else list(v)) for k, v in a.get("replace", {}).items()},
+            "env_set": dict(e.get("set", {})),
+            "env_unset": list(e.get("unset", [])),
+            "path_prepend": [p if host.is_absolute(p) or not path_base else host.join(path_base, p)
+                             for p in e.get("path_prepend", [])],
+        }
+        for name in t.get("names", []):
+            if pattern.is_pattern(name):
+                name_patterns.append((name, tool_id))
+            else:
+                names.setdefault(name, tool_id)
+    return {
+        "preset": merged.get("preset"),
+        "mode": merged.get("defaults", {}).get("mode", "exec"),
+        "steps": steps,
+        "tools": tools,
+        "names": names,
+        "name_patterns": name_patterns,
+    }
+
+
+def load_layers(found, env_path: str):
+    """Read *found* [(role, path)] and the preset they ask for; returns (layers, preset reason)."""
+    import os
+    user_layers = [read_layer(role, path) for role, path in found]
+    preset = None
+    for layer in user_layers:
+        preset = layer.data.get("preset", preset)
+    if preset:
+        reason = "preset = %r in toolchain.toml" % preset
+    else:
+        preset, reason = choose_preset(env_path)
+    preset_path = os.path.join(preset_dir(), preset + ".toml")
+    return [read_layer("preset", preset_path)] + user_layers, reason
+
+
+def build(found, env_path: str):
+    """(runtime config, list of files it depends on) for discovered layers *found*."""
+    import os
+    layers, reason = load_layers(found, env_path)
+    merged, origins = merge(layers)
+    merged["preset"] = layers[0].path.rsplit("/", 1)[-1][:-5]
+    base_dirs = {}
+    for key, where in origins.items():
+        path = where.rsplit(":", 1)[0] if where.rsplit(":", 1)[-1].isdigit() else where
+        base_dirs[key] = os.path.dirname(os.path.abspath(path))
+    config = compile_config(merged, base_dirs)
+    config["preset_reason"] = reason
+    config["files"] = [(layer.role, layer.path) for layer in layers]
+    return config, [layer.path for layer in layers]
+
+
+# --- showing ---------------------------------------------------------------------------
+
+
+def dump_toml(merged: dict, origins: dict = None) -> str:
+    """*merged* as TOML text; with *origins*, each value is followed by `# file:line`."""
+    out = []
+    _dump_table(out, merged, (), origins)
+    return "\n".join(out).strip() + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return '"%s"' % escaped
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join("%s = %s" % (_toml_key(k), _toml_value(v)) for k, v in value.items()) + " }"
+    return _toml_value(str(value))
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isalnum() or c in "_-" for c in key) else _toml_value(key)
+
+
+def _dump_table(out, table, path, origins):
+    scalars = [(k, v) for k, v in table.items() if not isinstance(v, dict) or _inline(path + (k,))]
+    tables = [(k, v) for k, v in table.items() if isinstance(v, dict) and not _inline(path + (k,))]
+    if scalars and path:
+        out.append("")
+        out.append("[%s]" % ".".join(_toml_key(p) for p in path))
+    for k, v in scalars:
+        line = "%s = %s" % (_toml_key(k), _toml_value(v))
+        if origins is not None:
+            where = origins.get(path + (k,)) or _origin_below(origins, path + (k,))
+            if where:
+                line += "  # " + where
+        out.append(line)
+    for k, v in tables:
+        _dump_table(out, v, path + (k,), origins)
+
+
+def _inline(path: tuple) -> bool:
+    """Tables shown inline: the value tables (env.set, args.replace)."""
+    return len(path) >= 2 and path[-2:] in (("env", "set"), ("args", "replace"))
+
+
+def _origin_below(origins, path):
+    found = sorted({w for k, w in origins.items() if k[:len(path)] == path})
+    return ", ".join(found)

@@ -1,0 +1,50 @@
+"""Exit statuses shim itself uses, the one error class, and how errors are printed.
+
+A step's own exit status is passed through unchanged (0-255) and a tool killed by
+signal N makes shim die of signal N, so ninja and Bazel see exactly what the tool
+did. Shim's own failures use the codes below; they are documented in README.md
+("Exit statuses") and `shim --help`.
+"""
+
+import sys
+
+USAGE = 2             # bad command line for shim itself (as click and argparse)
+BAD_INPUT = 65        # a response file or argument shim must read is malformed (EX_DATAERR)
+INTERNAL = 70         # a bug in shim (EX_SOFTWARE); SHIM_DEBUG=1 shows the traceback
+CONFIG = 78           # toolchain.toml is invalid or untrusted (EX_CONFIG)
+NOT_EXECUTABLE = 126  # the tool exists but cannot be run (as sh)
+NOT_FOUND = 127       # the tool is not on PATH / not at the configured path (as sh)
+INTERRUPTED = 130     # 128 + SIGINT, where a signal cannot be re-raised
+
+TABLE = (
+    (USAGE, "usage", "bad shim command line (unknown subcommand, missing tool)"),
+    (BAD_INPUT, "bad-input", "unreadable or malformed @response file or argument"),
+    (INTERNAL, "internal", "internal error in shim (SHIM_DEBUG=1 shows a traceback)"),
+    (CONFIG, "config", "invalid, unreadable or untrusted toolchain.toml"),
+    (NOT_EXECUTABLE, "not-executable", "the tool was found but could not be executed"),
+    (NOT_FOUND, "not-found", "the tool was not found"),
+)
+
+
+class ShimError(Exception):
+    """A user-facing failure: one line of text and the exit status to leave with."""
+
+    def __init__(self, message: str, status: int = USAGE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def report(error: BaseException) -> int:
+    """Print `shim: error: ...` for *error* on stderr; return the exit status to use."""
+    if isinstance(error, ShimError):
+        message, status = str(error), error.status
+    else:
+        message = "internal error: %s: %s (set SHIM_DEBUG=1 for a traceback)" % (
+            type(error).__name__, error)
+        status = INTERNAL
+    try:
+        sys.stderr.write("shim: error: %s\n" % message)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    return status

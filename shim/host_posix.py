@@ -1,0 +1,213 @@
+"""The operating system as the hot path sees it, on POSIX (Linux, macOS, BSD).
+
+Built on the `posix` and `_signal` builtins instead of `os` and `signal`: importing
+`os` costs ~1.4 ms and `signal` ~6 ms (it builds enums) per process, which would
+be most of shim's whole per-step budget (BENCHMARKS.md). Same names as
+host_windows.py; shim/host.py chooses.
+"""
+
+import _signal
+import posix
+import sys
+
+__all__ = (
+    "EXEC_SUPPORTED",
+    "SEP",
+    "PATHSEP",
+    "PLATFORM",
+    "getcwd",
+    "stat",
+    "getpid",
+    "getuid",
+    "open_file",
+    "read",
+    "write",
+    "close",
+    "O_RDONLY",
+    "O_CLOEXEC",
+    "arch",
+    "environ",
+    "is_absolute",
+    "join",
+    "dirname",
+    "basename",
+    "program_stem",
+    "is_executable_file",
+    "program_candidates",
+    "flush_stdio",
+    "exit_now",
+    "exec_program",
+    "Finished",
+    "spawn_program",
+    "die_of_signal",
+)
+
+EXEC_SUPPORTED = True
+SEP = "/"
+PATHSEP = ":"
+PLATFORM = {"linux": "linux", "darwin": "darwin"}.get(sys.platform, sys.platform.rstrip("0123456789"))
+
+_ENCODING = sys.getfilesystemencoding()
+# Python ignores these at start-up; a tool must get them back as default
+# (`yes | head` must kill `yes` with SIGPIPE), as subprocess's restore_signals does.
+_RESTORE_DEFAULT = tuple(getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, name))
+_FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
+_KB = 1 if sys.platform == "darwin" else 1024   # ru_maxrss is bytes on macOS, KiB elsewhere
+
+getcwd = posix.getcwd
+stat = posix.stat
+getpid = posix.getpid
+getuid = posix.getuid
+open_file = posix.open
+read = posix.read
+write = posix.write
+close = posix.close
+O_RDONLY = posix.O_RDONLY
+O_CLOEXEC = getattr(posix, "O_CLOEXEC", 0)
+
+
+def arch() -> str:
+    """Machine name as uname reports it (x86_64, aarch64, arm64)."""
+    return posix.uname().machine
+
+
+def environ() -> dict:
+    """A str copy of the process environment (undecodable bytes kept as surrogates)."""
+    enc = _ENCODING
+    return {k.decode(enc, "surrogateescape"): v.decode(enc, "surrogateescape")
+            for k, v in posix.environ.items()}
+
+
+def is_absolute(path: str) -> bool:
+    return path.startswith("/")
+
+
+def join(directory: str, name: str) -> str:
+    if not directory:
+        return name
+    return directory + name if directory.endswith("/") else directory + "/" + name
+
+
+def dirname(path: str) -> str:
+    head = path.rpartition("/")[0]
+    return head if head or not path.startswith("/") else "/"
+
+
+def basename(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def program_stem(name: str) -> str:
+    """The name a tool is known by: basename (no extension to strip on POSIX)."""
+    return name.rpartition("/")[2]
+
+
+def is_executable_file(path: str):
+    """stat_result of *path* when it is a regular file someone may execute, else None."""
+    try:
+        st = posix.stat(path)
+    except (OSError, ValueError):
+        return None
+    if st.st_mode & 0o170000 != 0o100000 or not st.st_mode & 0o111:
+        return None
+    return st if posix.access(path, posix.X_OK) else None
+
+
+def program_candidates(name: str):
+    """File names to try for *name* in one PATH directory (no PATHEXT on POSIX)."""
+    return (name,)
+
+
+def flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def exit_now(status: int) -> "NoReturn":
+    """Leave at once with *status*, skipping interpreter teardown (~1 ms)."""
+    flush_stdio()
+    posix._exit(status & 0xFF)
+
+
+def exec_program(path: str, argv: list, env: dict) -> "NoReturn":
+    """Become *path*: the tool inherits pid, fds (reservations) and exit status."""
+    flush_stdio()
+    for signum in _RESTORE_DEFAULT:
+        _signal.signal(signum, _signal.SIG_DFL)
+    posix.execve(path, argv, env)
+
+
+class Finished:
+    """How a spawned tool ended, from wait4: exit code or signal, peak RSS, CPU times."""
+
+    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time")
+
+    def __init__(self, code, signal, max_rss, user_time, system_time):
+        self.code = code              # 0-255, or None when killed by a signal
+        self.signal = signal          # signal number, or None
+        self.max_rss = max_rss        # bytes: the largest single process of the tool's tree
+        self.user_time = user_time    # seconds, the tool and its waited-for children
+        self.system_time = system_time
+
+
+def spawn_program(path: str, argv: list, env: dict) -> Finished:
+    """Run *path* as a child and wait for it, forwarding SIGINT/SIGTERM/SIGHUP to it.
+
+    The child gets the signal dispositions shim was started with, so a tool that
+    would have ignored SIGHUP under nohup still does. Raises OSError when the
+    program cannot be started.
+    """
+    child = []
+    pending = []
+
+    def forward(signum, frame):
+        if child:
+            try:
+                posix.kill(child[0], signum)
+            except OSError:
+                pass
+        else:
+            pending.append(signum)
+
+    previous = []
+    for signum in _FORWARDED:
+        handler = _signal.getsignal(signum)
+        if handler is not _signal.SIG_IGN:      # ignored by whoever started us: keep it so
+            previous.append((signum, handler))
+            _signal.signal(signum, forward)
+    flush_stdio()
+    try:
+        pid = posix.posix_spawn(path, argv, env, setsigdef=_RESTORE_DEFAULT + tuple(s for s, _ in previous))
+        child.append(pid)
+        for signum in pending:
+            forward(signum, None)
+        _, status, usage = posix.wait4(pid, 0)   # EINTR is retried after `forward` runs (PEP 475)
+    finally:
+        for signum, handler in previous:
+            _signal.signal(signum, handler)
+    if posix.WIFSIGNALED(status):
+        code, sig = None, posix.WTERMSIG(status)
+    else:
+        code, sig = posix.WEXITSTATUS(status), None
+    return Finished(code, sig, usage.ru_maxrss * _KB, usage.ru_utime, usage.ru_stime)
+
+
+def die_of_signal(signum: int) -> "NoReturn":
+    """Terminate shim by *signum*, as the tool was, so the caller sees the same death."""
+    flush_stdio()
+    try:
+        import resource   # already loaded by wait4; a re-raised SIGSEGV must not dump shim's core
+        soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        _signal.signal(signum, _signal.SIG_DFL)
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, (signum,))
+    except (OSError, ValueError):
+        pass
+    posix.kill(posix.getpid(), signum)
+    posix._exit(128 + signum)   # only if the signal did not end us (e.g. SIGCHLD-like)

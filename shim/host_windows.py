@@ -1,0 +1,151 @@
+"""The operating system as the hot path sees it, on Windows.
+
+Same names as host_posix.py. Windows has no exec: `os.execv` there starts a new
+process and ends the caller, so the parent (ninja) would see shim's exit at once,
+not the tool's. Every step is therefore spawned (EXEC_SUPPORTED is False and
+shim/step.py turns exec into spawn). Not run in this project's CI; the choosing
+logic is unit-tested on POSIX.
+"""
+
+import os
+import subprocess
+import sys
+
+__all__ = (
+    "EXEC_SUPPORTED",
+    "SEP",
+    "PATHSEP",
+    "PLATFORM",
+    "getcwd",
+    "stat",
+    "getpid",
+    "getuid",
+    "open_file",
+    "read",
+    "write",
+    "close",
+    "O_RDONLY",
+    "O_CLOEXEC",
+    "arch",
+    "environ",
+    "is_absolute",
+    "join",
+    "dirname",
+    "basename",
+    "program_stem",
+    "is_executable_file",
+    "program_candidates",
+    "flush_stdio",
+    "exit_now",
+    "exec_program",
+    "Finished",
+    "spawn_program",
+    "die_of_signal",
+)
+
+EXEC_SUPPORTED = False
+SEP = "\\"
+PATHSEP = ";"
+PLATFORM = "windows"
+
+getcwd = os.getcwd
+stat = os.stat
+getpid = os.getpid
+open_file = os.open
+read = os.read
+write = os.write
+close = os.close
+O_RDONLY = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+O_CLOEXEC = getattr(os, "O_NOINHERIT", 0)
+
+
+def getuid() -> int:
+    return 0
+
+
+def arch() -> str:
+    return os.environ.get("PROCESSOR_ARCHITECTURE", "").lower() or "unknown"
+
+
+def environ() -> dict:
+    return dict(os.environ)
+
+
+def is_absolute(path: str) -> bool:
+    return os.path.isabs(path)
+
+
+def join(directory: str, name: str) -> str:
+    return os.path.join(directory, name)
+
+
+def dirname(path: str) -> str:
+    return os.path.dirname(path)
+
+
+def basename(path: str) -> str:
+    return os.path.basename(path)
+
+
+def program_stem(name: str) -> str:
+    """`C:\\VC\\cl.exe` -> `cl`: tools are known without their extension."""
+    base = os.path.basename(name)
+    stem, ext = os.path.splitext(base)
+    return stem if ext.lower() in (".exe", ".bat", ".cmd", ".com") else base
+
+
+def is_executable_file(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if os.path.isfile(path) else None
+
+
+def program_candidates(name: str):
+    if os.path.splitext(name)[1]:
+        return (name,)
+    exts = os.environ.get("PATHEXT", ".COM;.EXE;.BAT;.CMD").split(";")
+    return tuple(name + ext.lower() for ext in exts if ext)
+
+
+def flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def exit_now(status: int):
+    flush_stdio()
+    os._exit(status & 0xFF)
+
+
+def exec_program(path: str, argv: list, env: dict):
+    raise OSError("exec is not supported on Windows")
+
+
+class Finished:
+    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time")
+
+    def __init__(self, code, signal, max_rss, user_time, system_time):
+        self.code = code
+        self.signal = signal
+        self.max_rss = max_rss
+        self.user_time = user_time
+        self.system_time = system_time
+
+
+def spawn_program(path: str, argv: list, env: dict) -> Finished:
+    flush_stdio()
+    proc = subprocess.Popen(argv, executable=path, env=env)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        code = proc.wait()
+    return Finished(code & 0xFF, None, None, None, None)
+
+
+def die_of_signal(signum: int):
+    exit_now(128 + signum)

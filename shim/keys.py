@@ -1,0 +1,65 @@
+"""Every toolchain.toml key, declared once: path, type, default, documentation.
+
+`shim config keys` prints this table, shim/config.py validates against it, and
+README.md's reference is generated from it (tests/keys_test.py keeps them equal).
+Placeholders in paths: <kind> is a step kind (compile, link, archive, preprocess,
+other), <id> a tool id you choose, <platform> an OS (linux, darwin, windows, freebsd)
+optionally with an architecture (linux-x86_64, darwin-arm64).
+Every key except `preset` may also appear under platform.<platform>.
+"""
+
+from shim.args import FAMILIES, KINDS
+
+MODES = ("exec", "spawn", "auto")
+PLATFORMS = ("linux", "darwin", "windows", "freebsd")
+
+# (path, type, default, doc)
+KEYS = (
+    ("preset", "preset", None,
+     "Built-in preset to start from (gcc, clang). Default: gcc if installed, else clang."),
+    ("defaults.mode", "mode", "exec",
+     "How steps run: exec (shim becomes the tool), spawn (shim waits: peak RSS, CPU times), "
+     "auto (spawn for now). SHIM_MODE overrides it for one run."),
+    ("step.<kind>.mode", "mode", None, "Mode for steps of this kind; wins over defaults.mode."),
+    ("step.<kind>.memory", "size", None,
+     "Expected peak memory of a step of this kind before shim has measured it (\"1.5GiB\")."),
+    ("tool.<id>.program", "str", None,
+     "Program to run for `shim <id>`: a name looked up on PATH, or a path (relative to this file)."),
+    ("tool.<id>.names", "list[str]", [],
+     "Program names (wildcards allowed) that select this tool in launcher form, e.g. `shim g++ -c ...`."),
+    ("tool.<id>.family", "family", None,
+     "How to read the arguments (gcc, ar, ld, msvc, msvc-link, msvc-lib, other). Default: from the program name."),
+    ("tool.<id>.kind", "kind", None, "Force the step kind instead of inferring it from the arguments."),
+    ("tool.<id>.mode", "mode", None, "Mode for this tool; wins over step.<kind>.mode."),
+    ("tool.<id>.args.prepend", "list[str]", [], "Arguments inserted before the step's own."),
+    ("tool.<id>.args.append", "list[str]", [], "Arguments added after the step's own."),
+    ("tool.<id>.args.drop", "list[str]", [],
+     "Arguments removed from the step's own: exact text or a wildcard (\"-march=*\")."),
+    ("tool.<id>.args.replace", "replace", {},
+     "Arguments swapped for others: {\"-O3\" = \"-O2\"}; a list value replaces one with several."),
+    ("tool.<id>.env.set", "table[str]", {}, "Environment variables set for the tool."),
+    ("tool.<id>.env.unset", "list[str]", [], "Environment variables removed for the tool."),
+    ("tool.<id>.env.path_prepend", "list[str]", [],
+     "Directories put in front of PATH for the tool (relative to this file)."),
+)
+
+TYPES = {
+    "str": "a string",
+    "list[str]": "a list of strings",
+    "mode": "one of " + ", ".join(MODES),
+    "kind": "one of " + ", ".join(KINDS),
+    "family": "one of " + ", ".join(FAMILIES),
+    "size": "a size such as \"1.5GiB\" or \"512M\"",
+    "table[str]": "a table of strings",
+    "replace": "a table of strings or lists of strings",
+    "preset": "the name of a preset in toolchains/",
+}
+ENUMS = {"mode": MODES, "kind": KINDS, "family": FAMILIES}
+
+# Environment variables shim reads, for `shim config keys` and README.
+ENV = (
+    ("SHIM_TOOLCHAIN", "Path of a toolchain.toml layered on top of all others."),
+    ("SHIM_MODE", "exec, spawn or auto for every step of this run, overriding toolchain.toml."),
+    ("SHIM_CACHE_DIR", "Where the parsed toolchain is cached (default $XDG_CACHE_HOME/shim)."),
+    ("SHIM_DEBUG", "1: print tracebacks for internal errors, and why the cache missed."),
+)

@@ -1,0 +1,82 @@
+"""The `shim` launchers: the script pip installs, and the faster ones shim writes.
+
+pip rewrites a script's `#!python` line to the bare interpreter path and drops any
+flags, so an installed script cannot ask for `-I -S`, and `site` plus `os` cost
+~3 ms on every build step (BENCHMARKS.md). Two launchers share one body (BODY):
+
+- bin/shim, the one pip installs: a `#!/bin/sh` + Python polyglot that re-runs
+  itself as `<venv>/bin/python -IS` (dash adds ~0.8 ms).
+- direct launchers written by `shim launcher DIR` and by `shim build` (into
+  .shim/bin, first on ninja's PATH): `#!<python> -IS` with the paths baked in,
+  no shell at all.
+
+Both load the precompiled hot path from shim/_hotpath.bundle (shim/hotpath.py).
+"""
+
+import os
+import sys
+
+from shim import __version__, hotpath
+
+BODY = '''import sys
+try:
+    with open(sp + "/shim/_hotpath.bundle", "rb") as f:
+        b = f.read()
+except OSError:
+    b = b""
+if b[:4] == sys.modules["_frozen_importlib_external"].MAGIC_NUMBER:
+    boot, mods = __import__("marshal").loads(b[4:])
+    exec(boot, {"sp": sp, "mods": mods})
+sys.path.append(sp)
+try:
+    from shim.entry import main
+except ImportError:  # an editable or --user install: let site find shim
+    import site  # noqa: F401
+    from shim.entry import main
+sys.exit(main())
+'''
+
+_DIRECT = '''#!{python} -IS
+# shim-launcher {version}, written by `shim launcher`: see BUILD.md, "Launchers"
+sp = {site_packages!r}
+'''
+
+
+def site_packages() -> str:
+    """The directory holding the running shim package."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def direct_text(python: str = None, packages: str = None) -> str:
+    return _DIRECT.format(python=python or sys.executable, version=__version__,
+                          site_packages=packages or site_packages()) + BODY
+
+
+def write(directory: str, name: str = "shim") -> str:
+    """Write (atomically, only if different) a direct launcher *directory*/*name*."""
+    text = direct_text()
+    path = os.path.join(directory, name)
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return path
+    except OSError:
+        pass
+    os.makedirs(directory, exist_ok=True)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
+    return path
+
+
+def bundled() -> bool:
+    """Whether the running install has a hot-path bundle for this interpreter."""
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), hotpath.BUNDLE_NAME)
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == importlib.util.MAGIC_NUMBER
+    except OSError:
+        return False

@@ -1,0 +1,134 @@
+"""Exit fidelity and process shape of a step, in exec and in spawn mode (real processes)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import SHIM, run_shim, write_tool
+
+MODES = ("exec", "spawn")
+
+
+@pytest.fixture
+def tools(tmp_path):
+    d = tmp_path / "tools"
+    write_tool(d, "exiter", 'exit "$1"\n')
+    write_tool(d, "suicide", 'kill -"$1" $$\nsleep 5\nexit 99\n')
+    write_tool(d, "pids", 'echo "$$ $PPID"\n')
+    write_tool(d, "sleeper", 'echo $$ > "$1"\nexec sleep 30\n')
+    return d
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("code", [0, 1, 2, 3, 126, 127, 255])
+def test_exit_status_of_the_tool_is_shims_exit_status(tools, env, mode, code):
+    env["SHIM_MODE"] = mode
+    result = run_shim([tools / "exiter", code], env=env)
+    assert result.returncode == code, result.stderr
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("sig", ["SEGV", "ABRT", "KILL", "TERM", "INT"])
+def test_a_tool_killed_by_a_signal_makes_shim_die_of_the_same_signal(tools, env, mode, sig):
+    env["SHIM_MODE"] = mode
+    result = run_shim([tools / "suicide", sig], env=env)
+    assert result.returncode == -getattr(signal, "SIG" + sig), (result.returncode, result.stderr)
+
+
+def test_exec_mode_replaces_shim_with_the_tool(tools, env):
+    env["SHIM_MODE"] = "exec"
+    proc = subprocess.Popen([str(SHIM), str(tools / "pids")], env=env, stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate()
+    pid, ppid = map(int, out.split())
+    assert pid == proc.pid            # same process: shim became the tool
+    assert ppid == os.getpid()
+
+
+def test_spawn_mode_runs_the_tool_as_shims_child(tools, env):
+    env["SHIM_MODE"] = "spawn"
+    proc = subprocess.Popen([str(SHIM), str(tools / "pids")], env=env, stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate()
+    pid, ppid = map(int, out.split())
+    assert ppid == proc.pid and pid != proc.pid
+
+
+def _wait_for_file(path, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text())
+        time.sleep(0.01)
+    raise AssertionError("%s never appeared" % path)
+
+
+def _gone(pid, timeout=5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_sent_to_a_spawning_shim_reaches_the_tool_and_leaves_no_orphan(tools, env, tmp_path, sig):
+    env["SHIM_MODE"] = "spawn"
+    pidfile = tmp_path / "child.pid"
+    proc = subprocess.Popen([str(SHIM), str(tools / "sleeper"), str(pidfile)], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    child = _wait_for_file(pidfile)
+    assert child != proc.pid
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -sig, proc.stderr.read()
+    assert _gone(child), "the tool (pid %d) outlived shim" % child
+
+
+def test_a_tool_writing_to_a_closed_pipe_dies_of_sigpipe_as_it_would_without_shim(env, mode_env=None):
+    # Python ignores SIGPIPE; shim must give the tool the default back (exec and spawn).
+    for mode in MODES:
+        env["SHIM_MODE"] = mode
+        result = subprocess.run("'%s' yes | head -n 1; echo \"${PIPESTATUS[0]}\" >&2" % SHIM, shell=True,
+                                executable="/bin/bash", env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert result.stdout == "y\n"
+        assert result.stderr.strip() == str(128 + signal.SIGPIPE), (mode, result.stderr)
+
+
+def test_a_tool_that_ignored_sighup_under_nohup_still_ignores_it_when_spawned(tools, env, tmp_path):
+    env["SHIM_MODE"] = "spawn"
+    probe = write_tool(tmp_path / "t", "hup", 'kill -HUP $$\necho survived\n')
+    result = subprocess.run(["nohup", str(SHIM), str(probe)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "survived" in result.stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_tool_gets_its_full_path_as_argv0_and_the_arguments_unchanged(tmp_path, env, mode):
+    tool = write_tool(tmp_path / "bin", "echoargs", 'printf "%s\\n" "$0" "$@"\n')
+    env["SHIM_MODE"] = mode
+    env["PATH"] = "%s:%s" % (tool.parent, env["PATH"])
+    args = ["a b", "", "-x", "'q'", "$HOME", "ü"]
+    result = run_shim(["echoargs"] + args, env=env)
+    assert result.returncode == 0
+    assert result.stdout.split("\n")[:-1] == [str(tool)] + args
+
+
+def test_stdin_stdout_and_stderr_pass_through(tmp_path, env):
+    tool = write_tool(tmp_path / "bin", "cat2", 'cat; echo err >&2\n')
+    for mode in MODES:
+        env["SHIM_MODE"] = mode
+        result = subprocess.run([str(SHIM), str(tool)], input="data\n", env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert (result.stdout, result.stderr) == ("data\n", "err\n")
