@@ -160,9 +160,13 @@ def config_check(files):
 
 
 @config.command("keys")
-def config_keys():
+@click.option("--markdown", is_flag=True, help="As the Markdown tables README.md carries.")
+def config_keys(markdown):
     """List every toolchain.toml key: type, default, meaning."""
     from shim import keys
+    if markdown:
+        click.echo(keys.markdown(), nl=False)
+        return
     for path, typ, default, doc in keys.KEYS:
         shown = "" if default in (None, [], {}) else " = %s" % _show_default(default)
         click.echo("%s  (%s%s)" % (path, keys.TYPES[typ], shown))

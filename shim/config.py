@@ -199,26 +199,24 @@ def _bare_key(text: str) -> bool:
 
 
 def locate(text: str, dotted: tuple):
-    """Line number where key *dotted* (or the inline table holding it) is written, or None."""
+    """Line number where key *dotted* (or the table or inline table holding it) is written."""
     header = ()
-    table_line = None
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line[0] == "#":
             continue
         if line[0] == "[":
-            inner = line.split("#", 1)[0].strip().strip("[]").strip()
-            header = _split_dotted(inner)
-            if table_line is None and dotted[:len(header)] == header:
-                table_line = lineno
+            header = _split_dotted(line.split("#", 1)[0].strip().strip("[]").strip())
+            if header[:len(dotted)] == dotted:      # [tool.cc] for key tool.cc, or a table below it
+                return lineno
             continue
         key, eq, _ = line.partition("=")
         if not eq or not _bare_key(key.strip()):
             continue
         full = header + _split_dotted(key.strip())
-        if dotted[:len(full)] == full:
+        if dotted[:len(full)] == full or full[:len(dotted)] == dotted:
             return lineno
-    return table_line
+    return None
 
 
 # --- presets, merging, compiling -----------------------------------------------------

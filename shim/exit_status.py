@@ -11,6 +11,7 @@ import sys
 USAGE = 2             # bad command line for shim itself (as click and argparse)
 BAD_INPUT = 65        # a response file or argument shim must read is malformed (EX_DATAERR)
 INTERNAL = 70         # a bug in shim (EX_SOFTWARE); SHIM_DEBUG=1 shows the traceback
+OS_ERROR = 71         # the system refused what shim needs: the cwd, a process (EX_OSERR)
 CONFIG = 78           # toolchain.toml is invalid or untrusted (EX_CONFIG)
 NOT_EXECUTABLE = 126  # the tool exists but cannot be run (as sh)
 NOT_FOUND = 127       # the tool is not on PATH / not at the configured path (as sh)
@@ -20,6 +21,7 @@ TABLE = (
     (USAGE, "usage", "bad shim command line (unknown subcommand, missing tool)"),
     (BAD_INPUT, "bad-input", "unreadable or malformed @response file or argument"),
     (INTERNAL, "internal", "internal error in shim (SHIM_DEBUG=1 shows a traceback)"),
+    (OS_ERROR, "os-error", "the system refused something shim needs (current directory, a process)"),
     (CONFIG, "config", "invalid, unreadable or untrusted toolchain.toml"),
     (NOT_EXECUTABLE, "not-executable", "the tool was found but could not be executed"),
     (NOT_FOUND, "not-found", "the tool was not found"),

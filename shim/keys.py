@@ -1,7 +1,8 @@
 """Every toolchain.toml key, declared once: path, type, default, documentation.
 
 `shim config keys` prints this table, shim/config.py validates against it, and
-README.md's reference is generated from it (tests/keys_test.py keeps them equal).
+README.md's reference is its `shim config keys --markdown` (tests/cli_test.py
+keeps them equal).
 Placeholders in paths: <kind> is a step kind (compile, link, archive, preprocess,
 other), <id> a tool id you choose, <platform> an OS (linux, darwin, windows, freebsd)
 optionally with an architecture (linux-x86_64, darwin-arm64).
@@ -61,5 +62,17 @@ ENV = (
     ("SHIM_TOOLCHAIN", "Path of a toolchain.toml layered on top of all others."),
     ("SHIM_MODE", "exec, spawn or auto for every step of this run, overriding toolchain.toml."),
     ("SHIM_CACHE_DIR", "Where the parsed toolchain is cached (default $XDG_CACHE_HOME/shim)."),
-    ("SHIM_DEBUG", "1: print tracebacks for internal errors, and why the cache missed."),
+    ("SHIM_DEBUG", "1: print the traceback of an internal error (shim then imports module by module)."),
 )
+
+
+def markdown() -> str:
+    """The key reference as a Markdown table (README.md carries a copy)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for path, typ, default, doc in KEYS:
+        shown = "" if default in (None, [], {}) else "`%s`" % (
+            '"%s"' % default if isinstance(default, str) else default)
+        rows.append("| `%s` | %s | %s | %s |" % (path, TYPES[typ], shown, doc.replace("|", "\\|")))
+    rows += ["", "| environment variable | meaning |", "|---|---|"]
+    rows += ["| `%s` | %s |" % (name, doc) for name, doc in ENV]
+    return "\n".join(rows) + "\n"

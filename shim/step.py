@@ -12,9 +12,14 @@ import sys
 
 from shim import args as args_mod
 from shim import host, pattern, program, rewrite, toolchain
-from shim.exit_status import NOT_EXECUTABLE, NOT_FOUND, USAGE, ShimError
+from shim.exit_status import NOT_EXECUTABLE, NOT_FOUND, OS_ERROR, USAGE, ShimError
 
 MAX_DEPTH = 8   # shim running shim this deep is a loop (PATH or tool.X.program pointing back)
+
+# Why exec/posix_spawn failed -> exit status, as a shell would answer.
+_EXEC_ERRORS = {errno.ENOENT: NOT_FOUND, errno.ENOTDIR: NOT_FOUND, errno.EACCES: NOT_EXECUTABLE,
+                errno.ENOEXEC: NOT_EXECUTABLE, errno.EPERM: NOT_EXECUTABLE, errno.EISDIR: NOT_EXECUTABLE,
+                errno.ETXTBSY: NOT_EXECUTABLE, errno.ELOOP: NOT_EXECUTABLE}
 
 
 def choose_mode(requested: str, exec_supported: bool) -> str:
@@ -75,7 +80,10 @@ def run(name: str, argv: list, env: dict):
         raise ShimError("no tool given (usage: shim TOOL ARGS..., or shim --help)", USAGE)
     depth = env.get("SHIM_DEPTH", "0")
     depth = int(depth) if depth.isdigit() else 0
-    cwd = host.getcwd()
+    try:
+        cwd = host.getcwd()
+    except OSError as e:
+        raise ShimError("cannot get the current directory: %s" % (e.strerror or e), OS_ERROR) from None
     config = toolchain.load(cwd, env)
     tool_id, tool, prog = select_tool(config, name)
     if depth >= MAX_DEPTH:
@@ -94,7 +102,7 @@ def run(name: str, argv: list, env: dict):
             host.exec_program(path, full_argv, env)
         finished = host.spawn_program(path, full_argv, env)
     except OSError as e:
-        status = NOT_FOUND if e.errno == errno.ENOENT else NOT_EXECUTABLE
+        status = _EXEC_ERRORS.get(e.errno, OS_ERROR)
         raise ShimError("tool %r: cannot execute %s: %s" % (tool_id or name, path, e.strerror or e),
                         status) from None
     if finished.signal is not None:

@@ -23,6 +23,18 @@ SHIM = BIN / "shim"
 def pytest_configure(config):
     if not SHIM.exists():
         raise pytest.UsageError("%s is missing: install shim first (pip install '.[test]')" % SHIM)
+    import shim
+    installed = Path(subprocess.run([sys.executable, "-I", "-c", "import shim; print(shim.__file__)"],
+                                    stdout=subprocess.PIPE, text=True).stdout.strip()).parent
+    if installed == Path(shim.__file__).parent:
+        return    # an editable install: the checkout is what runs
+    stale = [p.name for p in sorted((REPO / "shim").glob("*.py"))
+             if not (installed / p.name).exists() or (installed / p.name).read_bytes() != p.read_bytes()]
+    stale += [p.name for p in sorted((REPO / "toolchains").glob("*.toml"))
+              if (installed / "toolchains" / p.name).read_bytes() != p.read_bytes()]
+    if stale:
+        raise pytest.UsageError("the installed shim (%s) differs from the checkout in %s: "
+                                "reinstall (pip install '.[test]')" % (installed, ", ".join(stale)))
 
 
 @pytest.fixture

@@ -25,9 +25,10 @@ def logging_compiler(tmp_path: Path) -> Path:
     """A `cc` that records who started it (its parent's command line) and runs gcc."""
     log = tmp_path / "cc.log"
     write_tool(tmp_path / "tools", "logcc", """
-        tr '\\0' ' ' < /proc/$PPID/cmdline >> '%s'; echo >> '%s'
+        parent=$(tr '\\0' ' ' < /proc/$PPID/cmdline)
+        printf '%%s\\n' "$parent" >> '%s'   # one write(): parallel compiles do not interleave
         exec gcc "$@"
-        """ % (log, log))
+        """ % log)
     write_toml(tmp_path / "layer.toml", """
         [tool.cc]
         program = "%s"

@@ -1,0 +1,50 @@
+"""Launchers: the installed polyglot, direct launchers, masquerade, never running shim as the tool."""
+
+import subprocess
+
+from conftest import REPO, SHIM, run_shim
+from shim import launcher
+
+
+def test_the_installed_script_carries_the_shared_launcher_body():
+    text = (REPO / "bin" / "shim").read_text()
+    assert text.endswith(launcher.BODY)
+    assert SHIM.read_text() == text
+
+
+def test_a_direct_launcher_runs_steps_and_is_rewritten_only_when_it_changes(tmp_path, env):
+    assert run_shim(["launcher", tmp_path / "bin"], env=env).returncode == 0
+    fast = tmp_path / "bin" / "shim"
+    assert fast.read_text().startswith("#!%s -IS\n" % (SHIM.parent / "python"))
+    before = fast.stat().st_mtime_ns
+    run_shim(["launcher", tmp_path / "bin"], env=env)
+    assert fast.stat().st_mtime_ns == before
+    (tmp_path / "a.c").write_text("int a;\n")
+    result = run_shim(["cc", "-c", "a.c", "-o", "a.o"], cwd=tmp_path, env=env, shim=fast)
+    assert result.returncode == 0 and (tmp_path / "a.o").exists()
+
+
+def _masquerade_compiles(tmp_path, env, gcc):
+    (tmp_path / "m.c").write_text("int m(void) { return 1; }\n")
+    env["PATH"] = "%s:%s" % (gcc.parent, env["PATH"])     # the masquerade dir comes first on PATH
+    env["SHIM_MODE"] = "spawn"
+    result = subprocess.run(["gcc", "-c", "m.c", "-o", "m.o", "-v"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "m.o").exists()
+    return result
+
+
+def test_a_symlink_named_gcc_to_the_installed_shim_runs_the_real_gcc(tmp_path, env):
+    masq = tmp_path / "masq"
+    masq.mkdir()
+    (masq / "gcc").symlink_to(SHIM)
+    result = _masquerade_compiles(tmp_path, env, masq / "gcc")
+    assert "COLLECT_GCC=/usr/bin/gcc" in result.stderr or "COLLECT_GCC=/bin/gcc" in result.stderr
+
+
+def test_masquerade_launchers_written_by_shim_skip_each_other_on_path(tmp_path, env):
+    masq = tmp_path / "masq"
+    assert run_shim(["launcher", masq, "--as", "gcc", "--as", "cc"], env=env).returncode == 0
+    result = _masquerade_compiles(tmp_path, env, masq / "gcc")
+    assert "COLLECT_GCC=%s" % (masq / "gcc") not in result.stderr

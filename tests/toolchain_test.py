@@ -1,0 +1,200 @@
+"""toolchain.toml: discovery, layering, platform overrides, rewrite rules, the cache."""
+
+import os
+import platform
+
+import pytest
+
+from conftest import SHIM, run_shim, write_tool, write_toml
+
+
+@pytest.fixture
+def printer(tmp_path):
+    """A tool that prints its arguments, then its environment."""
+    return write_tool(tmp_path / "tools", "printer", 'printf "%s\\n" "$@"; echo "--env--"; env\n')
+
+
+def run_printer(args, cwd, env):
+    result = run_shim(args, cwd=cwd, env=env)
+    assert result.returncode == 0, result.stderr
+    argv, _, envtext = result.stdout.partition("--env--\n")
+    return argv.splitlines(), dict(line.split("=", 1) for line in envtext.splitlines() if "=" in line)
+
+
+def test_rewrite_rules_drop_replace_prepend_and_append_arguments(tmp_path, env, printer):
+    write_toml(tmp_path / "toolchain.toml", """
+        [tool.t]
+        program = "%s"
+        args.prepend = ["-A"]
+        args.append = ["-Z"]
+        args.drop = ["-march=native", "-W*"]
+        args.replace = { "-O3" = "-O2", "-g" = ["-g1", "-gz"] }
+        """ % printer)
+    argv, _ = run_printer(["t", "-O3", "-march=native", "-Wall", "-Wextra", "-g", "-c", "a.c", "-W"],
+                          tmp_path, env)
+    assert argv == ["-A", "-O2", "-g1", "-gz", "-c", "a.c", "-Z"]
+
+
+def test_env_rules_set_unset_and_prepend_path(tmp_path, env, printer):
+    write_toml(tmp_path / "toolchain.toml", """
+        [tool.t]
+        program = "%s"
+        env.set = { LC_ALL = "C", ADDED = "yes" }
+        env.unset = ["DROPME"]
+        env.path_prepend = ["extra/bin", "/opt/abs"]
+        """ % printer)
+    env["DROPME"] = "1"
+    _, seen = run_printer(["t"], tmp_path, env)
+    assert seen["LC_ALL"] == "C" and seen["ADDED"] == "yes"
+    assert "DROPME" not in seen
+    assert seen["PATH"].split(":")[:3] == [str(tmp_path / "extra/bin"), "/opt/abs", str(SHIM.parent)]
+
+
+def test_a_relative_program_path_is_relative_to_the_file_that_names_it(tmp_path, env, printer):
+    write_toml(tmp_path / "conf" / "toolchain.toml", '[tool.t]\nprogram = "../tools/printer"\n')
+    env["SHIM_TOOLCHAIN"] = str(tmp_path / "conf" / "toolchain.toml")
+    argv, _ = run_printer(["t", "x"], tmp_path, env)
+    assert argv == ["x"]
+
+
+def test_layers_merge_preset_user_project_env_with_later_layers_winning(tmp_path, env, printer):
+    home = tmp_path / "home"
+    write_toml(home / ".config" / "shim" / "toolchain.toml", """
+        [tool.t]
+        program = "%s"
+        args.prepend = ["user"]
+        args.append = ["user-append"]
+        env.set = { FROM_USER = "1", WHO = "user" }
+        """ % printer)
+    project = tmp_path / "project"
+    write_toml(project / "toolchain.toml", """
+        [tool.t]
+        args.prepend = ["project"]
+        env.set = { WHO = "project" }
+        """)
+    write_toml(tmp_path / "explicit.toml", '[tool.t]\nenv.set = { WHO = "env" }\n')
+    build = project / "out" / "deep"
+    build.mkdir(parents=True)
+
+    argv, seen = run_printer(["t"], build, env)          # found by walking up from the cwd
+    assert argv == ["project", "user-append"]           # lists replace, tables merge
+    assert (seen["FROM_USER"], seen["WHO"]) == ("1", "project")
+
+    env["SHIM_TOOLCHAIN"] = str(tmp_path / "explicit.toml")
+    _, seen = run_printer(["t"], build, env)
+    assert seen["WHO"] == "env"
+
+
+def test_platform_tables_override_the_general_ones_and_arch_beats_os(tmp_path, env, printer):
+    machine = platform.machine()
+    write_toml(tmp_path / "toolchain.toml", """
+        [tool.t]
+        program = "%s"
+        env.set = { A = "general", B = "general", C = "general" }
+        [platform.linux.tool.t]
+        env.set = { A = "linux", B = "linux" }
+        [platform.linux-%s.tool.t]
+        env.set = { B = "linux-arch" }
+        [platform.windows.tool.t]
+        env.set = { C = "windows" }
+        """ % (printer, machine))
+    _, seen = run_printer(["t"], tmp_path, env)
+    assert (seen["A"], seen["B"], seen["C"]) == ("linux", "linux-arch", "general")
+
+
+def test_tool_ids_win_over_programs_and_launcher_names_pick_a_tools_rules(tmp_path, env, printer):
+    write_toml(tmp_path / "toolchain.toml", """
+        [tool.t]
+        program = "%s"
+        names = ["printer", "cross-*-printer"]
+        args.prepend = ["from-t"]
+        """ % printer)
+    env["PATH"] = "%s:%s" % (printer.parent, env["PATH"])
+    assert run_printer(["printer", "x"], tmp_path, env)[0] == ["from-t", "x"]      # launcher form
+    assert run_printer([printer, "y"], tmp_path, env)[0] == ["from-t", "y"]        # CMake passes a path
+    other = printer.parent / "cross-arm-printer"
+    other.symlink_to(printer)
+    assert run_printer(["cross-arm-printer", "z"], tmp_path, env)[0] == ["from-t", "z"]   # wildcard
+
+
+def test_mode_comes_from_shim_mode_then_tool_then_step_kind_then_defaults(tmp_path, env):
+    who = write_tool(tmp_path / "tools", "gcc-who", 'tr "\\0" " " < /proc/$PPID/cmdline\n')
+    write_toml(tmp_path / "toolchain.toml", """
+        [defaults]
+        mode = "exec"
+        [step.link]
+        mode = "spawn"
+        [tool.c]
+        program = "%s"
+        family = "gcc"
+        [tool.l]
+        program = "%s"
+        family = "gcc"
+        mode = "exec"
+        """ % (who, who))
+
+    def spawned(args):
+        result = run_shim(args, cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        return " -IS " in result.stdout     # the parent is a waiting shim
+
+    assert not spawned(["c", "-c", "a.c"])        # compile: defaults.mode
+    assert spawned(["c", "a.o", "-o", "a"])       # link: step.link.mode
+    assert not spawned(["l", "a.o", "-o", "a"])   # tool.l.mode wins over step.link
+    env["SHIM_MODE"] = "spawn"
+    assert spawned(["l", "a.o", "-o", "a"])       # SHIM_MODE wins over everything
+
+
+def test_the_parsed_toolchain_is_cached_and_a_changed_file_is_seen_at_once(tmp_path, env, printer):
+    conf = write_toml(tmp_path / "toolchain.toml", '[tool.t]\nprogram = "%s"\nargs.prepend = ["one"]\n' % printer)
+    assert run_printer(["t"], tmp_path, env)[0] == ["one"]
+    cache = tmp_path / "home" / ".cache" / "shim"
+    entries = list(cache.glob("toolchain-*.marshal"))
+    assert len(entries) == 1
+    before = entries[0].stat().st_mtime_ns
+
+    assert run_printer(["t"], tmp_path, env)[0] == ["one"]
+    assert entries[0].stat().st_mtime_ns == before      # a hit: not rewritten
+
+    conf.write_text(conf.read_text().replace('"one"', '"two"'))   # same size, new mtime
+    os.utime(conf, ns=(before + 10**9, before + 10**9))
+    assert run_printer(["t"], tmp_path, env)[0] == ["two"]
+
+    (tmp_path / "sub").mkdir()
+    write_toml(tmp_path / "sub" / "toolchain.toml",      # the nearest file only, not every one above
+               '[tool.t]\nprogram = "%s"\nargs.prepend = ["nearer"]\n' % printer)
+    assert run_printer(["t"], tmp_path / "sub", env)[0] == ["nearer"]
+
+
+def test_an_unwritable_cache_directory_only_costs_speed(tmp_path, env, printer):
+    write_toml(tmp_path / "toolchain.toml", '[tool.t]\nprogram = "%s"\nargs.prepend = ["ok"]\n' % printer)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    env["SHIM_CACHE_DIR"] = str(blocker / "cache")
+    assert run_printer(["t"], tmp_path, env)[0] == ["ok"]
+    env["SHIM_CACHE_DIR"] = "/dev/full"
+    assert run_printer(["t"], tmp_path, env)[0] == ["ok"]
+
+
+def test_a_corrupt_cache_file_is_ignored_and_replaced(tmp_path, env, printer):
+    write_toml(tmp_path / "toolchain.toml", '[tool.t]\nprogram = "%s"\nargs.prepend = ["ok"]\n' % printer)
+    assert run_printer(["t"], tmp_path, env)[0] == ["ok"]
+    (entry,) = (tmp_path / "home" / ".cache" / "shim").glob("toolchain-*.marshal")
+    entry.write_bytes(b"\x00garbage")
+    assert run_printer(["t"], tmp_path, env)[0] == ["ok"]
+    assert entry.read_bytes() != b"\x00garbage"
+
+
+def test_the_default_preset_follows_what_is_installed(tmp_path, env):
+    fake = tmp_path / "onlyclang"
+    write_tool(fake, "clang", "exit 0\n")
+    env["PATH"] = "%s:%s" % (SHIM.parent, fake)      # no gcc on this PATH
+    result = run_shim(["config", "show"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("# preset: clang (clang found at %s" % fake)
+    env["PATH"] = "%s:/usr/bin:/bin" % SHIM.parent
+    assert run_shim(["config", "show"], cwd=tmp_path, env=env).stdout.startswith("# preset: gcc (gcc found at")
+    write_toml(tmp_path / "toolchain.toml", 'preset = "clang"\n')
+    shown = run_shim(["config", "show"], cwd=tmp_path, env=env).stdout
+    assert shown.startswith("# preset: clang (preset = 'clang' in toolchain.toml)")
+    assert 'program = "clang"' in shown
