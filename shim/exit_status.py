@@ -28,6 +28,19 @@ TABLE = (
 )
 
 
+class Finished:
+    """How a spawned tool ended, from wait4: exit code or signal, peak RSS, CPU times."""
+
+    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time")
+
+    def __init__(self, code, signal, max_rss, user_time, system_time):
+        self.code = code              # 0-255, or None when killed by a signal
+        self.signal = signal          # signal number, or None
+        self.max_rss = max_rss        # bytes: the largest single process of the tool's tree
+        self.user_time = user_time    # seconds, the tool and its waited-for children
+        self.system_time = system_time
+
+
 class ShimError(Exception):
     """A user-facing failure: one line of text and the exit status to leave with."""
 

@@ -10,6 +10,8 @@ import _signal
 import posix
 import sys
 
+from shim.exit_status import Finished
+
 __all__ = (
     "EXEC_SUPPORTED",
     "SEP",
@@ -36,8 +38,8 @@ __all__ = (
     "program_candidates",
     "flush_stdio",
     "exit_now",
+    "read_file",
     "exec_program",
-    "Finished",
     "spawn_program",
     "die_of_signal",
 )
@@ -118,6 +120,20 @@ def program_candidates(name: str):
     return (name,)
 
 
+def read_file(path: str) -> bytes:
+    """The whole content of *path* (OSError if it cannot be read)."""
+    fd = posix.open(path, posix.O_RDONLY | O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = posix.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        posix.close(fd)
+
+
 def flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -138,19 +154,6 @@ def exec_program(path: str, argv: list, env: dict) -> "NoReturn":
     for signum in _RESTORE_DEFAULT:
         _signal.signal(signum, _signal.SIG_DFL)
     posix.execve(path, argv, env)
-
-
-class Finished:
-    """How a spawned tool ended, from wait4: exit code or signal, peak RSS, CPU times."""
-
-    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time")
-
-    def __init__(self, code, signal, max_rss, user_time, system_time):
-        self.code = code              # 0-255, or None when killed by a signal
-        self.signal = signal          # signal number, or None
-        self.max_rss = max_rss        # bytes: the largest single process of the tool's tree
-        self.user_time = user_time    # seconds, the tool and its waited-for children
-        self.system_time = system_time
 
 
 def spawn_program(path: str, argv: list, env: dict) -> Finished:

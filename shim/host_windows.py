@@ -4,12 +4,15 @@ Same names as host_posix.py. Windows has no exec: `os.execv` there starts a new
 process and ends the caller, so the parent (ninja) would see shim's exit at once,
 not the tool's. Every step is therefore spawned (EXEC_SUPPORTED is False and
 shim/step.py turns exec into spawn). Not run in this project's CI; the choosing
-logic is unit-tested on POSIX.
+logic is unit-tested on POSIX (paths use ntpath, so they can be).
 """
 
+import ntpath
 import os
 import subprocess
 import sys
+
+from shim.exit_status import Finished
 
 __all__ = (
     "EXEC_SUPPORTED",
@@ -37,8 +40,8 @@ __all__ = (
     "program_candidates",
     "flush_stdio",
     "exit_now",
+    "read_file",
     "exec_program",
-    "Finished",
     "spawn_program",
     "die_of_signal",
 )
@@ -72,25 +75,25 @@ def environ() -> dict:
 
 
 def is_absolute(path: str) -> bool:
-    return os.path.isabs(path)
+    return ntpath.isabs(path)
 
 
 def join(directory: str, name: str) -> str:
-    return os.path.join(directory, name)
+    return ntpath.join(directory, name)
 
 
 def dirname(path: str) -> str:
-    return os.path.dirname(path)
+    return ntpath.dirname(path)
 
 
 def basename(path: str) -> str:
-    return os.path.basename(path)
+    return ntpath.basename(path)
 
 
 def program_stem(name: str) -> str:
     """`C:\\VC\\cl.exe` -> `cl`: tools are known without their extension."""
-    base = os.path.basename(name)
-    stem, ext = os.path.splitext(base)
+    base = ntpath.basename(name)
+    stem, ext = ntpath.splitext(base)
     return stem if ext.lower() in (".exe", ".bat", ".cmd", ".com") else base
 
 
@@ -103,10 +106,15 @@ def is_executable_file(path: str):
 
 
 def program_candidates(name: str):
-    if os.path.splitext(name)[1]:
+    if ntpath.splitext(name)[1]:
         return (name,)
     exts = os.environ.get("PATHEXT", ".COM;.EXE;.BAT;.CMD").split(";")
     return tuple(name + ext.lower() for ext in exts if ext)
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def flush_stdio() -> None:
@@ -124,17 +132,6 @@ def exit_now(status: int):
 
 def exec_program(path: str, argv: list, env: dict):
     raise OSError("exec is not supported on Windows")
-
-
-class Finished:
-    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time")
-
-    def __init__(self, code, signal, max_rss, user_time, system_time):
-        self.code = code
-        self.signal = signal
-        self.max_rss = max_rss
-        self.user_time = user_time
-        self.system_time = system_time
 
 
 def spawn_program(path: str, argv: list, env: dict) -> Finished:

@@ -23,20 +23,10 @@ _SPACE = " \t\n\r\f\v"
 def read_text(path: str, argument: str) -> str:
     """The text of response file *path* (BOM-aware: msvc tools write UTF-16)."""
     try:
-        fd = host.open_file(path, host.O_RDONLY | host.O_CLOEXEC)
-        try:
-            chunks = []
-            while True:
-                chunk = host.read(fd, 1 << 16)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            host.close(fd)
+        data = host.read_file(path)
     except OSError as e:
         raise ShimError("cannot read response file %r (argument %s): %s"
                         % (path, argument, e.strerror or e), BAD_INPUT) from None
-    data = b"".join(chunks)
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return data.decode("utf-16")
     if data[:3] == b"\xef\xbb\xbf":

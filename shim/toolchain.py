@@ -125,17 +125,7 @@ def load(cwd: str, env: dict) -> dict:
 
 def _read_cache(cache: str, ident: str, known: dict):
     try:
-        fd = host.open_file(cache, host.O_RDONLY | host.O_CLOEXEC)
-        try:
-            chunks = []
-            while True:
-                chunk = host.read(fd, 1 << 16)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            host.close(fd)
-        stored_ident, deps, config = marshal.loads(b"".join(chunks))
+        stored_ident, deps, config = marshal.loads(host.read_file(cache))
     except (OSError, ValueError, EOFError, TypeError):
         return None
     if stored_ident != ident:

@@ -132,3 +132,27 @@ def test_stdin_stdout_and_stderr_pass_through(tmp_path, env):
         result = subprocess.run([str(SHIM), str(tool)], input="data\n", env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert (result.stdout, result.stderr) == ("data\n", "err\n")
+
+
+@pytest.mark.parametrize("requested, supported, chosen", [
+    ("exec", True, "exec"), ("spawn", True, "spawn"), ("auto", True, "spawn"),
+    ("exec", False, "spawn"), ("spawn", False, "spawn"), ("auto", False, "spawn"),
+])
+def test_mode_choice_and_windows_where_every_step_spawns(requested, supported, chosen):
+    from shim import host_windows, step
+    assert step.choose_mode(requested, supported) == chosen
+    assert host_windows.EXEC_SUPPORTED is False
+
+
+def test_windows_program_names_and_candidates(monkeypatch):
+    from shim import args, host_windows
+    monkeypatch.setenv("PATHEXT", ".COM;.EXE;.BAT")
+    assert host_windows.program_stem("C:\\VC\\bin\\cl.exe") == "cl"
+    assert host_windows.program_stem("clang-cl.EXE") == "clang-cl"
+    assert host_windows.program_stem("tool.py") == "tool.py"
+    assert host_windows.program_candidates("cl") == ("cl.com", "cl.exe", "cl.bat")
+    assert host_windows.program_candidates("cl.exe") == ("cl.exe",)
+    assert host_windows.join("C:\\bin", "cl.exe") == "C:\\bin\\cl.exe"
+    monkeypatch.setattr(args.host, "program_stem", host_windows.program_stem)
+    assert args.family_of("C:\\VC\\bin\\cl.exe") == "msvc"
+    assert args.family_of("C:\\LLVM\\bin\\lld-link.exe") == "msvc-link"
