@@ -115,15 +115,16 @@ def report(table, samples, rounds: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: str, text: str) -> None:
+def write_section(path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the text between the markers *begin* and *end* in file *path*."""
     with open(path) as f:
         doc = f.read()
-    if BEGIN not in doc:
-        raise SystemExit("%s has no %s ... %s section" % (path, BEGIN, END))
-    head, _, rest = doc.partition(BEGIN)
-    _, _, tail = rest.partition(END)
+    if begin not in doc:
+        raise SystemExit("%s has no %s ... %s section" % (path, begin, end))
+    head, _, rest = doc.partition(begin)
+    _, _, tail = rest.partition(end)
     with open(path, "w") as f:
-        f.write(head + BEGIN + "\n" + text + "\n" + END + tail)
+        f.write(head + begin + "\n" + text + "\n" + end + tail)
 
 
 def main(argv=None) -> int:

@@ -81,31 +81,25 @@ def ninja_binary() -> str:
               help="Build in DIR (where build.ninja is), as ninja -C.")
 @click.option("--mode", type=click.Choice(["exec", "spawn", "auto"]),
               help="Run every step in this mode (sets SHIM_MODE for the build).")
+@click.option("--budget", metavar="SIZE",
+              help="Memory budget: auto (default: cgroup or RAM limit minus a reserve), off, "
+                   "a size (6GiB) or a percentage of the limit (75%).")
 @click.argument("ninja_args", nargs=-1, type=click.UNPROCESSED)
-def build(directory, mode, ninja_args):
-    """Run ninja (from the PyPI package) in DIR with shim's fast launcher first on PATH.
+def build(directory, mode, budget, ninja_args):
+    """Run ninja (from the PyPI package) in DIR, admitting steps into a memory budget.
 
-    NINJA_ARGS go to ninja unchanged (targets, -j N, -k N, -v, -n ...).
+    NINJA_ARGS go to ninja unchanged (targets, -j N, -k N, -v, -n ...). Without -j,
+    ninja gets a jobserver with 2 tokens per core and shim admits the steps by CPU
+    and memory. Ends with a summary; `shim report` tells the rest.
     """
-    from shim import launcher
+    from shim import build as build_mod
     if not os.path.isfile(os.path.join(directory, "build.ninja")) and not _has_f(ninja_args):
         raise ShimError("no build.ninja in %s (use -C DIR)" % os.path.abspath(directory), exit_status.USAGE)
     env = dict(os.environ)
-    try:
-        bindir = os.path.dirname(launcher.write(os.path.join(os.path.abspath(directory), ".shim", "bin")))
-        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    except OSError as e:   # a read-only build dir: the installed launcher still works
-        click.echo("shim: warning: cannot write the fast launcher (%s); using the installed one"
-                   % (e.strerror or e), err=True)
-        env["PATH"] = os.path.dirname(os.path.abspath(sys.argv[0])) + os.pathsep + env.get("PATH", "")
     if mode:
         env["SHIM_MODE"] = mode
-    ninja = ninja_binary()
-    argv = [ninja, "-C", directory] + list(ninja_args)
-    finished = host.spawn_program(ninja, argv, env)
-    if finished.signal is not None:
-        host.die_of_signal(finished.signal)
-    return finished.code
+    return build_mod.run(directory, ninja_binary(), list(ninja_args), env, budget,
+                         echo=lambda line: click.echo(line, err=line.startswith("shim: warning")))
 
 
 def _has_f(args) -> bool:
@@ -168,7 +162,7 @@ def config_keys(markdown):
         click.echo(keys.markdown(), nl=False)
         return
     for path, typ, default, doc in keys.KEYS:
-        shown = "" if default in (None, [], {}) else " = %s" % _show_default(default)
+        shown = "" if default is None or default in ([], {}) else " = %s" % _show_default(default)
         click.echo("%s  (%s%s)" % (path, keys.TYPES[typ], shown))
         click.echo("    %s" % doc)
     click.echo("\nEnvironment:")
@@ -177,7 +171,7 @@ def config_keys(markdown):
 
 
 def _show_default(value) -> str:
-    return '"%s"' % value if isinstance(value, str) else str(value)
+    return '"%s"' % value if isinstance(value, str) else str(value).lower()
 
 
 # --- launcher, doctor ---------------------------------------------------------------------
@@ -212,3 +206,107 @@ def doctor():
         click.echo("toolchain %-8s %s" % (role + ":", path))
     click.echo("toolchain cache: %s" % (toolchain.cache_dir(env) or "none (no HOME): parsing every step"))
     click.echo("ninja: %s" % ninja_binary())
+
+
+# --- report, compdb -----------------------------------------------------------------------
+
+
+def _ledger_for(directory: str):
+    """(ledger dir, build dir) for a build in *directory*, as its steps resolve it."""
+    from shim import ledger, toolchain
+    build_dir = os.path.abspath(directory)
+    env = dict(os.environ)
+    try:
+        config = toolchain.load(build_dir, env)
+    except ShimError:
+        config = {}
+    ledger_dir = ledger.directory(build_dir, env, config)
+    if ledger_dir is None:
+        raise ShimError("the ledger is off here (SHIM_LEDGER or ledger.enabled = false)", exit_status.USAGE)
+    return ledger_dir, build_dir
+
+
+def _load_steps(directory: str, which: str):
+    from shim import records
+    ledger_dir, build_dir = _ledger_for(directory)
+    build, steps = records.load(ledger_dir, build_dir, which)
+    if not steps:
+        raise ShimError("no steps recorded in %s (run a build through shim first, or use -C DIR)"
+                        % ledger_dir, exit_status.USAGE)
+    return ledger_dir, build_dir, build, steps
+
+
+@shim.command()
+@click.option("-C", "directory", default=".", metavar="DIR", type=click.Path(file_okay=False),
+              help="The build directory (where the steps ran).")
+@click.option("--all", "every", is_flag=True, help="Every recorded build, not only the last one.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see --schema).")
+@click.option("--brief", is_flag=True, help="Summary and top lists only, not every step.")
+@click.option("--trace", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write a Chrome trace (Perfetto, chrome://tracing) to FILE.")
+@click.option("--html", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write a self-contained HTML timeline to FILE.")
+@click.option("--suggest", is_flag=True, help="Suggest a memory budget and pool depths (with --ram).")
+@click.option("--ram", metavar="SIZE", help="RAM of the machine to plan for (default: this one's).")
+@click.option("--schema", is_flag=True, help="Print the JSON schema of --json and exit.")
+def report(directory, every, as_json, brief, trace, html, suggest, ram, schema):
+    """Summarise the last build: steps, wall, CPU, memory, failures."""
+    import json
+    from shim import report as report_mod
+    from shim import size
+    if schema:
+        click.echo(json.dumps(report_mod.SCHEMA, indent=2))
+        return 0
+    ledger_dir, build_dir, build, steps = _load_steps(directory, "all" if every else "last")
+    data = report_mod.summary(steps, build, build_dir, ledger_dir)
+    if suggest or ram:
+        try:
+            ram_bytes = size.parse(ram) if ram else _machine_ram()
+        except ValueError as e:
+            raise ShimError("--ram %s: %s" % (ram, e), exit_status.USAGE) from None
+        data["suggestion"] = report_mod.suggest(steps, ram_bytes)
+    if trace:
+        from shim import trace as trace_mod
+        trace_mod.write(trace, steps, build)
+    if html:
+        from shim import html as html_mod
+        html_mod.write(html, steps, build)
+    if as_json:
+        click.echo(json.dumps(data, indent=1))
+    else:
+        click.echo(report_mod.render(data, list_steps=not brief), nl=False)
+        if "suggestion" in data:
+            click.echo()
+            click.echo(report_mod.render_suggestion(data["suggestion"]), nl=False)
+        for what, path in (("trace", trace), ("HTML timeline", html)):
+            if path:
+                click.echo("wrote %s: %s" % (what, path))
+    return 0
+
+
+def _machine_ram() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise ShimError("cannot read MemTotal from /proc/meminfo; pass --ram SIZE", exit_status.USAGE)
+
+
+@shim.command()
+@click.option("-C", "directory", default=".", metavar="DIR", type=click.Path(file_okay=False),
+              help="The build directory (where the steps ran).")
+@click.option("-o", "output", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write to FILE (e.g. compile_commands.json) instead of standard output.")
+def compdb(directory, output):
+    """Write compile_commands.json for the compile steps shim ran (all builds, newest wins)."""
+    import json
+    from shim import compdb as compdb_mod
+    _ledger_dir, build_dir, _build, steps = _load_steps(directory, "all")
+    text = json.dumps(compdb_mod.entries(steps, build_dir), indent=2) + "\n"
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+        click.echo("wrote %d entries to %s" % (text.count('"directory"'), output), err=True)
+    else:
+        click.echo(text, nl=False)
+    return 0

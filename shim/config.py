@@ -158,6 +158,20 @@ def _type_problem(typ: str, value):
         ok = isinstance(value, dict) and all(
             isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
             for v in value.values())
+    elif typ == "bool":
+        ok = isinstance(value, bool)
+    elif typ == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    elif typ == "number":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    elif typ == "budget":
+        if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
+            return None
+        try:
+            size.parse(value, total=1 << 40)
+        except ValueError as e:
+            return "%s (or auto, off)" % e
+        return None
     elif typ == "preset":
         ok = isinstance(value, str) and value in preset_names()
         expected = "one of " + ", ".join(preset_names())
@@ -291,7 +305,16 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
         if prog and "/" in prog and not host.is_absolute(prog) and base:
             prog = host.join(base, prog)
         path_base = base_dirs.get(("tool", tool_id, "env", "path_prepend"), "")
+        low = t.get("low_memory", {})
+        low_args, low_env = low.get("args", {}), low.get("env", {})
         tools[tool_id] = {
+            "low_memory": {
+                "prepend": list(low_args.get("prepend", [])), "append": list(low_args.get("append", [])),
+                "drop": [d for d in low_args.get("drop", []) if not pattern.is_pattern(d)],
+                "drop_patterns": [d for d in low_args.get("drop", []) if pattern.is_pattern(d)],
+                "replace": {k: ([v] if isinstance(v, str) else list(v))
+                            for k, v in low_args.get("replace", {}).items()},
+                "env_set": dict(low_env.get("set", {})), "env_unset": [], "path_prepend": []},
             "program": prog,
             "family": t.get("family"),
             "kind": t.get("kind"),
@@ -311,9 +334,16 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
                 name_patterns.append((name, tool_id))
             else:
                 names.setdefault(name, tool_id)
+    ledger = merged.get("ledger", {})
+    memory = merged.get("memory", {})
     return {
+        "ledger": {"enabled": ledger.get("enabled", True), "dir": ledger.get("dir")},
+        "memory": {"budget": str(memory["budget"]) if "budget" in memory else None,
+                   "unit": size.parse(memory.get("unit", "64MiB")),
+                   "patience": float(memory.get("patience", 2.0)),
+                   "oom_retries": int(memory.get("oom_retries", 1))},
         "preset": merged.get("preset"),
-        "mode": merged.get("defaults", {}).get("mode", "exec"),
+        "mode": merged.get("defaults", {}).get("mode"),
         "steps": steps,
         "tools": tools,
         "names": names,

@@ -31,14 +31,16 @@ TABLE = (
 class Finished:
     """How a spawned tool ended, from wait4: exit code or signal, peak RSS, CPU times."""
 
-    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time")
+    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time", "forwarded", "stderr_tail")
 
-    def __init__(self, code, signal, max_rss, user_time, system_time):
+    def __init__(self, code, signal, max_rss, user_time, system_time, forwarded=None, stderr_tail=b""):
         self.code = code              # 0-255, or None when killed by a signal
         self.signal = signal          # signal number, or None
         self.max_rss = max_rss        # bytes: the largest single process of the tool's tree
         self.user_time = user_time    # seconds, the tool and its waited-for children
         self.system_time = system_time
+        self.forwarded = forwarded    # a signal shim passed on to the tool, or None
+        self.stderr_tail = stderr_tail   # the end of the tool's stderr, when it was captured
 
 
 class ShimError(Exception):

@@ -13,6 +13,7 @@ import sys
 from shim.exit_status import Finished
 
 __all__ = (
+    "osapi",
     "EXEC_SUPPORTED",
     "SEP",
     "PATHSEP",
@@ -39,6 +40,8 @@ __all__ = (
     "flush_stdio",
     "exit_now",
     "read_file",
+    "mkdir",
+    "private_dir_problem",
     "exec_program",
     "spawn_program",
     "die_of_signal",
@@ -56,7 +59,9 @@ _RESTORE_DEFAULT = tuple(getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ
 _FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 _KB = 1 if sys.platform == "darwin" else 1024   # ru_maxrss is bytes on macOS, KiB elsewhere
 
+osapi = posix      # the low-level os functions both platforms share (open, write, link...)
 getcwd = posix.getcwd
+mkdir = posix.mkdir
 stat = posix.stat
 getpid = posix.getpid
 getuid = posix.getuid
@@ -134,6 +139,19 @@ def read_file(path: str) -> bytes:
         posix.close(fd)
 
 
+def private_dir_problem(path: str):
+    """Why directory *path* cannot hold private state, or None: it must be a real
+    directory (not a symlink), ours, and closed to group and others."""
+    st = posix.lstat(path)
+    if st.st_mode & 0o170000 != 0o040000:
+        return "not a directory (a symlink?)"
+    if st.st_uid != posix.getuid():
+        return "owned by uid %d" % st.st_uid
+    if st.st_mode & 0o077:
+        return "open to other users (mode %o)" % (st.st_mode & 0o777)
+    return None
+
+
 def flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -156,17 +174,22 @@ def exec_program(path: str, argv: list, env: dict) -> "NoReturn":
     posix.execve(path, argv, env)
 
 
-def spawn_program(path: str, argv: list, env: dict) -> Finished:
+def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False,
+                  on_start=None) -> Finished:
     """Run *path* as a child and wait for it, forwarding SIGINT/SIGTERM/SIGHUP to it.
 
     The child gets the signal dispositions shim was started with, so a tool that
-    would have ignored SIGHUP under nohup still does. Raises OSError when the
-    program cannot be started.
+    would have ignored SIGHUP under nohup still does. With *capture_stderr* the
+    tool's stderr passes through a pipe: shim copies it to its own stderr as it
+    comes and keeps the last 64 KiB (to recognise out-of-memory messages). Raises
+    OSError when the program cannot be started. *on_start* is called with the pid.
     """
     child = []
     pending = []
+    forwarded = []
 
     def forward(signum, frame):
+        forwarded.append(signum)
         if child:
             try:
                 posix.kill(child[0], signum)
@@ -182,11 +205,28 @@ def spawn_program(path: str, argv: list, env: dict) -> Finished:
             previous.append((signum, handler))
             _signal.signal(signum, forward)
     flush_stdio()
+    tail = b""
     try:
-        pid = posix.posix_spawn(path, argv, env, setsigdef=_RESTORE_DEFAULT + tuple(s for s, _ in previous))
+        actions = ()
+        if capture_stderr:
+            r, w = posix.pipe()
+            actions = ((posix.POSIX_SPAWN_DUP2, w, 2), (posix.POSIX_SPAWN_CLOSE, r))
+        try:
+            pid = posix.posix_spawn(path, argv, env, file_actions=actions,
+                                    setsigdef=_RESTORE_DEFAULT + tuple(s for s, _ in previous))
+        finally:
+            if capture_stderr:
+                posix.close(w)
         child.append(pid)
+        if on_start:
+            on_start(pid)
         for signum in pending:
             forward(signum, None)
+        if capture_stderr:
+            try:
+                tail = _relay(r)
+            finally:
+                posix.close(r)
         _, status, usage = posix.wait4(pid, 0)   # EINTR is retried after `forward` runs (PEP 475)
     finally:
         for signum, handler in previous:
@@ -195,7 +235,24 @@ def spawn_program(path: str, argv: list, env: dict) -> Finished:
         code, sig = None, posix.WTERMSIG(status)
     else:
         code, sig = posix.WEXITSTATUS(status), None
-    return Finished(code, sig, usage.ru_maxrss * _KB, usage.ru_utime, usage.ru_stime)
+    return Finished(code, sig, usage.ru_maxrss * _KB, usage.ru_utime, usage.ru_stime,
+                    forwarded[0] if forwarded else None, tail)
+
+
+def _relay(fd: int) -> bytes:
+    """Copy *fd* to stderr until EOF; return its last 64 KiB."""
+    tail = b""
+    while True:
+        chunk = posix.read(fd, 65536)
+        if not chunk:
+            return tail
+        view = memoryview(chunk)
+        while view:
+            try:
+                view = view[posix.write(2, view):]
+            except OSError:
+                break                     # stderr gone: keep reading so the tool is not blocked
+        tail = (tail + chunk)[-65536:]
 
 
 def die_of_signal(signum: int) -> "NoReturn":

@@ -15,6 +15,7 @@ import sys
 from shim.exit_status import Finished
 
 __all__ = (
+    "osapi",
     "EXEC_SUPPORTED",
     "SEP",
     "PATHSEP",
@@ -41,6 +42,8 @@ __all__ = (
     "flush_stdio",
     "exit_now",
     "read_file",
+    "mkdir",
+    "private_dir_problem",
     "exec_program",
     "spawn_program",
     "die_of_signal",
@@ -51,7 +54,9 @@ SEP = "\\"
 PATHSEP = ";"
 PLATFORM = "windows"
 
+osapi = os
 getcwd = os.getcwd
+mkdir = os.mkdir
 stat = os.stat
 getpid = os.getpid
 open_file = os.open
@@ -117,6 +122,11 @@ def read_file(path: str) -> bytes:
         return f.read()
 
 
+def private_dir_problem(path: str):
+    """Windows: a per-user directory is private by its ACL; only refuse a non-directory."""
+    return None if os.path.isdir(path) and not os.path.islink(path) else "not a directory"
+
+
 def flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -134,14 +144,23 @@ def exec_program(path: str, argv: list, env: dict):
     raise OSError("exec is not supported on Windows")
 
 
-def spawn_program(path: str, argv: list, env: dict) -> Finished:
+def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False,
+                  on_start=None) -> Finished:
     flush_stdio()
-    proc = subprocess.Popen(argv, executable=path, env=env)
+    proc = subprocess.Popen(argv, executable=path, env=env,
+                            stderr=subprocess.PIPE if capture_stderr else None)
+    if on_start:
+        on_start(proc.pid)
+    tail = b""
     try:
+        if capture_stderr:
+            for chunk in iter(lambda: proc.stderr.read(65536), b""):
+                sys.stderr.buffer.write(chunk)
+                tail = (tail + chunk)[-65536:]
         code = proc.wait()
     except KeyboardInterrupt:
         code = proc.wait()
-    return Finished(code & 0xFF, None, None, None, None)
+    return Finished(code & 0xFF, None, None, None, None, None, tail)
 
 
 def die_of_signal(signum: int):

@@ -18,9 +18,10 @@ PLATFORMS = ("linux", "darwin", "windows", "freebsd")
 KEYS = (
     ("preset", "preset", None,
      "Built-in preset to start from (gcc, clang). Default: gcc if installed, else clang."),
-    ("defaults.mode", "mode", "exec",
-     "How steps run: exec (shim becomes the tool), spawn (shim waits: peak RSS, CPU times), "
-     "auto (spawn for now). SHIM_MODE overrides it for one run."),
+    ("defaults.mode", "mode", None,
+     "How steps run: exec (shim becomes the tool), spawn (shim waits: peak RSS, CPU times, OOM retry), "
+     "auto (spawn until the step's memory is known, then exec). Default: auto under a memory budget, "
+     "else exec. SHIM_MODE overrides it for one run."),
     ("step.<kind>.mode", "mode", None, "Mode for steps of this kind; wins over defaults.mode."),
     ("step.<kind>.memory", "size", None,
      "Expected peak memory of a step of this kind before shim has measured it (\"1.5GiB\")."),
@@ -42,6 +43,23 @@ KEYS = (
     ("tool.<id>.env.unset", "list[str]", [], "Environment variables removed for the tool."),
     ("tool.<id>.env.path_prepend", "list[str]", [],
      "Directories put in front of PATH for the tool (relative to this file)."),
+    ("tool.<id>.low_memory.args.prepend", "list[str]", [],
+     "After an out-of-memory failure the step is retried alone with these rewrites (and the others below)."),
+    ("tool.<id>.low_memory.args.append", "list[str]", [], "Arguments added on a low-memory retry."),
+    ("tool.<id>.low_memory.args.drop", "list[str]", [], "Arguments removed on a low-memory retry."),
+    ("tool.<id>.low_memory.args.replace", "replace", {}, "Arguments swapped on a low-memory retry."),
+    ("tool.<id>.low_memory.env.set", "table[str]", {}, "Environment set on a low-memory retry."),
+    ("memory.budget", "budget", "auto",
+     "Memory the build may use: auto (the cgroup or RAM limit minus a reserve), off, a size or a "
+     "percentage of the limit. Steps are admitted into it. SHIM_MEMORY_BUDGET and shim build --budget win."),
+    ("memory.unit", "size", "64MiB", "Size of one reservation slot (more slots for large budgets)."),
+    ("memory.patience", "number", 2.0,
+     "Seconds a step waits fairly for its slots before it drains the pool (holds off new steps)."),
+    ("memory.oom_retries", "int", 1,
+     "How often a spawned step that ran out of memory is retried alone with low_memory rewrites."),
+    ("ledger.enabled", "bool", True, "Record every step in the ledger (shim report, shim compdb)."),
+    ("ledger.dir", "str", ".shim",
+     "Ledger directory, relative to the build dir (where steps run). SHIM_LEDGER overrides it."),
 )
 
 TYPES = {
@@ -54,6 +72,10 @@ TYPES = {
     "table[str]": "a table of strings",
     "replace": "a table of strings or lists of strings",
     "preset": "the name of a preset in toolchains/",
+    "bool": "true or false",
+    "budget": "auto, off, a size such as \"6GiB\" or a percentage such as \"75%\"",
+    "int": "a whole number >= 0",
+    "number": "a number >= 0",
 }
 ENUMS = {"mode": MODES, "kind": KINDS, "family": FAMILIES}
 
@@ -61,6 +83,8 @@ ENUMS = {"mode": MODES, "kind": KINDS, "family": FAMILIES}
 ENV = (
     ("SHIM_TOOLCHAIN", "Path of a toolchain.toml layered on top of all others."),
     ("SHIM_MODE", "exec, spawn or auto for every step of this run, overriding toolchain.toml."),
+    ("SHIM_MEMORY_BUDGET", "Memory budget for this run (as memory.budget); `shim build` sets it for steps."),
+    ("SHIM_LEDGER", "Ledger directory for this run (`off` disables the ledger)."),
     ("SHIM_CACHE_DIR", "Where the parsed toolchain is cached (default $XDG_CACHE_HOME/shim)."),
     ("SHIM_DEBUG", "1: print the traceback of an internal error (shim then imports module by module)."),
 )
@@ -70,8 +94,8 @@ def markdown() -> str:
     """The key reference as a Markdown table (README.md carries a copy)."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for path, typ, default, doc in KEYS:
-        shown = "" if default in (None, [], {}) else "`%s`" % (
-            '"%s"' % default if isinstance(default, str) else default)
+        shown = "" if default is None or default in ([], {}) else "`%s`" % (
+            '"%s"' % default if isinstance(default, str) else str(default).lower())
         rows.append("| `%s` | %s | %s | %s |" % (path, TYPES[typ], shown, doc.replace("|", "\\|")))
     rows += ["", "| environment variable | meaning |", "|---|---|"]
     rows += ["| `%s` | %s |" % (name, doc) for name, doc in ENV]

@@ -1,17 +1,22 @@
 """The hot path: one build step from `shim TOOL ARGS...` to the real tool.
 
 In process: find the toolchain (cached), pick the tool, read the arguments
-(@files too), apply the rewrite rules, choose exec or spawn. Then exec (shim
-becomes the tool: its memory and process are gone, exit status and signals are
-the tool's by construction) or spawn and wait (exit code, peak RSS, CPU times;
-a signal death is re-raised). Imports are limited to shim/hotpath.py's list.
+(@files too), apply the rewrite rules, choose exec or spawn, and under a memory
+budget wait for slots worth the step's expected peak. Then exec (shim becomes the
+tool: its memory and process are gone, exit status and signals are the tool's by
+construction, and the tool holds the reservation) or spawn and wait (exit code,
+peak RSS, CPU times; a signal death is re-raised; an out-of-memory failure is
+retried alone with the tool's low_memory rewrites). Every step leaves a ledger
+record. Imports are limited to shim/hotpath.py's list.
 """
 
 import errno
 import sys
+import time
 
+from shim import admission, digest, estimates, host, ledger, oom, pattern, program, rewrite, rundir, size
 from shim import args as args_mod
-from shim import host, pattern, program, rewrite, toolchain
+from shim import toolchain
 from shim.exit_status import NOT_EXECUTABLE, NOT_FOUND, OS_ERROR, USAGE, ShimError
 
 MAX_DEPTH = 8   # shim running shim this deep is a loop (PATH or tool.X.program pointing back)
@@ -22,12 +27,13 @@ _EXEC_ERRORS = {errno.ENOENT: NOT_FOUND, errno.ENOTDIR: NOT_FOUND, errno.EACCES:
                 errno.ETXTBSY: NOT_EXECUTABLE, errno.ELOOP: NOT_EXECUTABLE}
 
 
-def choose_mode(requested: str, exec_supported: bool) -> str:
+def choose_mode(requested: str, exec_supported: bool, known: bool = False) -> str:
     """The mode a step really runs in: exec where the platform can, else spawn.
 
-    `auto` spawns for now: it will exec once the step's memory is known (memory admission).
+    `auto` execs once the step's memory is *known* (measured lately with the same
+    arguments) and spawns to measure it otherwise.
     """
-    if requested == "exec" and exec_supported:
+    if exec_supported and (requested == "exec" or (requested == "auto" and known)):
         return "exec"
     return "spawn"
 
@@ -52,18 +58,38 @@ def select_tool(config: dict, name: str):
     return tool_id, tools.get(tool_id, _NO_RULES), name
 
 
-_NO_RULES = {"program": None, "family": None, "kind": None, "mode": None, "prepend": [], "append": [],
-             "drop": [], "drop_patterns": [], "replace": {}, "env_set": {}, "env_unset": [],
-             "path_prepend": []}
+_EMPTY_RULES = {"prepend": [], "append": [], "drop": [], "drop_patterns": [], "replace": {},
+                "env_set": {}, "env_unset": [], "path_prepend": []}
+_NO_RULES = dict(_EMPTY_RULES, program=None, family=None, kind=None, mode=None, low_memory=_EMPTY_RULES)
 
 
-def requested_mode(config: dict, env: dict, tool: dict, kind: str) -> str:
-    """SHIM_MODE, else tool.<id>.mode, else step.<kind>.mode, else defaults.mode."""
+def requested_mode(config: dict, env: dict, tool: dict, kind: str, budget) -> str:
+    """SHIM_MODE, else tool.<id>.mode, else step.<kind>.mode, else defaults.mode,
+    else auto under a memory budget and exec without one."""
     step = config["steps"].get(kind)
-    mode = env.get("SHIM_MODE") or tool["mode"] or (step and step["mode"]) or config["mode"]
+    mode = (env.get("SHIM_MODE") or tool["mode"] or (step and step["mode"]) or config["mode"]
+            or ("auto" if budget else "exec"))
     if mode not in ("exec", "spawn", "auto"):
         raise ShimError("SHIM_MODE=%s: expected exec, spawn or auto" % mode, USAGE)
     return mode
+
+
+def memory_budget(env: dict, config: dict):
+    """Bytes steps are admitted into, or None: SHIM_MEMORY_BUDGET, else memory.budget."""
+    text = env.get("SHIM_MEMORY_BUDGET") or config["memory"]["budget"]
+    if not text or text.lower() in ("off", "none", "0", "false"):
+        return None
+    if text.isdigit():
+        return int(text)                  # what `shim build` passes: no parsing, no detection
+    try:
+        return size.parse(text)
+    except ValueError:
+        pass
+    from shim import budget           # auto or a percentage: read the cgroups (off the fast path)
+    try:
+        return budget.resolve(text)[0]
+    except ValueError as e:
+        raise ShimError("memory budget %r: %s" % (text, e), USAGE) from None
 
 
 def _self_ids() -> frozenset:
@@ -72,6 +98,45 @@ def _self_ids() -> frozenset:
     except (OSError, ValueError, IndexError):
         return frozenset()
     return frozenset(((st.st_dev, st.st_ino),))
+
+
+class _Admission:
+    """What memory admission decided for one step."""
+
+    __slots__ = ("pool", "unit", "total", "estimate", "source", "entry", "reservation")
+
+    def __init__(self):
+        self.pool = self.entry = self.reservation = None
+        self.unit = self.total = self.estimate = 0
+        self.source = ""
+
+
+def _plan(budget, config, env, ledger_dir, tool, output, kind):
+    """Where to reserve and how much, or None when admission is off or impossible here."""
+    plan = _Admission()
+    if ledger_dir:
+        plan.entry = estimates.lookup(ledger_dir, estimates.key(tool, output))
+    plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config)
+    plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"])
+    try:
+        plan.pool = admission.pool_path(rundir.ensure(env), plan.unit, plan.total)
+    except OSError as e:
+        ledger.warn_once("memory", "no memory admission: %s" % e, env)
+        return None
+    return plan
+
+
+def _cpu_slot(env: dict, owner: str):
+    """One of SHIM_CPU_SLOTS slots (set by `shim build`, which runs more edges than cores)."""
+    cores = env.get("SHIM_CPU_SLOTS", "")
+    if not cores.isdigit() or int(cores) < 1:
+        return None
+    try:
+        path = admission.cpu_pool_path(rundir.ensure(env), int(cores))
+    except OSError as e:
+        ledger.warn_once("cpu", "no CPU admission: %s" % e, env)
+        return None
+    return admission.acquire(path, int(cores), 1, 1, owner=owner)
 
 
 def run(name: str, argv: list, env: dict):
@@ -94,17 +159,105 @@ def run(name: str, argv: list, env: dict):
     tool_args = rewrite.arguments(tool, argv)
     env = rewrite.environment(tool, env)
     path = program.resolve(prog, tool_id or name, env.get("PATH", ""), cwd, _self_ids())
-    mode = choose_mode(requested_mode(config, env, tool, parsed.kind), host.EXEC_SUPPORTED)
     env["SHIM_DEPTH"] = str(depth + 1)
-    full_argv = [path] + tool_args
-    try:
-        if mode == "exec":
-            host.exec_program(path, full_argv, env)
-        finished = host.spawn_program(path, full_argv, env)
-    except OSError as e:
-        status = _EXEC_ERRORS.get(e.errno, OS_ERROR)
-        raise ShimError("tool %r: cannot execute %s: %s" % (tool_id or name, path, e.strerror or e),
-                        status) from None
+    tool_name = tool_id or host.program_stem(name)
+    ledger_dir = ledger.directory(cwd, env, config)
+    record = _record(tool_name, prog, path, parsed, cwd, ledger_dir, tool_args, env) if ledger_dir else None
+    budget = memory_budget(env, config)
+    plan = None
+    if budget:
+        output = record["out"][0] if record and record["out"] else parsed.primary_output
+        plan = _plan(budget, config, env, ledger_dir, tool_name, output, parsed.kind)
+    known = bool(plan and estimates.is_fresh(plan.entry, record and record["argv"], ledger.now()))
+    mode = choose_mode(requested_mode(config, env, tool, parsed.kind, budget), host.EXEC_SUPPORTED, known)
+    owner = "%s %s" % (tool_name, parsed.primary_output or "")
+    if plan:
+        k = admission.slots_for(plan.estimate, plan.unit, plan.total)
+        plan.reservation = admission.acquire(plan.pool, plan.total, k, plan.unit, config["memory"]["patience"],
+                                             owner=owner)
+    cpu = _cpu_slot(env, owner)     # after memory: a step waiting for memory must not hold a core
+    if record:
+        record["mode"] = mode
+        record["t0"] = ledger.now()
+        if plan:
+            record.update(res=plan.reservation.bytes, est=plan.estimate, src=plan.source)
+        if plan or cpu:
+            record["wait"] = round((plan.reservation.waited if plan else 0) + (cpu.waited if cpu else 0), 6)
+    if mode == "exec":
+        if record:
+            ledger.append(ledger_dir, record, env)    # the end comes from .ninja_log later
+        _execute(path, [path] + tool_args, env, tool_id or name, record, ledger_dir, exec_=True)
+    finished = _execute(path, [path] + tool_args, env, tool_id or name, record, ledger_dir,
+                        capture=bool(plan))
+    retries = config["memory"]["oom_retries"] if plan else 0
+    attempt = 0
+    while oom.ran_out(finished) and attempt < retries:
+        attempt += 1
+        if record:
+            _finish(record, finished, ledger_dir, env)
+            record = dict(record, id="%s-r%d" % (record["id"], attempt), retry=attempt, t0=ledger.now())
+            record.pop("oom", None)
+        plan.reservation.release()            # then take the whole budget: the retry runs alone
+        plan.reservation = admission.acquire(plan.pool, plan.total, plan.total, plan.unit, 0.0,
+                                             owner="%s %s (retry)" % (tool_name, parsed.primary_output or ""))
+        low = tool["low_memory"]
+        retry_args = rewrite.arguments(low, tool_args)
+        retry_env = rewrite.environment(low, dict(env))
+        if record:
+            record.update(res=plan.reservation.bytes, wait=round(plan.reservation.waited, 6),
+                          argv=digest.fingerprint("\0".join(retry_args)), low_memory=True)
+            if "args" in record:
+                record["args"] = retry_args
+        finished = _execute(path, [path] + retry_args, retry_env, tool_id or name, record, ledger_dir,
+                            capture=True)
+    if record:
+        _finish(record, finished, ledger_dir, env)
     if finished.signal is not None:
         host.die_of_signal(finished.signal)
     return finished.code
+
+
+def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
+    """Complete and append the record of a spawned attempt."""
+    record.update(rec="step", t1=ledger.now(), exit=finished.code, sig=finished.signal,
+                  rss=finished.max_rss, ut=finished.user_time, st=finished.system_time)
+    record["dur"] = record["t1"] - record["t0"]
+    if oom.ran_out(finished):
+        record["oom"] = True
+    ledger.append(ledger_dir, record, env)
+
+
+def _execute(path, full_argv, env, tool, record, ledger_dir, exec_=False, capture=False):
+    """exec or spawn the tool; a failure to start it becomes a ShimError (127/126/71)."""
+    try:
+        if exec_:
+            host.exec_program(path, full_argv, env)
+        return host.spawn_program(path, full_argv, env, capture_stderr=capture)
+    except OSError as e:
+        status = _EXEC_ERRORS.get(e.errno, OS_ERROR)
+        if record:
+            ledger.append(ledger_dir, {"rec": "end", "id": record["id"], "exit": status}, env)
+        raise ShimError("tool %r: cannot execute %s: %s" % (tool, path, e.strerror or e), status) from None
+
+
+def _record(tool: str, prog: str, path: str, parsed, cwd: str, ledger_dir: str,
+            tool_args: list, env: dict) -> dict:
+    """The ledger record of a step about to run; paths relative to the build dir."""
+    base = ledger.build_dir(ledger_dir)
+    where = ledger.relative(cwd, base) if cwd != base else "."
+
+    def portable(p):
+        if p is None or host.is_absolute(p) or where == ".":
+            return ledger.relative(p, base)
+        return host.join(where, p)
+
+    t0 = ledger.now()
+    record = {"rec": "start", "id": "%x-%d" % (int(t0 * 1e6), host.getpid()),
+              "b": env.get("SHIM_BUILD_ID"), "t0": t0, "pid": host.getpid(), "tool": tool,
+              "prog": host.program_stem(prog), "kind": parsed.kind, "mode": None, "cwd": where,
+              "in": portable(parsed.primary_input), "out": [portable(p) for p in parsed.outputs],
+              "argv": digest.fingerprint("\0".join(tool_args))}
+    if parsed.kind == "compile":       # for compile_commands.json
+        record["exe"] = path
+        record["args"] = tool_args
+    return record

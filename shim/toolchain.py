@@ -11,11 +11,11 @@ read-only cache directory just means parsing every time.
 
 import marshal
 
-from shim import __version__, host
+from shim import __version__, digest, host
 from shim.exit_status import CONFIG, ShimError
 
 FILENAME = "toolchain.toml"
-_FORMAT = 1   # bump when the cached structure changes
+_FORMAT = 2   # bump when the cached structure changes
 
 
 def preset_dir():
@@ -94,13 +94,6 @@ def discover(cwd: str, env: dict):
     return found
 
 
-def _fnv1a(text: str) -> int:
-    h = 0x811C9DC5
-    for byte in text.encode("utf-8", "surrogateescape"):
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
 def _signature(st) -> tuple:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
@@ -111,7 +104,7 @@ def load(cwd: str, env: dict) -> dict:
     env_path = env.get("PATH", "")
     ident = "\0".join([__version__, str(_FORMAT), host.PLATFORM, env_path] + [p for _, p, _ in found])
     directory = cache_dir(env)
-    cache = host.join(directory, "toolchain-%08x.marshal" % _fnv1a(ident)) if directory else None
+    cache = host.join(directory, "toolchain-%s.marshal" % digest.fingerprint(ident)) if directory else None
     if cache:
         config = _read_cache(cache, ident, {p: st for _, p, st in found})
         if config is not None:

@@ -45,6 +45,9 @@ def env(tmp_path):
     e = {k: v for k, v in os.environ.items()
          if not k.startswith(("SHIM_", "XDG_", "NINJA_", "MAKEFLAGS", "CCACHE_"))}
     e["HOME"] = str(home)
+    run = tmp_path / "run"           # memory and CPU pools of this test alone
+    run.mkdir(mode=0o700)
+    e["XDG_RUNTIME_DIR"] = str(run)
     e["PATH"] = "%s%s%s" % (BIN, os.pathsep, os.environ.get("PATH", ""))
     return e
 

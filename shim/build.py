@@ -1,0 +1,183 @@
+"""`shim build`: ninja run as a CI build, under a memory budget, with a summary.
+
+What it adds around the ninja of the PyPI package:
+- the fast launcher first on ninja's PATH (so `shim` in build files costs the least);
+- a memory budget (detected, or --budget / SHIM_MEMORY_BUDGET / memory.budget),
+  passed to every step as SHIM_MEMORY_BUDGET=<bytes>, and the estimates index
+  rebuilt from the ledger so steps are admitted by their measured peaks;
+- when the user gives no -j: a GNU make jobserver fifo (MAKEFLAGS=--jobserver-auth=
+  fifo:PATH, which ninja >= 1.13 obeys) with twice as many tokens as cores, and
+  SHIM_CPU_SLOTS=<cores> for the steps: more edges are in flight than cores, so a
+  step waiting for memory does not idle a core, while shim admits the running
+  ones by CPU and by memory;
+- a sampler of the memory in use by ninja's process tree, and a closing summary
+  (wall, aggregate peak, steps that waited, OOM retries, top memory steps), with
+  a `build` record in the ledger.
+"""
+
+import os
+import threading
+import time
+
+from shim import exit_status, host, ledger, size
+from shim.exit_status import ShimError
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def gives_jobs(ninja_args) -> bool:
+    """Whether the user chose ninja's parallelism (-j N) or runs a tool/dry run."""
+    return any(a.startswith("-j") or a.startswith("-t") or a == "-n" for a in ninja_args)
+
+
+class Jobserver:
+    """A GNU make jobserver fifo holding tokens for ninja (POSIX only)."""
+
+    def __init__(self, directory: str, tokens: int):
+        self.path = os.path.join(directory, "jobserver-%d" % os.getpid())
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        os.mkfifo(self.path, 0o600)
+        # Hold it open read-write: the tokens live as long as this descriptor does.
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+        os.write(self.fd, b"+" * tokens)
+        self.tokens = tokens
+
+    def makeflags(self, jobs: int) -> str:
+        return "-j%d --jobserver-auth=fifo:%s" % (jobs, self.path)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class Sampler(threading.Thread):
+    """Sums the RSS of a process tree every *interval* seconds; keeps the peak."""
+
+    def __init__(self, root_pid_getter, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.root = root_pid_getter
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self.stopping = threading.Event()
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def run(self):
+        while not self.stopping.wait(self.interval):
+            pid = self.root()
+            if pid:
+                self.peak = max(self.peak, self.tree_rss(pid))
+                self.samples += 1
+
+    def tree_rss(self, pid: int) -> int:
+        total, todo = 0, [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                with open("/proc/%d/statm" % p) as f:
+                    total += int(f.read().split()[1]) * self.page
+                with open("/proc/%d/task/%d/children" % (p, p)) as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=2)
+
+
+def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=None, echo=print) -> int:
+    """Build in *directory*; returns ninja's exit status (or dies of its signal)."""
+    from shim import budget as budget_mod
+    from shim import estimates, launcher, records, rundir, toolchain
+    build_dir = os.path.abspath(directory)
+    try:
+        bindir = os.path.dirname(launcher.write(os.path.join(build_dir, ".shim", "bin")))
+    except OSError as e:   # a read-only build dir: the installed launcher still works
+        echo("shim: warning: cannot write the fast launcher (%s); using the installed one" % (e.strerror or e))
+        bindir = os.path.dirname(os.path.abspath(os.environ.get("_", "") or "shim"))
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    try:
+        config = toolchain.load(build_dir, env)
+    except ShimError:
+        config = None              # the steps will say what is wrong with toolchain.toml
+    request = budget_request or env.get("SHIM_MEMORY_BUDGET") or (config and config["memory"]["budget"]) or "auto"
+    try:
+        budget, reasons = budget_mod.resolve(request)
+    except ValueError as e:
+        raise ShimError("memory budget %r: %s" % (request, e), exit_status.USAGE) from None
+    env["SHIM_MEMORY_BUDGET"] = str(budget) if budget else "off"
+    ledger_dir = ledger.directory(build_dir, env, config or {})
+    if budget and ledger_dir:
+        _, history = records.load(ledger_dir, build_dir, "all")
+        try:
+            estimates.rebuild(ledger_dir, history)
+        except OSError:
+            pass     # the steps warn about the unwritable ledger; admission falls back to priors
+    jobserver = None
+    n = cores()
+    if host.PLATFORM != "windows" and not gives_jobs(ninja_args) and "--jobserver-auth" not in env.get("MAKEFLAGS", ""):
+        try:
+            in_flight = max(2, 2 * n)
+            jobserver = Jobserver(rundir.ensure(env), in_flight - 1)
+            env["MAKEFLAGS"] = jobserver.makeflags(in_flight)
+            env["SHIM_CPU_SLOTS"] = str(n)
+        except OSError as e:
+            echo("shim: warning: no jobserver (%s); ninja chooses its parallelism" % e)
+            jobserver = None
+
+    t0 = time.time()
+    build_id = "%x-%d" % (int(t0 * 1e6), os.getpid())
+    env["SHIM_BUILD_ID"] = build_id
+    child = []
+    sampler = Sampler(lambda: child[0] if child else None)
+    sampler.start()
+    try:
+        finished = host.spawn_program(ninja, [ninja, "-C", directory] + list(ninja_args), env,
+                                      on_start=child.append)
+    finally:
+        sampler.stop()
+        if jobserver:
+            jobserver.close()
+    t1 = time.time()
+    if ledger_dir:
+        ledger.append(ledger_dir, {"rec": "build", "id": build_id, "b": build_id, "t0": t0, "t1": t1,
+                                   "exit": finished.code, "sig": finished.signal,
+                                   "argv": ["-C", directory] + list(ninja_args), "budget": budget,
+                                   "peak": sampler.peak, "jobs": jobserver.tokens + 1 if jobserver else None},
+                      env)
+        for line in summary(ledger_dir, build_dir, build_id, t1 - t0, budget, sampler.peak,
+                            jobserver.tokens + 1 if jobserver else None):
+            echo(line)
+    if finished.signal is not None:
+        host.die_of_signal(finished.signal)
+    return finished.code
+
+
+def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs) -> list:
+    """The closing lines of `shim build`."""
+    from shim import records
+    recs = [r for r in records.read(ledger_dir) if r.get("b") == build_id]
+    steps = records.steps_of(recs, build_dir)
+    waited = [s for s in steps if (s.get("wait") or 0) >= 0.05]
+    retries = [r for r in recs if r.get("retry")]
+    lines = ["shim: %d steps in %.1fs; budget %s; peak memory in use %s (sampled)%s" % (
+        len(steps), wall, size.format(budget) if budget else "off", size.format(peak),
+        "; %d edges in flight on %d cores" % (jobs, cores()) if jobs else "")]
+    lines.append("shim: %d steps waited for memory or CPU (longest %.1fs); %d out-of-memory retries" % (
+        len(waited), max((s["wait"] for s in waited), default=0.0), len(retries)))
+    top = sorted((s for s in steps if s["rss"]), key=lambda s: -s["rss"])[:3]
+    if top:
+        lines.append("shim: top memory: " + ", ".join(
+            "%s %s" % (size.format(s["rss"]), s["out"][0] if s["out"] else s["tool"]) for s in top))
+    return lines

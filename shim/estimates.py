@@ -1,0 +1,85 @@
+"""Expected peak memory of a step, learned from the ledger.
+
+Key: tool id + primary output (build-dir relative, so a CI cache of `.shim/` works
+on the next machine). Value: the peaks of the last observations (spawned steps
+only: exec'd steps cannot be measured) with the argv fingerprint and time of the
+newest. The estimate is a high percentile (p90) of those peaks, which for fewer
+than ten observations is their maximum.
+
+The index lives beside the ledger in SHARDS small marshal files, so a step reads
+one file of a few KB, never the ledger. `shim build` (and `shim report`) rebuild it
+from the ledger; a step whose key is missing falls back to toolchain.toml's
+`step.<kind>.memory` prior, then to PRIORS.
+"""
+
+import marshal
+
+from shim import digest, host
+
+DIRNAME = "memory-v1"
+SHARDS = 32
+KEEP = 10                   # observations kept per key
+STALE_AFTER = 14 * 86400    # seconds: re-measure (auto mode spawns) after this long
+PRIORS = {"compile": 256 << 20, "link": 1 << 30, "archive": 64 << 20, "preprocess": 128 << 20,
+          "other": 64 << 20}
+
+
+def key(tool: str, output) -> str:
+    return "%s\0%s" % (tool, output or "")
+
+
+def _shard(ledger_dir: str, k: str) -> str:
+    return host.join(host.join(ledger_dir, DIRNAME), "%02d.marshal" % (int(digest.fingerprint(k), 16) % SHARDS))
+
+
+def lookup(ledger_dir: str, k: str):
+    """(peaks newest last, argv fingerprint, t) for key *k*, or None (never raises)."""
+    try:
+        return marshal.loads(host.read_file(_shard(ledger_dir, k))).get(k)
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+
+
+def percentile90(peaks) -> int:
+    ordered = sorted(peaks)
+    return ordered[max(0, -(-len(ordered) * 9 // 10) - 1)]
+
+
+def estimate(entry, kind: str, config: dict):
+    """(bytes, source) where source is "history", "prior" or "default"."""
+    if entry:
+        return percentile90(entry[0]), "history"
+    step = config["steps"].get(kind) or {}
+    if step.get("memory"):
+        return step["memory"], "prior"
+    return PRIORS.get(kind, PRIORS["other"]), "default"
+
+
+def is_fresh(entry, argv: str, now: float) -> bool:
+    """Known well enough to exec without measuring: same arguments, measured lately."""
+    return bool(entry) and entry[1] == argv and now - entry[2] < STALE_AFTER
+
+
+def rebuild(ledger_dir: str, steps: list) -> int:
+    """Write the index from *steps* (shim/records.py dicts); returns the number of keys."""
+    import os
+    table = {}
+    for s in steps:
+        if s.get("rss") is None or s.get("sig") is not None or s.get("oom"):
+            continue                  # a step cut short says too little about what it needs
+        k = key(s["tool"], s["out"][0] if s["out"] else s["in"])
+        peaks, _argv, _t = table.get(k, ([], None, 0))
+        peaks = (peaks + [s["rss"]])[-KEEP:]
+        table[k] = (peaks, s.get("argv"), s["t0"])
+    shards = [{} for _ in range(SHARDS)]
+    for k, v in table.items():
+        shards[int(digest.fingerprint(k), 16) % SHARDS][k] = v
+    d = os.path.join(ledger_dir, DIRNAME)
+    os.makedirs(d, exist_ok=True)
+    for i, shard in enumerate(shards):
+        path = os.path.join(d, "%02d.marshal" % i)
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        with open(tmp, "wb") as f:
+            f.write(marshal.dumps(shard))
+        os.replace(tmp, path)
+    return len(table)

@@ -1,0 +1,232 @@
+"""A build as one self-contained HTML page: timeline, memory curve, sortable table of steps.
+
+Everything is inline (SVG, CSS, a few lines of vanilla JS): the page opens offline, from a
+file or a CI artifact. Every string from the ledger is escaped. Cold path.
+"""
+
+import math
+from html import escape   # the standard library's: absolute imports never find this module
+from typing import Optional
+
+from shim import size, timeline
+
+KINDS = {"compile": "#4e79a7", "link": "#f28e2b", "archive": "#59a14f", "preprocess": "#b07aa1",
+         "other": "#9c9c9c"}
+WIDTH = 1000          # SVG user units; the page scales the drawings to its width
+LEFT, RIGHT = 4, 8    # margins inside the SVGs
+ROW, GAP = 14, 2      # lane height and the space between lanes
+AXIS = 22             # room under the lanes for tick labels
+UNKNOWN_WIDTH = 5     # how wide a step of unknown end is drawn: visible, but clearly no bar
+MEMORY_HEIGHT = 120
+
+CSS = """
+body{font:13px/1.4 system-ui,sans-serif;margin:16px;color:#222}
+h1{font-size:18px;margin:0 0 6px}h2{font-size:15px;margin:14px 0 2px}
+.summary span{margin-right:18px}.summary b{font-weight:600}
+svg{width:100%;height:auto;display:block;margin:6px 0 14px}
+.step{stroke:#fff;stroke-width:.5}
+.failed{stroke:#d62728;stroke-width:2}
+.unknown{fill:#fff;stroke:#444;stroke-dasharray:2 1}
+.axis line{stroke:#bbb}.axis text,.peak text{font-size:10px;fill:#555}
+.memory{fill:#cfe1f2;stroke:#4e79a7}.peak circle{fill:#d62728}
+.legend span{display:inline-block;margin-right:12px}
+.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:-1px}
+table{border-collapse:collapse;width:100%}
+th,td{padding:2px 8px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
+th{cursor:pointer;user-select:none;background:#f4f4f4}
+th[aria-sort=ascending]::after{content:" \\25b2"}th[aria-sort=descending]::after{content:" \\25bc"}
+td.num,th.num{text-align:right}
+tr.failed td{background:#fde8e8}
+"""
+
+# Sorts the table by the clicked column (data-v holds each cell's sort key); clicking
+# the same header again reverses the order.
+SCRIPT = """
+(function () {
+  'use strict';
+  var table = document.getElementById('steps');
+  var heads = table.tHead.rows[0].cells;
+  function key(cell, numeric) {
+    var v = cell.getAttribute('data-v');
+    return numeric ? (v === '' ? -Infinity : parseFloat(v)) : v;
+  }
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.addEventListener('click', function () {
+      var up = th.getAttribute('aria-sort') !== 'ascending';
+      var numeric = th.classList.contains('num');
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a.cells[col], numeric), y = key(b.cells[col], numeric);
+        return (x < y ? -1 : x > y ? 1 : 0) * (up ? 1 : -1);
+      });
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('aria-sort'); });
+      th.setAttribute('aria-sort', up ? 'ascending' : 'descending');
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+})();
+"""
+
+
+def _e(value) -> str:
+    """*value* as text safe in an element or a double-quoted attribute."""
+    return escape("" if value is None else str(value), quote=True)
+
+
+def seconds(value: Optional[float]) -> str:
+    """A duration for people: `850ms`, `12.3s`; `?` when unknown."""
+    if value is None:
+        return "?"
+    return "%dms" % round(value * 1000) if value < 0.9995 else "%.1fs" % value
+
+
+def _tick_step(span: float) -> float:
+    """A round interval (1, 2 or 5 times a power of ten) giving at most about eight ticks."""
+    raw = span / 8 if span > 0 else 1.0
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(f * power for f in (1, 2, 5, 10) if f * power >= raw)
+
+
+def _axis(span: float, scale: float, y: float) -> str:
+    step = _tick_step(span)
+    parts = ['<g class="axis">']
+    n = 0
+    while n * step <= span + 1e-9:
+        x = LEFT + n * step * scale
+        parts.append('<line x1="%.1f" y1="0" x2="%.1f" y2="%.1f"/><text x="%.1f" y="%.1f">%s</text>'
+                     % (x, x, y, x + 2, y + 12, "%gs" % round(n * step, 9)))
+        n += 1
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _tooltip(step: dict) -> str:
+    lines = [", ".join(step.get("out") or []) or str(step.get("tool")),
+             "%s %s, %s (%s)" % (step.get("kind"), step.get("mode"), seconds(step.get("dur")),
+                                 step.get("timing")),
+             "tool %s: %s" % (step.get("tool"), step.get("prog")),
+             "peak RSS %s, exit %s" % (size.format(step.get("rss")), _exit(step))]
+    return "\n".join(lines)
+
+
+def _exit(step: dict) -> str:
+    if step.get("sig"):
+        return "signal %d" % step["sig"]
+    return "?" if step.get("exit") is None else str(step["exit"])
+
+
+def timeline_svg(steps: list[dict], origin: float, span: float) -> str:
+    """The steps as an inline SVG: one `rect.step[data-id]` per step, in its lane, with a tooltip."""
+    scale = (WIDTH - LEFT - RIGHT) / span if span > 0 else 0.0
+    slots = timeline.lanes(steps, min_duration=UNKNOWN_WIDTH / scale if scale else 0.0)
+    height = (max(slots, default=0) + 1) * (ROW + GAP)
+    parts = ['<svg class="timeline" viewBox="0 0 %d %d" role="img" aria-label="timeline">'
+             % (WIDTH, height + AXIS), _axis(span, scale, height)]
+    for step, lane in zip(steps, slots):
+        classes = ["step", "k-" + (step.get("kind") or "other")]
+        if step.get("t1") is None:
+            classes.append("unknown")
+            width = UNKNOWN_WIDTH
+        else:
+            width = max(1.0, (timeline.end(step) - step["t0"]) * scale)
+        if timeline.failed(step):
+            classes.append("failed")
+        parts.append('<rect class="%s" data-id="%s" x="%.2f" y="%d" width="%.2f" height="%d"'
+                     ' fill="%s"><title>%s</title></rect>'
+                     % (_e(" ".join(classes)), _e(step.get("id")), LEFT + (step["t0"] - origin) * scale,
+                        lane * (ROW + GAP), width, ROW, KINDS.get(step.get("kind"), KINDS["other"]),
+                        _e(_tooltip(step))))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def memory_svg(steps: list[dict], origin: float, span: float) -> str:
+    """The memory curve as an inline SVG path (a step function) with its peak labelled."""
+    curve = timeline.memory_curve(steps)
+    t_peak, top = timeline.peak(curve)
+    if not top:
+        return '<p class="nomemory">No measured memory: exec-mode steps have no peak RSS.</p>'
+    scale = (WIDTH - LEFT - RIGHT) / span if span > 0 else 0.0
+    base = MEMORY_HEIGHT - AXIS
+    y_scale = (base - 14) / top          # room above the peak for its label
+
+    def x(t: float) -> float:
+        return LEFT + (t - origin) * scale
+
+    path = ["M%.2f %.2f" % (LEFT, base)]
+    for t, level in curve:
+        path.append("H%.2f V%.2f" % (x(t), base - level * y_scale))
+    path.append("H%.2f V%.2f Z" % (x(origin + span), base))
+    px, py = x(t_peak), base - top * y_scale
+    anchor = "end" if px > WIDTH / 2 else "start"
+    return ('<svg class="memory-curve" viewBox="0 0 %d %d" role="img" aria-label="memory in use">'
+            '%s<path class="memory" d="%s"/><g class="peak"><circle cx="%.2f" cy="%.2f" r="3"/>'
+            '<text x="%.2f" y="%.2f" text-anchor="%s">peak %s at %s</text></g></svg>'
+            % (WIDTH, MEMORY_HEIGHT, _axis(span, scale, base), " ".join(path), px, py,
+               px + (-5 if anchor == "end" else 5), py + 4, anchor, size.format(top),
+               seconds(t_peak - origin)))
+
+
+def _cpu(step: dict) -> Optional[float]:
+    times = [t for t in (step.get("ut"), step.get("st")) if t is not None]
+    return sum(times) if times else None
+
+
+def table(steps: list[dict]) -> str:
+    """The steps as a table whose headers sort it (each cell's data-v is its sort key)."""
+    heads = [("output", ""), ("kind", ""), ("mode", ""), ("duration", "num"), ("peak RSS", "num"),
+             ("CPU", "num"), ("exit", "num"), ("timing", "")]
+    rows = []
+    for s in steps:
+        out = (s.get("out") or [None])[0] or s.get("tool")
+        cpu = _cpu(s)
+        code = s.get("exit") if not s.get("sig") else 128 + s["sig"]
+        cells = [(out, out), (s.get("kind"), s.get("kind")), (s.get("mode"), s.get("mode")),
+                 (seconds(s.get("dur")), s.get("dur")), (size.format(s.get("rss")), s.get("rss")),
+                 (seconds(cpu) if cpu is not None else "-", cpu), (_exit(s), code),
+                 (s.get("timing"), s.get("timing"))]
+        rows.append('<tr data-id="%s"%s>%s</tr>' % (
+            _e(s.get("id")), ' class="failed"' if timeline.failed(s) else "",
+            "".join('<td%s data-v="%s">%s</td>' % (' class="num"' if kind else "", _e(key), _e(text))
+                    for (text, key), (_, kind) in zip(cells, heads))))
+    return ('<table id="steps"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
+            % ("".join('<th%s>%s</th>' % (' class="num"' if kind else "", name) for name, kind in heads),
+               "".join(rows)))
+
+
+def summary(steps: list[dict], build: Optional[dict], span: float) -> str:
+    """The header line: steps, wall time, peak memory, failures (and the build's id and exit)."""
+    _, top = timeline.peak(timeline.memory_curve(steps))
+    items = [("steps", str(len(steps))), ("wall", seconds(span)),
+             ("peak memory", size.format(top) if top else "not measured"),
+             ("failures", str(sum(timeline.failed(s) for s in steps)))]
+    unknown = sum(s.get("t1") is None for s in steps)
+    if unknown:
+        items.append(("unknown end", str(unknown)))
+    if build:
+        items.append(("build", "%s, exit %s" % (build.get("id"), build.get("exit"))))
+    legend = "".join('<span><i style="background:%s"></i>%s</span>' % (colour, kind)
+                     for kind, colour in KINDS.items())
+    return ('<p class="summary">%s</p><p class="legend">%s<span><i style="border:1px'
+            ' dashed #444"></i>unknown end</span><span><i style="border:2px solid #d62728"></i>failed'
+            '</span></p>' % ("".join('<span>%s <b>%s</b></span>' % (_e(k), _e(v)) for k, v in items),
+                             legend))
+
+
+def render(steps: list[dict], build: Optional[dict] = None, title: str = "shim report") -> str:
+    """The whole page for *steps* and the optional *build* record; the table in start order."""
+    steps = sorted(steps, key=lambda s: s["t0"])
+    origin, finish = timeline.bounds(steps, build)
+    span = finish - origin
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>%s</title>'
+            '<style>%s</style></head><body><h1>%s</h1>%s<h2>Timeline</h2>%s<h2>Memory in use</h2>%s'
+            '<h2>Steps</h2>%s<script>%s</script></body></html>\n'
+            % (_e(title), CSS, _e(title), summary(steps, build, span),
+               timeline_svg(steps, origin, span), memory_svg(steps, origin, span), table(steps), SCRIPT))
+
+
+def write(path: str, steps: list[dict], build: Optional[dict] = None) -> None:
+    """Write the page for *steps* to *path* (UTF-8; undecodable path bytes shown as \\udcXX)."""
+    with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
+        f.write(render(steps, build))

@@ -1,0 +1,200 @@
+"""The ledger: one JSON line per step, appended by every shim, read by the reports.
+
+Where: `SHIM_LEDGER` (a directory; empty or `off` disables it), else toolchain.toml
+`ledger.dir` (relative to the build dir, the directory steps run in), else `.shim/`
+in the build dir. The file is `ledger-v1.jsonl`: a new format gets a new name, so an
+old file is simply not read ("starting over", never an error).
+
+Writing is crash-proof and parallel-safe: each record is one `write()` on an
+O_APPEND descriptor (the kernel appends it whole, so concurrent steps never
+interleave); the file is born with its version line by link(2), so no record ever
+precedes it. A reader skips a torn last line, unknown record kinds and lines it
+cannot parse.
+
+Bookkeeping never breaks a build: if the ledger cannot be written, the step runs
+anyway and shim warns once per build (a marker in the runtime directory), not once
+per step.
+
+Paths are relative to the build dir where they can be, so a CI cache of `.shim/`
+carries the learned memory of the last run to the next machine.
+"""
+
+import sys
+import time
+
+from shim import digest, host, rundir
+from shim.host import osapi
+
+FILENAME = "ledger-v1.jsonl"
+VERSION = 1
+HEADER = '{"rec": "ledger", "version": 1, "format": "one JSON object per line"}\n'
+RECORD_KINDS = ("ledger", "start", "step", "end", "build")
+_OFF = ("", "0", "off", "no", "false")
+
+
+def directory(cwd: str, env: dict, config: dict):
+    """The ledger directory for steps run in *cwd*, or None when the ledger is off."""
+    explicit = env.get("SHIM_LEDGER")
+    if explicit is not None:
+        if explicit.lower() in _OFF:
+            return None
+        return explicit if host.is_absolute(explicit) else host.join(cwd, explicit)
+    conf = config.get("ledger") or {}
+    if conf.get("enabled") is False:
+        return None
+    d = conf.get("dir") or ".shim"
+    return d if host.is_absolute(d) else host.join(cwd, d)
+
+
+def build_dir(ledger_dir: str) -> str:
+    """The build dir a ledger directory belongs to (paths in records are relative to it)."""
+    return host.dirname(ledger_dir.rstrip("/")) or "."
+
+
+def relative(path, base: str):
+    """*path* relative to *base* when it lies below it; otherwise unchanged."""
+    if path and host.is_absolute(path) and path.startswith(base + "/"):
+        return path[len(base) + 1:]
+    return path
+
+
+def now() -> float:
+    return time.time()
+
+
+# --- writing (hot path) ------------------------------------------------------------
+
+
+def encode(record: dict) -> str:
+    """*record* as one line of JSON (str, int, float, bool, None, lists of those)."""
+    return "{" + ", ".join('"%s": %s' % (k, _value(v)) for k, v in record.items()) + "}"
+
+
+def _value(v) -> str:
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return _string(v)
+    if isinstance(v, float):
+        return "%.6f" % v if v == v and v not in (float("inf"), float("-inf")) else "null"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return _string(str(v))
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _string(s: str) -> str:
+    if s.isprintable() and '"' not in s and "\\" not in s:
+        return '"%s"' % s
+    out = []
+    for c in s:
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif c < " " or c == "\x7f" or "\ud800" <= c <= "\udfff":
+            out.append("\\u%04x" % ord(c))    # undecodable bytes survive as lone surrogates
+        else:
+            out.append(c)
+    return '"%s"' % "".join(out)
+
+
+def append(ledger_dir: str, record: dict, env: dict) -> bool:
+    """Append *record*; False (after warning once per build) if it could not be written."""
+    data = (encode(record) + "\n").encode("utf-8", "surrogatepass")
+    path = host.join(ledger_dir, FILENAME)
+    try:
+        try:
+            fd = osapi.open(path, osapi.O_WRONLY | osapi.O_APPEND | host.O_CLOEXEC)
+        except FileNotFoundError:
+            _create(ledger_dir, path)
+            fd = osapi.open(path, osapi.O_WRONLY | osapi.O_APPEND | host.O_CLOEXEC)
+        try:
+            written = osapi.write(fd, data)
+        finally:
+            osapi.close(fd)
+        if written != len(data):
+            raise OSError(28, "short write (disk full?)")
+        return True
+    except OSError as e:
+        warn_once(ledger_dir, "cannot write the ledger in %s: %s; steps still run but are not recorded"
+                  % (ledger_dir, e.strerror or e), env)
+        return False
+
+
+def _create(ledger_dir: str, path: str) -> None:
+    """Make the ledger file appear with its version line already in it."""
+    _makedirs(ledger_dir)
+    tmp = "%s.%d.%d.tmp" % (path, osapi.getpid(), time.monotonic_ns())
+    fd = osapi.open(tmp, osapi.O_WRONLY | osapi.O_CREAT | osapi.O_EXCL | host.O_CLOEXEC, 0o644)
+    try:
+        osapi.write(fd, HEADER.encode())
+    finally:
+        osapi.close(fd)
+    try:
+        osapi.link(tmp, path)
+    except FileExistsError:
+        pass                      # another step created it first: fine
+    finally:
+        osapi.unlink(tmp)
+
+
+def _makedirs(d: str) -> None:
+    try:
+        osapi.mkdir(d, 0o755)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        parent = host.dirname(d)
+        if parent == d:
+            raise
+        _makedirs(parent)
+        osapi.mkdir(d, 0o755)
+
+
+def warn_once(topic: str, message: str, env: dict) -> None:
+    """Print `shim: warning: MESSAGE` unless this build already printed one about *topic*."""
+    try:
+        marker = host.join(rundir.ensure(env), "warned-" + digest.fingerprint(
+            topic + "\0" + message.split(":")[0] + "\0" + build_identity(env)))
+        fd = osapi.open(marker, osapi.O_WRONLY | osapi.O_CREAT | osapi.O_EXCL, 0o600)
+        osapi.close(fd)
+    except FileExistsError:
+        return
+    except OSError:
+        pass                      # cannot remember: warn every time rather than never
+    try:
+        sys.stderr.write("shim: warning: %s (warned once per build)\n" % message)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def build_identity(env: dict) -> str:
+    """What "this build" is: SHIM_BUILD_ID under `shim build`, else the ninja (or
+    other parent) process above us, by pid and start time (pids are reused)."""
+    if env.get("SHIM_BUILD_ID"):
+        return env["SHIM_BUILD_ID"]
+    pid = osapi.getppid()
+    first = None
+    for _ in range(4):
+        try:
+            stat = host.read_file("/proc/%d/stat" % pid).decode("utf-8", "replace")
+        except OSError:
+            break
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        fields = stat[stat.rfind(")") + 2:].split()
+        ident = "%d-%s" % (pid, fields[19] if len(fields) > 19 else "")
+        first = first or ident
+        if comm in ("ninja", "make", "bazel", "java", "cmake", "samu"):
+            return ident
+        pid = int(fields[1]) if len(fields) > 1 else 0
+        if pid <= 1:
+            break
+    return first or str(osapi.getppid())

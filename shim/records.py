@@ -1,0 +1,164 @@
+"""Reading the ledger back (off the hot path): records -> steps -> builds.
+
+A step is a dict with these keys (what every report consumes; see STEP_KEYS):
+  id, build, t0, t1, dur (seconds; t1/dur None if unknown), tool, prog, kind, mode,
+  cwd, in, out (list), exit, sig, rss (bytes or None), ut, st (CPU seconds or None),
+  argv (fingerprint), exe, args (compile steps), res, wait (memory admission),
+  timing: "measured" (spawned: shim waited), "ninja_log" (exec: the end came from
+  ninja's log) or "unknown".
+
+Exec steps end inside the tool, so their ledger record has only a start; their
+duration is taken from `.ninja_log` (found in the build dir, or in ninja's
+`builddir`), matched by output path, provided the output's mtime there is not
+older than the step's start (so an entry of an earlier build is never used).
+"""
+
+import json
+import os
+import stat
+
+from shim import ledger
+
+STEP_KEYS = ("id", "build", "t0", "t1", "dur", "tool", "prog", "kind", "mode", "cwd", "in", "out",
+             "exit", "sig", "rss", "ut", "st", "argv", "exe", "args", "res", "wait", "timing")
+SESSION_GAP = 30.0   # seconds between steps without a build id that start a new build
+
+
+def read(ledger_dir: str) -> list:
+    """Every record of the ledger in *ledger_dir*; bad lines and unknown kinds skipped."""
+    path = os.path.join(ledger_dir, ledger.FILENAME)
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return []                # e.g. a link to /dev/full: reading it would never end
+            data = f.read()
+    except OSError:
+        return []
+    records = []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8", "surrogatepass"))
+        except (ValueError, UnicodeDecodeError):
+            continue                     # a torn last line, or garbage: skip, never fail
+        if isinstance(rec, dict) and rec.get("rec") in ledger.RECORD_KINDS:
+            records.append(rec)
+    if records and records[0].get("rec") == "ledger" and records[0].get("version") != ledger.VERSION:
+        return []                        # another format under this name: start over
+    return records
+
+
+def ninja_log_path(build_dir: str):
+    """.ninja_log of the build in *build_dir*: there, or in its `builddir` if build.ninja sets one."""
+    candidates = [os.path.join(build_dir, ".ninja_log")]
+    try:
+        with open(os.path.join(build_dir, "build.ninja"), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("builddir") and "=" in line:
+                    name, _, value = line.partition("=")
+                    if name.strip() == "builddir" and "$" not in value:
+                        candidates.append(os.path.join(build_dir, value.strip(), ".ninja_log"))
+                    break
+    except OSError:
+        pass
+    for path in reversed(candidates):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def read_ninja_log(build_dir: str) -> dict:
+    """{output: (start_ms, end_ms, mtime_ns)} from .ninja_log v5+ (the last entry wins)."""
+    path = ninja_log_path(build_dir)
+    entries = {}
+    if not path:
+        return entries
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            if line.startswith("#"):
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 4:
+                continue
+            try:
+                entries[fields[3]] = (int(fields[0]), int(fields[1]), int(fields[2]))
+            except ValueError:
+                continue
+    return entries
+
+
+def steps_of(records: list, build_dir: str) -> list:
+    """Normalised steps from *records*, exec steps timed from .ninja_log where possible."""
+    ends = {r["id"]: r for r in records if r.get("rec") == "end" and "id" in r}
+    log = None
+    steps = []
+    for r in records:
+        if r.get("rec") not in ("start", "step") or not isinstance(r.get("t0"), (int, float)):
+            continue
+        s = {key: r.get(key) for key in STEP_KEYS}
+        s["build"] = r.get("b")
+        s["out"] = list(r.get("out") or [])
+        if r["rec"] == "step":
+            s["timing"] = "measured"
+            if s["dur"] is None and s["t1"] is not None:
+                s["dur"] = s["t1"] - s["t0"]
+        else:
+            s["timing"] = "unknown"
+            end = ends.get(r.get("id"))
+            if end is not None:
+                s["exit"] = end.get("exit")
+            elif s["out"]:
+                if log is None:
+                    log = read_ninja_log(build_dir)
+                entry = log.get(s["out"][0])
+                if entry and entry[2] >= (s["t0"] - 2.0) * 1e9:
+                    s["dur"] = max(0, entry[1] - entry[0]) / 1000.0
+                    s["t1"] = s["t0"] + s["dur"]
+                    s["exit"] = 0              # ninja logs only commands that succeeded
+                    s["timing"] = "ninja_log"
+        steps.append(s)
+    steps.sort(key=lambda s: s["t0"])
+    return steps
+
+
+def builds_of(records: list, steps: list) -> list:
+    """[(build record or None, [steps])], oldest first: steps grouped by SHIM_BUILD_ID,
+    or, without one (plain ninja), by gaps of more than SESSION_GAP seconds."""
+    by_id = {}
+    build_records = {r["id"]: r for r in records if r.get("rec") == "build" and "id" in r}
+    groups = []
+    loose = []
+    for s in steps:
+        if s["build"]:
+            if s["build"] not in by_id:
+                by_id[s["build"]] = []
+                groups.append((build_records.get(s["build"]), by_id[s["build"]]))
+            by_id[s["build"]].append(s)
+        else:
+            end = max((x["t1"] or x["t0"]) for x in loose) if loose else None
+            if loose and s["t0"] - end > SESSION_GAP:
+                groups.append((None, loose))
+                loose = []
+            loose.append(s)
+    if loose:
+        groups.append((None, loose))
+    for build_id, rec in build_records.items():
+        if build_id not in by_id:
+            groups.append((rec, []))           # a build that ran no step (nothing to do)
+    groups.sort(key=lambda g: g[1][0]["t0"] if g[1] else g[0]["t0"])
+    return groups
+
+
+def load(ledger_dir: str, build_dir: str = None, which: str = "last"):
+    """(build record or None, steps) of the last build, or of every build with which="all"."""
+    records = read(ledger_dir)
+    build_dir = build_dir or ledger.build_dir(ledger_dir)
+    steps = steps_of(records, build_dir)
+    if which == "all":
+        return None, steps
+    groups = builds_of(records, steps)
+    with_steps = [g for g in groups if g[1]]
+    if not with_steps:
+        return None, []
+    return with_steps[-1]

@@ -1,0 +1,222 @@
+"""`shim report`: what the last build did, from the ledger: a table, JSON, advice.
+
+The JSON form (`--json`) follows SCHEMA (`shim report --schema` prints it); the
+terminal form is for people. `--suggest --ram SIZE` turns the observed peaks into
+a memory budget and ninja pool depths that would have kept the build under SIZE.
+"""
+
+import os
+
+from shim import size
+
+TOP = 10
+
+
+def summary(steps: list, build, build_dir: str, ledger_dir: str) -> dict:
+    """Everything the report shows, as plain data (see SCHEMA)."""
+    from shim import timeline
+    known = [s for s in steps if s["t1"] is not None]
+    t0 = build["t0"] if build else (min(s["t0"] for s in steps) if steps else None)
+    t1 = build["t1"] if build and build.get("t1") else (max(s["t1"] for s in known) if known else None)
+    by_kind, by_mode, by_timing = {}, {}, {}
+    for s in steps:
+        by_kind[s["kind"]] = by_kind.get(s["kind"], 0) + 1
+        by_mode[s["mode"]] = by_mode.get(s["mode"], 0) + 1
+        by_timing[s["timing"]] = by_timing.get(s["timing"], 0) + 1
+    measured = [s for s in steps if s["rss"] is not None]
+    cpu = [s for s in steps if s["ut"] is not None]
+    failures = [s for s in steps if failed(s)]
+    curve = timeline.memory_curve(steps)
+    peak_at, peak_bytes = timeline.peak(curve) if curve else (None, None)
+    return {
+        "version": 1,
+        "build_dir": build_dir,
+        "ledger": ledger_dir,
+        "build": None if not build else {
+            "id": build.get("id"), "t0": build.get("t0"), "t1": build.get("t1"),
+            "exit": build.get("exit"), "sig": build.get("sig"), "argv": build.get("argv")},
+        "totals": {
+            "steps": len(steps),
+            "wall": (t1 - t0) if t0 is not None and t1 is not None else None,
+            "cpu_user": sum(s["ut"] for s in cpu) if cpu else None,
+            "cpu_system": sum(s["st"] or 0 for s in cpu) if cpu else None,
+            "cpu_steps": len(cpu),
+            "failures": len(failures),
+            "max_rss": max(s["rss"] for s in measured) if measured else None,
+            "rss_steps": len(measured),
+            "peak_memory_in_use": peak_bytes,
+            "peak_memory_at": (peak_at - t0) if peak_at is not None and t0 is not None else None,
+            "by_kind": by_kind,
+            "by_mode": by_mode,
+            "by_timing": by_timing,
+        },
+        "top_memory": sorted(measured, key=lambda s: -s["rss"])[:TOP],
+        "top_duration": sorted(known, key=lambda s: -(s["dur"] or 0))[:TOP],
+        "failures": failures,
+        "steps": steps,
+    }
+
+
+def failed(step: dict) -> bool:
+    return step["sig"] is not None or (step["exit"] not in (None, 0))
+
+
+def _name(step: dict) -> str:
+    return (step["out"][0] if step["out"] else None) or step["in"] or step["tool"]
+
+
+def _seconds(value) -> str:
+    return "-" if value is None else ("%.3fs" % value if value < 10 else "%.1fs" % value)
+
+
+def _exit(step: dict) -> str:
+    if step["sig"] is not None:
+        return "sig%d" % step["sig"]
+    return "?" if step["exit"] is None else str(step["exit"])
+
+
+def _rows(steps: list) -> list:
+    lines = ["  %-9s %-9s %-10s %-6s %-5s %s" % ("duration", "peak rss", "kind", "mode", "exit", "output")]
+    for s in steps:
+        lines.append("  %-9s %-9s %-10s %-6s %-5s %s" % (
+            _seconds(s["dur"]), size.format(s["rss"]), s["kind"], s["mode"], _exit(s), _name(s)))
+    return lines
+
+
+def render(data: dict, list_steps: bool = True) -> str:
+    """The terminal report."""
+    t = data["totals"]
+    b = data["build"]
+    head = "build %s" % b["id"] if b else "steps without a `shim build` (grouped by time)"
+    if b and (b.get("exit") is not None or b.get("sig") is not None):
+        head += ", ninja exit %s" % (b["exit"] if b.get("sig") is None else "signal %d" % b["sig"])
+    lines = ["shim report: %s in %s" % (head, data["build_dir"])]
+    cpu = "-" if t["cpu_user"] is None else "%.2fs user + %.2fs sys (%d spawned steps)" % (
+        t["cpu_user"], t["cpu_system"], t["cpu_steps"])
+    lines.append("  %d steps, wall %s, CPU %s" % (t["steps"], _seconds(t["wall"]), cpu))
+    lines.append("  kinds: %s;  modes: %s;  timing: %s" % (
+        _counts(t["by_kind"]), _counts(t["by_mode"]), _counts(t["by_timing"])))
+    lines.append("  peak RSS of one step: %s;  peak memory in use: %s (spawned steps only, %d measured)"
+                 % (size.format(t["max_rss"]), size.format(t["peak_memory_in_use"]), t["rss_steps"]))
+    lines.append("  failures: %s" % ("none" if not data["failures"] else
+                                      ", ".join("%s (%s)" % (_name(s), _exit(s)) for s in data["failures"])))
+    if data["top_memory"]:
+        lines += ["", "Top %d by peak memory:" % len(data["top_memory"])] + _rows(data["top_memory"])
+    if data["top_duration"]:
+        lines += ["", "Top %d by duration:" % len(data["top_duration"])] + _rows(data["top_duration"])
+    if list_steps and data["steps"]:
+        lines += ["", "Steps, in start order:"] + _rows(data["steps"])
+    if t["by_timing"].get("unknown"):
+        lines += ["", "note: %d exec steps have no duration: no matching .ninja_log entry (failed, or not "
+                      "run by ninja)" % t["by_timing"]["unknown"]]
+    return "\n".join(lines) + "\n"
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join("%s %d" % kv for kv in sorted(counts.items(), key=lambda kv: -kv[1])) or "-"
+
+
+# --- --suggest ------------------------------------------------------------------------
+
+
+def reserve_for(ram: int) -> int:
+    """RAM kept out of the budget for the OS, ninja and page cache: 1/8, at least 256 MiB."""
+    return max(256 << 20, ram // 8)
+
+
+def suggest(steps: list, ram: int, cores: int = None) -> dict:
+    """A budget and pool depths that keep *steps* under *ram*, with the reasoning."""
+    cores = cores or os.cpu_count() or 1
+    budget = ram - reserve_for(ram)
+    reasons = ["RAM %s minus a reserve of %s for the system leaves a budget of %s."
+               % (size.format(ram), size.format(reserve_for(ram)), size.format(budget))]
+    measured = [s for s in steps if s["rss"] is not None]
+    unmeasured = len(steps) - len(measured)
+    if unmeasured:
+        reasons.append("%d of %d steps ran in exec mode and have no measured peak; run once with "
+                       "`shim build --mode spawn` (or auto) to measure them." % (unmeasured, len(steps)))
+    pools = {}
+    for kind in sorted({s["kind"] for s in measured}):
+        peaks = sorted(s["rss"] for s in measured if s["kind"] == kind)
+        top = peaks[-1]
+        heaviest = max((s for s in measured if s["kind"] == kind), key=lambda s: s["rss"])
+        depth = max(1, min(cores, budget // top)) if top else cores
+        pools[kind] = {"depth": depth, "max_rss": top, "step": _name(heaviest), "count": len(peaks)}
+        reasons.append("%s steps (%d measured) peak at %s (%s): %d fit in the budget at once%s."
+                       % (kind, len(peaks), size.format(top), _name(heaviest), budget // top if top else 0,
+                          " (capped at %d cores)" % cores if top and budget // top > cores else ""))
+    overall = max((s["rss"] for s in measured), default=0)
+    jobs = max(1, min(cores, budget // overall)) if overall else cores
+    if measured:
+        reasons.append("With one pool for everything, -j%d keeps even the heaviest steps under the budget; "
+                       "`shim build --budget %s` admits steps by their measured peaks instead, so light "
+                       "steps are not held back by heavy ones." % (jobs, size.format(budget)))
+    return {"ram": ram, "budget": budget, "reserve": reserve_for(ram), "jobs": jobs, "pools": pools,
+            "unmeasured_steps": unmeasured, "reasons": reasons}
+
+
+def render_suggestion(s: dict) -> str:
+    lines = ["Suggestion for %s of RAM:" % size.format(s["ram"]),
+             "  shim build --budget %s" % size.format(s["budget"]),
+             "  or static: ninja -j%d, with pools (pool NAME / depth = N in build.ninja):" % s["jobs"]]
+    for kind, p in s["pools"].items():
+        lines.append("    %-10s depth = %d   (peak %s)" % (kind, p["depth"], size.format(p["max_rss"])))
+    lines += ["", "Why:"] + ["  - " + r for r in s["reasons"]]
+    return "\n".join(lines) + "\n"
+
+
+# --- the JSON schema ----------------------------------------------------------------------
+
+_NUM = {"type": ["number", "null"]}
+_INT = {"type": ["integer", "null"]}
+_STR = {"type": ["string", "null"]}
+STEP_SCHEMA = {
+    "type": "object",
+    "required": ["id", "build", "t0", "t1", "dur", "tool", "prog", "kind", "mode", "cwd", "in", "out",
+                 "exit", "sig", "rss", "ut", "st", "argv", "res", "wait", "timing"],
+    "properties": {
+        "id": {"type": "string"}, "build": _STR, "t0": {"type": "number"}, "t1": _NUM,
+        "dur": {"type": ["number", "null"], "minimum": 0}, "tool": {"type": "string"},
+        "prog": {"type": "string"},
+        "kind": {"enum": ["compile", "link", "archive", "preprocess", "other"]},
+        "mode": {"enum": ["exec", "spawn"]}, "cwd": {"type": "string"}, "in": _STR,
+        "out": {"type": "array", "items": {"type": "string"}},
+        "exit": {"type": ["integer", "null"], "minimum": 0, "maximum": 255},
+        "sig": {"type": ["integer", "null"], "minimum": 1}, "rss": _INT, "ut": _NUM, "st": _NUM,
+        "argv": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        "exe": _STR, "args": {"type": ["array", "null"], "items": {"type": "string"}},
+        "res": _INT, "wait": _NUM, "timing": {"enum": ["measured", "ninja_log", "unknown"]},
+    },
+}
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "shim report --json",
+    "type": "object",
+    "required": ["version", "build_dir", "ledger", "build", "totals", "top_memory", "top_duration",
+                 "failures", "steps"],
+    "properties": {
+        "version": {"const": 1},
+        "build_dir": {"type": "string"}, "ledger": {"type": "string"},
+        "build": {"type": ["object", "null"], "required": ["id", "t0", "t1", "exit", "sig", "argv"]},
+        "totals": {
+            "type": "object",
+            "required": ["steps", "wall", "cpu_user", "cpu_system", "cpu_steps", "failures", "max_rss",
+                         "rss_steps", "peak_memory_in_use", "peak_memory_at", "by_kind", "by_mode",
+                         "by_timing"],
+            "properties": {
+                "steps": {"type": "integer", "minimum": 0}, "wall": _NUM, "cpu_user": _NUM,
+                "cpu_system": _NUM, "cpu_steps": {"type": "integer"},
+                "failures": {"type": "integer"}, "max_rss": _INT, "rss_steps": {"type": "integer"},
+                "peak_memory_in_use": _INT, "peak_memory_at": _NUM,
+                "by_kind": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "by_mode": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "by_timing": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+        },
+        "top_memory": {"type": "array", "maxItems": TOP, "items": STEP_SCHEMA},
+        "top_duration": {"type": "array", "maxItems": TOP, "items": STEP_SCHEMA},
+        "failures": {"type": "array", "items": STEP_SCHEMA},
+        "steps": {"type": "array", "items": STEP_SCHEMA},
+        "suggestion": {"type": "object"},
+    },
+}

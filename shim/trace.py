@@ -1,0 +1,81 @@
+"""A build as a Chrome trace (JSON Object Format), for ui.perfetto.dev and chrome://tracing.
+
+One complete ("X") event per step on a thread per lane ("slot N") of one process ("build"),
+and a counter ("C") track "memory in use" from timeline.memory_curve. Times are microseconds
+from the build's start. Cold path: never imported by a build step.
+"""
+
+import json
+import os
+from typing import Optional
+
+from shim import timeline
+
+PID = 1
+COUNTER = "memory in use"
+MIN_SLICE = 1e-6      # seconds a zero-length step holds its lane (see events)
+ARG_KEYS = ("tool", "prog", "mode", "in", "out", "exit", "sig", "rss", "ut", "st", "res", "wait", "timing")
+
+
+def _us(seconds: float) -> int:
+    """Seconds as whole trace microseconds. Whole, so that a step ending where the next one in
+    its lane starts ends on exactly the same number: Perfetto drops overlapping slices."""
+    return round(seconds * 1e6)
+
+
+def name_of(step: dict) -> str:
+    """What a step is called in a report: its first output's base name, else its tool."""
+    out = step.get("out") or []
+    return os.path.basename(out[0]) if out else str(step.get("tool") or step.get("prog") or "step")
+
+
+def _step_event(step: dict, lane: int, origin: float) -> dict:
+    args = {key: step.get(key) for key in ARG_KEYS}
+    args["id"] = step.get("id")
+    event = {"ph": "X", "name": name_of(step), "cat": step.get("kind") or "other",
+             "ts": _us(step["t0"] - origin),
+             "dur": _us(timeline.end(step) - origin) - _us(step["t0"] - origin),
+             "pid": PID, "tid": lane + 1, "args": args}
+    if step.get("t1") is None:
+        args["end"] = "unknown"       # drawn as a zero-length slice: we do not know how long
+        event["cname"] = "grey"
+    if timeline.failed(step):
+        args["failed"] = True
+        event["cname"] = "terrible"   # the catapult palette's red
+    return event
+
+
+def events(steps: list[dict], build: Optional[dict] = None) -> dict:
+    """The trace of *steps* (and the *build* record, if any) as a JSON-ready dict:
+    {"traceEvents": [...], "displayTimeUnit": "ms", "otherData": {...}}.
+
+    Metadata events name process PID "build" and each lane's thread "slot N" (tid N;
+    timeline.lanes, a zero-length step holding its lane for 1 µs);
+    each step is one "X" event (ts/dur in µs from the build start, dur 0 if its end is
+    unknown, cname "terrible" and args.failed if it failed); each point of the memory
+    curve is one "C" event with args {"bytes": level}.
+    """
+    origin, _ = timeline.bounds(steps, build)
+    # A zero-length step (unknown end) holds its lane for 1 µs: Perfetto would nest any
+    # other slice starting at the same instant on the same thread inside it.
+    slots = timeline.lanes(steps, min_duration=MIN_SLICE)
+    trace = [{"ph": "M", "name": "process_name", "pid": PID, "tid": 0, "args": {"name": "build"}}]
+    for lane in range(max(slots, default=-1) + 1):
+        trace.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": lane + 1,
+                      "args": {"name": "slot %d" % (lane + 1)}})
+        trace.append({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": lane + 1,
+                      "args": {"sort_index": lane + 1}})
+    trace.extend(_step_event(s, lane, origin) for s, lane in zip(steps, slots))
+    trace.extend({"ph": "C", "name": COUNTER, "pid": PID, "tid": 0, "ts": _us(t - origin),
+                  "args": {"bytes": level}} for t, level in timeline.memory_curve(steps))
+    other = {"origin": origin, "steps": len(steps)}
+    if build:
+        other.update({key: build.get(key) for key in ("id", "exit", "sig", "argv")})
+    return {"traceEvents": trace, "displayTimeUnit": "ms", "otherData": other}
+
+
+def write(path: str, steps: list[dict], build: Optional[dict] = None) -> None:
+    """Write the trace of *steps* to *path* (ASCII JSON: odd bytes of paths stay escaped)."""
+    with open(path, "w", encoding="ascii") as f:
+        json.dump(events(steps, build), f, separators=(",", ":"))
+        f.write("\n")

@@ -1,0 +1,168 @@
+"""The ledger: parallel-safe, crash-proof, and never a reason for a build to fail."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import SHIM, run_shim, write_tool
+from shim import ledger, records
+
+
+def ledger_lines(d):
+    return (d / ledger.FILENAME).read_text().splitlines()
+
+
+@pytest.fixture
+def toucher(tmp_path):
+    """A tool that creates its output file (argument 1) and exits with argument 2."""
+    return write_tool(tmp_path / "tools", "toucher", ': > "$1"\nexit "${2:-0}"\n')
+
+
+def test_300_concurrent_steps_leave_300_intact_records(tmp_path, env, toucher):
+    env["SHIM_LEDGER"] = str(tmp_path / "ledger")
+    (tmp_path / "out").mkdir()
+    procs = []
+    for i in range(300):
+        e = dict(env, SHIM_MODE="exec" if i % 2 else "spawn")
+        procs.append(subprocess.Popen([str(SHIM), str(toucher), "out/%03d.o" % i], cwd=tmp_path, env=e,
+                                      stderr=subprocess.PIPE))
+    for p in procs:
+        p.wait(timeout=120)
+    assert all(p.returncode == 0 for p in procs), [p.stderr.read() for p in procs if p.returncode][:3]
+
+    lines = ledger_lines(tmp_path / "ledger")
+    assert json.loads(lines[0]) == json.loads(ledger.HEADER)          # the version line comes first
+    recs = [json.loads(line) for line in lines[1:]]                     # every line is whole JSON
+    assert len(recs) == 300
+    assert len({r["id"] for r in recs}) == 300
+    assert sorted(r["pid"] for r in recs) == sorted(p.pid for p in procs)
+    assert {r["rec"] for r in recs} == {"start", "step"}
+
+
+def test_writers_killed_mid_build_leave_a_ledger_that_still_reads(tmp_path, env):
+    sleeper = write_tool(tmp_path / "tools", "sleeper", 'sleep "$1"\n')
+    env["SHIM_LEDGER"] = str(tmp_path / "ledger")
+    env["SHIM_MODE"] = "spawn"
+    rng = random.Random(7)
+    procs = [subprocess.Popen([str(SHIM), str(sleeper), "%.2f" % rng.uniform(0.05, 0.6)], env=env,
+                              start_new_session=True) for _ in range(40)]
+    time.sleep(0.3)
+    killed = set()
+    for p in rng.sample(procs, 20):
+        os.killpg(p.pid, signal.SIGKILL)      # shim and its tool, whatever they were doing
+        killed.add(p.pid)
+    for p in procs:
+        p.wait(timeout=30)
+    with open(tmp_path / "ledger" / ledger.FILENAME, "a") as f:
+        f.write('{"rec": "step", "id": "torn", "t0": 1')     # what a crash mid-write would leave
+    recs = records.read(str(tmp_path / "ledger"))
+    finished = {p.pid for p in procs if p.returncode == 0}
+    assert {r["pid"] for r in recs if r["rec"] == "step"} == finished
+    assert finished and len(finished) <= 40 - len(killed & {p.pid for p in procs if p.returncode != 0})
+    assert not any(r.get("id") == "torn" for r in recs)
+
+
+def test_a_corrupt_ledger_is_skipped_line_by_line_and_appended_to(tmp_path, env, toucher):
+    d = tmp_path / "ledger"
+    d.mkdir()
+    (d / ledger.FILENAME).write_bytes(ledger.HEADER.encode() + b"\x00\xffgarbage\n[1, 2]\n{\"rec\": \"alien\"}\n{not json\n")
+    env["SHIM_LEDGER"] = str(d)
+    result = run_shim([toucher, "x.o", "3"], cwd=tmp_path, env=env)
+    assert result.returncode == 3 and result.stderr == ""
+    recs = records.read(str(d))
+    assert [r["rec"] for r in recs] == ["ledger", "start"]
+
+
+def test_an_old_format_under_the_current_name_is_started_over(tmp_path):
+    d = tmp_path / "ledger"
+    d.mkdir()
+    (d / ledger.FILENAME).write_text('{"rec": "ledger", "version": 0}\n{"rec": "start", "t0": 1}\n')
+    assert records.read(str(d)) == []
+
+
+def build_file(tmp_path, tool, steps=5):
+    lines = ["rule t", "  command = shim run %s $out" % tool]
+    lines += ["build o%d: t" % i for i in range(steps)]
+    (tmp_path / "build.ninja").write_text("\n".join(lines) + "\n")
+
+
+def warnings_in(result):
+    return (result.stdout + result.stderr).count("shim: warning: cannot write the ledger")
+
+
+@pytest.mark.parametrize("mode", ["exec", "spawn"])
+def test_a_full_disk_does_not_fail_the_build_and_warns_once_per_build(tmp_path, env, toucher, mode):
+    build_file(tmp_path, toucher)
+    d = tmp_path / "ledger"
+    d.mkdir()
+    (d / ledger.FILENAME).symlink_to("/dev/full")
+    env["SHIM_LEDGER"] = str(d)
+    result = run_shim(["build", "-C", tmp_path, "--mode", mode], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all((tmp_path / ("o%d" % i)).exists() for i in range(5))
+    assert warnings_in(result) == 1
+    assert "No space left on device" in result.stdout + result.stderr
+    (tmp_path / "o0").unlink()
+    assert warnings_in(run_shim(["build", "-C", tmp_path], env=env)) == 1   # a new build warns again
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A directory on a read-only bind mount: unwritable even for root."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(d), str(d)], stderr=subprocess.PIPE, text=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot bind-mount (needs root): %s" % mounted.stderr.strip())
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(d)], check=True)
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+
+
+def test_a_read_only_ledger_directory_does_not_fail_the_build(tmp_path, env, toucher, readonly_dir):
+    build_file(tmp_path, toucher)
+    env["SHIM_LEDGER"] = str(readonly_dir / ".shim")
+    result = run_shim(["build", "-C", tmp_path], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all((tmp_path / ("o%d" % i)).exists() for i in range(5))
+    assert warnings_in(result) == 1
+    assert "Read-only file system" in result.stdout + result.stderr
+
+
+def test_a_tool_failing_with_the_ledger_broken_keeps_its_exact_status(tmp_path, env, toucher):
+    env["SHIM_LEDGER"] = "/proc/shim-ledger-cannot-exist"
+    for mode in ("exec", "spawn"):
+        env["SHIM_MODE"] = mode
+        result = run_shim([toucher, str(tmp_path / "x"), "42"], env=env)
+        assert result.returncode == 42
+
+
+def test_the_ledger_can_be_turned_off(tmp_path, env, toucher):
+    env["SHIM_LEDGER"] = "off"
+    assert run_shim([toucher, "x.o"], cwd=tmp_path, env=env).returncode == 0
+    assert not (tmp_path / ".shim").exists()
+
+
+def test_records_are_portable_relative_to_the_build_dir(tmp_path, env, toucher):
+    (tmp_path / "sub").mkdir()
+    assert run_shim([toucher, str(tmp_path / "abs.o")], cwd=tmp_path, env=env).returncode == 0
+    env["SHIM_LEDGER"] = str(tmp_path / ".shim")
+    assert run_shim([toucher, "rel.o"], cwd=tmp_path / "sub", env=env).returncode == 0
+    recs = [r for r in records.read(str(tmp_path / ".shim")) if r["rec"] != "ledger"]
+    assert [r["cwd"] for r in recs] == [".", "sub"]
+    text = (tmp_path / ".shim" / ledger.FILENAME).read_text()
+    assert str(tmp_path) not in text.replace('"exe"', "")       # no machine paths, but the compiler's
+
+
+@pytest.mark.parametrize("value", ["plain", "quote\"back\\slash", "tab\tnew\nline", "ü€", "\x01ctl", "\udcff"])
+def test_the_hand_written_json_encoder_round_trips(value):
+    rec = {"s": value, "n": None, "t": True, "f": 1.5, "i": -3, "l": [value, 2]}
+    decoded = json.loads(ledger.encode(rec).encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass"))
+    assert decoded == rec

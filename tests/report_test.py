@@ -1,0 +1,161 @@
+"""`shim report` and `shim compdb` on real builds of examples/ninja."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import one_error_line, run_shim, write_toml
+from shim import records, report
+
+NINJA = Path(sys.executable).parent / "ninja"
+KINDS = {"compile": 6, "archive": 1, "link": 1}
+
+
+def ninja_log(example):
+    entries = {}
+    for line in (example / "build" / ".ninja_log").read_text().splitlines()[1:]:
+        start, end, _mtime, output, _hash = line.split("\t")
+        entries[output] = (int(end) - int(start)) / 1000.0
+    return entries
+
+
+@pytest.fixture
+def built(example, env):
+    """examples/ninja built by `shim build` without a memory budget (so compiles exec and
+    the link spawns, as its toolchain says, instead of auto mode measuring everything)."""
+    result = run_shim(["build", "-C", example, "--budget", "off"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return example
+
+
+def test_report_shows_every_step_with_durations_from_ninja_log_and_the_links_peak_rss(built, env):
+    out = run_shim(["report", "-C", built], env=env).stdout
+    logged = ninja_log(built)
+    listed = out.split("Steps, in start order:\n")[1].splitlines()[1:]
+    assert len(listed) == len(logged) == 8
+    for line in listed:
+        duration, rss, kind, mode, exit_code, output = line.split()
+        assert exit_code == "0"
+        if mode == "exec":
+            assert duration == "%.3fs" % logged[output]      # reconciled from .ninja_log
+        else:
+            assert float(duration[:-1]) <= logged[output] + 0.002   # measured by shim, inside ninja's
+        assert (rss != "-") == (mode == "spawn") and (mode == "spawn") == (kind == "link")
+    assert "8 steps" in out and "failures: none" in out
+
+
+def test_report_json_validates_against_its_schema_field_by_field(built, env):
+    result = run_shim(["report", "-C", built, "--json"], env=env)
+    data = json.loads(result.stdout)
+    schema = json.loads(run_shim(["report", "--schema"], env=env).stdout)
+    assert schema == report.SCHEMA
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(data, schema)
+
+    logged = ninja_log(built)
+    t = data["totals"]
+    assert t["steps"] == len(data["steps"]) == len(logged)
+    assert t["by_kind"] == KINDS
+    assert t["by_mode"] == {"exec": 7, "spawn": 1}
+    assert t["by_timing"] == {"ninja_log": 7, "measured": 1}
+    assert t["failures"] == 0 and data["failures"] == []
+    assert data["build"]["exit"] == 0 and data["build"]["argv"] == ["-C", str(built)]
+    assert t["wall"] == pytest.approx(data["build"]["t1"] - data["build"]["t0"])
+    for step in data["steps"]:
+        assert step["build"] == data["build"]["id"]
+        assert step["out"][0] in logged
+        if step["mode"] == "exec":
+            assert step["dur"] == pytest.approx(logged[step["out"][0]])
+            assert step["rss"] is None and step["timing"] == "ninja_log"
+        else:
+            assert step["rss"] > 1 << 20 and step["ut"] is not None and step["timing"] == "measured"
+    assert t["max_rss"] == max(s["rss"] for s in data["steps"] if s["rss"])
+    assert [s["id"] for s in data["top_memory"]] == [s["id"] for s in data["steps"] if s["rss"]]
+
+
+def test_report_shows_the_last_build_and_all_with_all(built, env):
+    (built / "src" / "main.c").touch()
+    assert run_shim(["build", "-C", built, "--budget", "off"], env=env).returncode == 0
+    last = json.loads(run_shim(["report", "-C", built, "--json"], env=env).stdout)
+    assert last["totals"]["by_kind"] == {"compile": 1, "link": 1}
+    every = json.loads(run_shim(["report", "-C", built, "--json", "--all"], env=env).stdout)
+    assert every["totals"]["steps"] == 10
+
+
+def test_report_lists_failed_steps_with_their_status(example, env):
+    (example / "lib" / "hist.c").write_text("#error broken on purpose\n")
+    result = run_shim(["build", "-C", example, "--mode", "spawn", "-k", "0"], env=env)
+    assert result.returncode == 1
+    data = json.loads(run_shim(["report", "-C", example, "--json"], env=env).stdout)
+    assert [s["in"] for s in data["failures"]] == ["lib/hist.c"]
+    assert data["failures"][0]["exit"] == 1 and data["build"]["exit"] == 1
+    assert "failures: build/obj/hist.o (1)" in run_shim(["report", "-C", example], env=env).stdout
+
+
+def test_suggest_turns_measured_peaks_into_a_budget_and_pool_depths(example, env):
+    assert run_shim(["build", "-C", example, "--mode", "spawn"], env=env).returncode == 0
+    data = json.loads(run_shim(["report", "-C", example, "--json", "--suggest", "--ram", "4GiB"], env=env).stdout)
+    s = data["suggestion"]
+    assert s["budget"] == (4 << 30) - (512 << 20) and s["unmeasured_steps"] == 0
+    for kind, pool in s["pools"].items():
+        peak = max(x["rss"] for x in data["steps"] if x["kind"] == kind)
+        assert pool["max_rss"] == peak
+        assert pool["depth"] == max(1, min(len(__import__("os").sched_getaffinity(0)), s["budget"] // peak))
+    text = run_shim(["report", "-C", example, "--suggest", "--ram", "4GiB"], env=env).stdout
+    assert "shim build --budget 3.5GiB" in text and "Why:" in text
+
+
+def test_report_writes_a_trace_and_an_html_page(built, env, tmp_path):
+    trace, page = tmp_path / "t.json", tmp_path / "r.html"
+    result = run_shim(["report", "-C", built, "--trace", trace, "--html", page, "--brief"], env=env)
+    assert result.returncode == 0, result.stderr
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert len([e for e in events if e["ph"] == "X"]) == 8
+    assert page.read_text().count('<rect class="step ') == 8
+
+
+def test_report_without_a_ledger_says_so(tmp_path, env):
+    one_error_line(run_shim(["report", "-C", tmp_path], env=env), 2, "no steps recorded in %s/.shim" % tmp_path)
+
+
+def test_a_ledger_dir_from_toolchain_toml_is_used_by_steps_and_report(example, env):
+    write_toml(example / "toolchain.toml", (example / "toolchain.toml").read_text() + '\n[ledger]\ndir = "out/ledger"\n')
+    assert run_shim(["build", "-C", example], env=env).returncode == 0
+    assert (example / "out" / "ledger" / "ledger-v1.jsonl").exists() and not (example / ".shim" / "ledger-v1.jsonl").exists()
+    assert json.loads(run_shim(["report", "-C", example, "--json"], env=env).stdout)["totals"]["steps"] == 8
+
+
+def test_compdb_matches_ninjas_own_for_the_same_build(built, env):
+    ours = json.loads(run_shim(["compdb", "-C", built], env=env).stdout)
+    theirs = json.loads(subprocess.run([str(NINJA), "-C", str(built), "-t", "compdb"], env=env,
+                                       stdout=subprocess.PIPE, text=True, check=True).stdout)
+    theirs = [e for e in theirs if e["command"].startswith("shim cc ")]
+    assert len(ours) == len(theirs) == KINDS["compile"]
+    by_file = {e["file"]: e for e in theirs}
+    for entry in ours:
+        ninja_entry = by_file[entry["file"]]
+        assert entry["directory"] == ninja_entry["directory"]
+        assert entry["output"] == ninja_entry["output"]
+        assert entry["arguments"][0] == shutil.which("gcc")            # the real compiler, resolved
+        assert entry["arguments"][1:] == ninja_entry["command"].split()[2:]   # what gcc got
+
+
+@pytest.mark.skipif(not shutil.which("clangd"), reason="clangd is not installed (.ci/run installs it)")
+def test_clangd_consumes_the_compdb(built, env):
+    assert run_shim(["compdb", "-C", built, "-o", built / "compile_commands.json"], env=env).returncode == 0
+    check = subprocess.run(["clangd", "--check=%s" % (built / "lib" / "stats.c"),
+                            "--compile-commands-dir=%s" % built], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert "Compile command from CDB is" in check.stdout
+    assert "-std=c11" in check.stdout and "All checks completed, 0 errors" in check.stdout
+
+
+def test_records_module_reads_what_the_build_wrote(built):
+    build, steps = records.load(str(built / ".shim"))
+    assert build["exit"] == 0 and len(steps) == 8
