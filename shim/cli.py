@@ -50,7 +50,23 @@ Exit statuses: the tool's own, or the tool's signal re-raised; shim's own errors
 """ + "\n".join("  %3d  %s" % (code, doc) for code, _name, doc in exit_status.TABLE)
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Subcommands whose modules are heavy are imported only when asked for."""
+
+    LAZY = {"wrap": ("shim.wrap", "wrap_command")}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
+
+    def get_command(self, ctx, name):
+        if name in self.LAZY:
+            import importlib
+            module, attr = self.LAZY[name]
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="shim", message="%(prog)s %(version)s")
 def shim():
     """A toolchain wrapper for Ninja and Bazel builds.
@@ -193,9 +209,10 @@ def launcher_cmd(directory, names):
 
 
 @shim.command()
-def doctor():
-    """Show what shim detects here: interpreter, launcher, toolchain, modes."""
-    from shim import launcher, toolchain
+@click.option("--budget", metavar="SIZE", help="Explain this budget instead of the default one.")
+def doctor(budget):
+    """Show what shim detects here: interpreter, launcher, toolchain, memory budget, slots."""
+    from shim import admission, budget as budget_mod, launcher, rundir, size, toolchain
     env = dict(os.environ)
     click.echo("shim %s, Python %s at %s" % (__version__, sys.version.split()[0], sys.executable))
     click.echo("hot-path bundle: %s" % ("yes" if launcher.bundled() else
@@ -206,6 +223,34 @@ def doctor():
         click.echo("toolchain %-8s %s" % (role + ":", path))
     click.echo("toolchain cache: %s" % (toolchain.cache_dir(env) or "none (no HOME): parsing every step"))
     click.echo("ninja: %s" % ninja_binary())
+    try:
+        config = toolchain.load(os.getcwd(), env)
+    except ShimError:
+        config = {"memory": {"budget": None, "unit": admission.DEFAULT_UNIT}}
+    request = budget or env.get("SHIM_MEMORY_BUDGET") or config["memory"]["budget"] or "auto"
+    try:
+        value, lines = budget_mod.resolve(request)
+    except ValueError as e:
+        raise ShimError("memory budget %r: %s" % (request, e), exit_status.USAGE) from None
+    click.echo("memory budget (%s, from %s):" % (request, "--budget" if budget else "SHIM_MEMORY_BUDGET"
+                                                   if env.get("SHIM_MEMORY_BUDGET") else "memory.budget"
+                                                   if config["memory"]["budget"] else "the default"))
+    for line in lines:
+        click.echo("  " + line)
+    try:
+        run_dir = rundir.ensure(env)
+    except OSError as e:
+        click.echo("slot directory: unusable: %s" % e)
+        return 0
+    click.echo("slot directory: %s" % run_dir)
+    if value:
+        unit, total = admission.geometry(value, config["memory"]["unit"])
+        path = admission.pool_path(run_dir, unit, total)
+        held = admission.usage(path, total)
+        click.echo("  pool %s: %d slots of %s, %d held now" % (path, total, size.format(unit), len(held)))
+        for slot, owner in held[:20]:
+            click.echo("    slot %d: pid %s" % (slot, owner))
+    return 0
 
 
 # --- report, compdb -----------------------------------------------------------------------

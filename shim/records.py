@@ -3,7 +3,9 @@
 A step is a dict with these keys (what every report consumes; see STEP_KEYS):
   id, build, t0, t1, dur (seconds; t1/dur None if unknown), tool, prog, kind, mode,
   cwd, in, out (list), exit, sig, rss (bytes or None), ut, st (CPU seconds or None),
-  argv (fingerprint), exe, args (compile steps), res, wait (memory admission),
+  argv (fingerprint), exe, args (compile steps), res, wait, est, src (memory
+  admission: bytes reserved, seconds waited, the estimate and where it came from:
+  history, prior or default), oom, retry, low_memory (out-of-memory recovery),
   timing: "measured" (spawned: shim waited), "ninja_log" (exec: the end came from
   ninja's log) or "unknown".
 
@@ -20,7 +22,8 @@ import stat
 from shim import ledger
 
 STEP_KEYS = ("id", "build", "t0", "t1", "dur", "tool", "prog", "kind", "mode", "cwd", "in", "out",
-             "exit", "sig", "rss", "ut", "st", "argv", "exe", "args", "res", "wait", "timing")
+             "exit", "sig", "rss", "ut", "st", "argv", "exe", "args", "res", "wait", "est", "src",
+             "oom", "retry", "low_memory", "timing")
 SESSION_GAP = 30.0   # seconds between steps without a build id that start a new build
 
 

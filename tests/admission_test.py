@@ -1,0 +1,260 @@
+"""Memory admission with real processes: fake tools that allocate and touch N MB."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SHIM, run_shim, write_tool, write_toml
+from shim import admission, records
+
+MIB = 1 << 20
+NINJA = Path(sys.executable).parent / "ninja"
+SHIM_FOOTPRINT = 12 * MIB     # what a shim process may add (issue target: a waiting shim <= 12 MiB)
+
+
+@pytest.fixture
+def alloc(tmp_path):
+    """`alloc MB SECONDS [OUT]`: touch MB of memory, hold it, create OUT."""
+    return write_tool(tmp_path / "tools", "alloc", """
+        import sys, time
+        block = b"\\x01" * (int(sys.argv[1]) << 20)      # written, so resident
+        time.sleep(float(sys.argv[2]))
+        if len(sys.argv) > 3:
+            open(sys.argv[3], "w").close()
+        """, shebang="#!%s -IS" % sys.executable)
+
+
+class TreeSampler(threading.Thread):
+    """Sum of RSS over a process tree, sampled from /proc every 10 ms."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.samples, self.stop = pid, 0, 0, threading.Event()
+
+    def run(self):
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self.stop.wait(0.01):
+            total, todo = 0, [self.pid]
+            while todo:
+                p = todo.pop()
+                try:
+                    total += int(Path("/proc/%d/statm" % p).read_text().split()[1]) * page
+                    todo += [int(c) for c in Path("/proc/%d/task/%d/children" % (p, p)).read_text().split()]
+                except (OSError, ValueError, IndexError):
+                    pass
+            self.peak = max(self.peak, total)
+            self.samples += 1
+
+
+def run_sampled(argv, cwd, env):
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    out, _ = proc.communicate(timeout=300)
+    sampler.stop.set()
+    sampler.join()
+    assert sampler.samples > 20
+    return proc.returncode, out, sampler.peak
+
+
+def eight_big_steps(d: Path, alloc: Path, through_shim: bool):
+    command = ("shim big 400 0.6 $out" if through_shim else "%s 400 0.6 $out" % alloc)
+    lines = ["rule big", "  command = %s" % command] + ["build out%d: big" % i for i in range(8)]
+    d.mkdir(exist_ok=True)
+    (d / "build.ninja").write_text("\n".join(lines) + "\n")
+    write_toml(d / "toolchain.toml", """
+        [tool.big]
+        program = "%s"
+        [step.other]
+        memory = "420MiB"          # the prior: what a step of this tool is expected to need
+        """ % alloc)
+
+
+def test_eight_400mb_steps_under_ninja_j8_stay_inside_a_1gib_budget_and_not_without_shim(tmp_path, env, alloc):
+    budget = 1 << 30
+    eight_big_steps(tmp_path / "plain", alloc, through_shim=False)
+    code, out, plain_peak = run_sampled([str(NINJA), "-j8"], tmp_path / "plain", env)
+    assert code == 0, out
+    assert plain_peak > budget + 8 * SHIM_FOOTPRINT       # ninja alone overshoots the budget
+
+    eight_big_steps(tmp_path / "shim", alloc, through_shim=True)
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    code, out, shim_peak = run_sampled([str(NINJA), "-j8"], tmp_path / "shim", env)
+    assert code == 0, out
+    assert all((tmp_path / "shim" / ("out%d" % i)).exists() for i in range(8))
+    assert shim_peak <= budget + 8 * SHIM_FOOTPRINT, (shim_peak / MIB, plain_peak / MIB)
+    steps = records.load(str(tmp_path / "shim" / ".shim"), which="all")[1]
+    assert len(steps) == 8 and all(s["res"] == 7 * 64 * MIB for s in steps)
+    assert sum(1 for s in steps if s["wait"] > 0.3) >= 4           # most of them had to wait
+
+
+def pool(env, budget=1 << 30):
+    unit, total = admission.geometry(budget)
+    return admission.pool_path(os.path.join(env["XDG_RUNTIME_DIR"], "shim"), unit, total), total
+
+
+def wait_for(path: Path, timeout=20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        time.sleep(0.01)
+    raise AssertionError("%s never appeared" % path)
+
+
+def test_the_exec_d_tool_holds_the_reservation_and_frees_it_when_it_ends(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "holder", 'echo $$ > "$1"; sleep "$2"\n')
+    env.update(SHIM_MEMORY_BUDGET="1GiB", SHIM_MODE="exec")
+    path, total = pool(env)
+    proc = subprocess.Popen([str(SHIM), str(tool), str(tmp_path / "pid"), "1"], env=env)
+    tool_pid = int(wait_for(tmp_path / "pid"))
+    assert tool_pid == proc.pid                  # exec: the tool is the process that held the slots
+    held = admission.usage(path, total)
+    assert held and all(owner.split()[0] == str(proc.pid) for _, owner in held)
+    proc.wait(timeout=20)
+    assert admission.usage(path, total) == []
+
+
+def test_kill_9_frees_the_reservation_at_once(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "holder", 'echo $$ > "$1"; sleep "$2"\n')
+    env.update(SHIM_MEMORY_BUDGET="1GiB", SHIM_MODE="exec")
+    path, total = pool(env)
+    proc = subprocess.Popen([str(SHIM), str(tool), str(tmp_path / "pid"), "30"], env=env)
+    wait_for(tmp_path / "pid")
+    assert admission.usage(path, total)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert admission.usage(path, total) == []
+
+
+def test_a_daemon_that_inherited_the_pool_descriptor_does_not_keep_a_slot(tmp_path, env):
+    daemonizer = write_tool(tmp_path / "tools", "daemonizer",
+                            '( sleep 30 & echo $! > "$1" )\nls -l /proc/$$/fd > "$2"\n')
+    env.update(SHIM_MEMORY_BUDGET="256MiB", SHIM_MODE="exec", SHIM_LEDGER=str(tmp_path / "ledger"))
+    path, total = pool(env, 256 * MIB)
+    assert run_shim([daemonizer, tmp_path / "daemon.pid", tmp_path / "fds"], env=env).returncode == 0
+    daemon = int(wait_for(tmp_path / "daemon.pid"))
+    try:
+        os.kill(daemon, 0)                                # the daemon lives on...
+        assert os.path.basename(path) in (tmp_path / "fds").read_text()   # ...with the pool fd inherited
+        assert admission.usage(path, total) == []         # ...but holds no slot
+        write_toml(tmp_path / "toolchain.toml", '[step.other]\nmemory = "256MiB"\n')
+        result = run_shim(["run", "true"], cwd=tmp_path, env=env)      # needs the whole budget
+        assert result.returncode == 0
+        last = records.read(str(tmp_path / "ledger"))[-1]
+        assert last["res"] == 256 * MIB and last["wait"] < 0.5
+    finally:
+        os.kill(daemon, signal.SIGKILL)
+
+
+def test_a_step_larger_than_the_budget_runs_alone(tmp_path, env):
+    sleeper = write_tool(tmp_path / "tools", "sleeper", 'sleep "$1"\n')
+    write_toml(tmp_path / "toolchain.toml", """
+        [tool.huge]
+        program = "%s"
+        [tool.huge.low_memory]
+        [tool.tiny]
+        program = "%s"
+        [step.other]
+        memory = "64MiB"
+        [step.link]
+        memory = "4GiB"
+        """ % (sleeper, sleeper))
+    write_toml(tmp_path / "huge.toml", '[tool.huge]\nkind = "link"\n')
+    env.update(SHIM_MEMORY_BUDGET="256MiB", SHIM_LEDGER=str(tmp_path / "ledger"), SHIM_MODE="spawn")
+    huge_env = dict(env, SHIM_TOOLCHAIN=str(tmp_path / "huge.toml"))
+    big = subprocess.Popen([str(SHIM), "huge", "1.0"], cwd=tmp_path, env=huge_env)
+    time.sleep(0.3)
+    small = subprocess.Popen([str(SHIM), "tiny", "0.1"], cwd=tmp_path, env=env)
+    assert big.wait(timeout=30) == 0 and small.wait(timeout=30) == 0   # nothing is refused
+    steps = {s["tool"]: s for s in records.load(str(tmp_path / "ledger"), which="all")[1]}
+    assert steps["huge"]["res"] == 256 * MIB and steps["huge"]["est"] == 4 << 30
+    assert steps["tiny"]["t0"] >= steps["huge"]["t1"] - 0.01           # it waited for the big one
+
+
+@pytest.mark.parametrize("patience, bounded", [(0.5, True), (60.0, False)])
+def test_a_4_slot_step_is_admitted_in_bounded_time_among_a_stream_of_1_slot_steps(tmp_path, env, patience, bounded):
+    sleeper = write_tool(tmp_path / "tools", "sleeper", 'sleep "$1"\n')
+    write_toml(tmp_path / "toolchain.toml", """
+        [memory]
+        patience = %s
+        [tool.small]
+        program = "%s"
+        [tool.large]
+        program = "%s"
+        kind = "link"
+        [step.other]
+        memory = "64MiB"
+        [step.link]
+        memory = "256MiB"
+        """ % (patience, sleeper, sleeper))
+    env.update(SHIM_MEMORY_BUDGET="256MiB", SHIM_LEDGER=str(tmp_path / "ledger"), SHIM_MODE="spawn")
+    stream_seconds = 5.0
+    stop = time.monotonic() + stream_seconds
+    running = []
+
+    def feed():                      # more 1-slot steps in flight than slots: a queue that never empties
+        while time.monotonic() < stop:
+            running[:] = [p for p in running if p.poll() is None]
+            while len(running) < 8:
+                running.append(subprocess.Popen([str(SHIM), "small", "0.3"], cwd=tmp_path, env=env))
+            time.sleep(0.02)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    time.sleep(0.4)
+    large = subprocess.run([str(SHIM), "large", "0.1"], cwd=tmp_path, env=env, timeout=60)
+    feeder.join()
+    for p in running:
+        p.wait(timeout=30)
+    assert large.returncode == 0
+    step = [s for s in records.load(str(tmp_path / "ledger"), which="all")[1] if s["tool"] == "large"][0]
+    assert step["res"] == 256 * MIB
+    if bounded:
+        assert step["wait"] <= patience + 0.3 + 1.0, step["wait"]     # patience + one small step + slack
+    else:
+        assert step["wait"] >= stream_seconds - 1.0, step["wait"]     # without draining it starves
+
+
+def test_under_shim_build_no_more_tools_run_than_cores_though_more_edges_are_in_flight(tmp_path, env):
+    log = tmp_path / "log"
+    tool = write_tool(tmp_path / "tools", "busy", """
+        printf 'start %%s\\n' "$(date +%%s.%%N)" >> '%s'
+        sleep 0.3
+        printf 'end %%s\\n' "$(date +%%s.%%N)" >> '%s'
+        : > "$1"
+        """ % (log, log))
+    (tmp_path / "build.ninja").write_text("rule t\n  command = shim run %s $out\n" % tool +
+                                          "".join("build o%d: t\n" % i for i in range(12)))
+    result = run_shim(["build", "-C", tmp_path, "--budget", "4GiB", "--mode", "exec"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cores = len(os.sched_getaffinity(0))
+    assert "%d edges in flight on %d cores" % (2 * cores, cores) in result.stdout
+    events = sorted((float(stamp), 1 if what == "start" else -1)
+                    for what, stamp in (line.split() for line in log.read_text().splitlines()))
+    level = peak = 0
+    for _, delta in events:          # at equal times an end (-1) sorts before a start
+        level += delta
+        peak = max(peak, level)
+    assert peak <= cores
+    steps = records.load(str(tmp_path / ".shim"))[1]
+    assert sum(1 for s in steps if s["wait"] > 0.05) >= 12 - 2 * cores   # they queued for a core
+
+
+def test_auto_mode_measures_unknown_steps_then_execs_them(example, env):
+    assert run_shim(["build", "-C", example], env=env).returncode == 0
+    first = json.loads(run_shim(["report", "-C", example, "--json"], env=env).stdout)
+    assert first["totals"]["by_mode"] == {"spawn": 8}                  # nothing known yet: measure all
+    assert all(s["rss"] and s["src"] in ("prior", "default") for s in first["steps"])
+    subprocess.run([str(NINJA), "-C", str(example), "-t", "clean"], env=env, stdout=subprocess.DEVNULL)
+    assert run_shim(["build", "-C", example], env=env).returncode == 0
+    second = json.loads(run_shim(["report", "-C", example, "--json"], env=env).stdout)
+    assert second["totals"]["by_mode"] == {"exec": 7, "spawn": 1}      # known now; links always spawn
+    assert all(s["src"] == "history" for s in second["steps"])

@@ -1,0 +1,101 @@
+"""Out-of-memory recovery: a spawned step that ran out is retried alone with low_memory rewrites."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_tool, write_toml
+from shim import records
+
+NINJA = Path(sys.executable).parent / "ninja"
+MIB = 1 << 20
+
+
+def project(tmp_path, tool, command="shim oomy $out", toml_extra=""):
+    (tmp_path / "build.ninja").write_text("rule r\n  command = %s\nbuild out: r\nbuild other: r\n" % command)
+    write_toml(tmp_path / "toolchain.toml", """
+        [tool.oomy]
+        program = "%s"
+        low_memory.args.append = ["--low-mem"]
+        %s
+        """ % (tool, toml_extra))
+
+
+def ninja(tmp_path, env):
+    return subprocess.run([str(NINJA), "-C", str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=120)
+
+
+def attempts(tmp_path, target="out"):
+    """The ledger's records of the step building *target* (a fake tool: its argument)."""
+    return [s for s in records.load(str(tmp_path / ".shim"), which="all")[1] if s["in"] == target]
+
+
+def test_a_step_killed_by_sigkill_is_retried_alone_with_low_memory_args_and_the_build_goes_green(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "oomy", """
+        case " $* " in *" --low-mem "*) : > "$1"; exit 0 ;; esac
+        kill -9 $$            # what the kernel's OOM killer does to a step that does not fit
+        """)
+    project(tmp_path, tool)
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = ninja(tmp_path, env)
+    assert result.returncode == 0, result.stdout
+    first, retry = attempts(tmp_path)
+    assert (first["sig"], first["oom"], first["retry"]) == (9, True, None)
+    assert (retry["exit"], retry["retry"], retry["low_memory"]) == (0, 1, True)
+    assert retry["res"] == 1 << 30                      # alone: the whole budget
+    assert retry["argv"] != first["argv"]               # with the low_memory arguments
+
+
+def test_virtual_memory_exhausted_under_prlimit_is_retried_and_fits(tmp_path, env):
+    if not shutil.which("prlimit"):
+        pytest.skip("prlimit (util-linux) is not installed")
+    tool = write_tool(tmp_path / "tools", "oomy", """
+        import sys
+        need = 40 if "--low-mem" in sys.argv else 600
+        try:
+            block = b"x" * (need << 20)
+        except MemoryError:
+            sys.stderr.write("cc1: out of memory: virtual memory exhausted: Cannot allocate memory\\n")
+            sys.exit(1)
+        open(sys.argv[1], "w").close()
+        """, shebang="#!%s -IS" % sys.executable)
+    project(tmp_path, tool, command="prlimit --as=%d shim oomy $out" % (400 * MIB))
+    env["SHIM_MEMORY_BUDGET"] = "2GiB"
+    result = ninja(tmp_path, env)
+    assert result.returncode == 0, result.stdout
+    assert "virtual memory exhausted" in result.stdout      # the first attempt's stderr still shows
+    first, retry = attempts(tmp_path)
+    assert (first["exit"], first["oom"]) == (1, True)
+    assert (retry["exit"], retry["retry"], retry["low_memory"]) == (0, 1, True)
+    assert (tmp_path / "out").exists()
+
+
+def test_retries_are_bounded_and_the_last_status_is_the_steps(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "oomy", "kill -9 $$\n")
+    project(tmp_path, tool, toml_extra="[memory]\noom_retries = 2")
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = ninja(tmp_path, env)
+    assert result.returncode != 0 and "[code=137] out" in result.stdout    # died of SIGKILL, as the tool
+    assert [a["retry"] for a in attempts(tmp_path)] == [None, 1, 2]
+    assert all(a["sig"] == 9 for a in attempts(tmp_path))
+
+
+def test_an_ordinary_failure_is_not_retried(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "oomy", 'echo "error: syntax" >&2; exit 1\n')
+    project(tmp_path, tool)
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    assert "[code=1] out" in ninja(tmp_path, env).stdout
+    assert [a["retry"] for a in attempts(tmp_path)] == [None]
+
+
+def test_without_a_budget_shim_does_not_retry(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "oomy", "kill -9 $$\n")
+    project(tmp_path, tool)
+    env.update(SHIM_MEMORY_BUDGET="off", SHIM_MODE="spawn")
+    result = ninja(tmp_path, env)
+    assert "[code=137] out" in result.stdout
+    assert len(attempts(tmp_path)) == 1
