@@ -96,7 +96,26 @@ class Sampler(threading.Thread):
         self.join(timeout=2)
 
 
-def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=None, echo=print) -> int:
+def rewrap(directory: str, ninja: str, env: dict) -> int:
+    """`--wrap`: let the generator bring build.ninja up to date first (CMake's RERUN_CMAKE
+    edge regenerates it, unwrapped), then wrap it; 0 or ninja's failing status.
+
+    Ninja reloads a manifest it has just regenerated and goes on with it, so wrapping
+    must happen between the two: building the manifest alone, then the targets, does it.
+    Wrapping is idempotent, so an unchanged manifest costs a parse and nothing else.
+    """
+    from shim import wrap
+    finished = host.spawn_program(ninja, [ninja, "-C", directory, "build.ninja"], dict(env, MAKEFLAGS=""))
+    if finished.code != 0:
+        return finished.code if finished.code is not None else 128 + finished.signal
+    manifest = os.path.join(directory, "build.ninja")
+    if wrap.run(manifest, check=True, quiet=True) != 0:
+        wrap.run(manifest)
+    return 0
+
+
+def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=None, echo=print,
+        rewrap_first: bool = False) -> int:
     """Build in *directory*; returns ninja's exit status (or dies of its signal)."""
     from shim import budget as budget_mod
     from shim import estimates, launcher, records, rundir, toolchain
@@ -107,6 +126,10 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=
         echo("shim: warning: cannot write the fast launcher (%s); using the installed one" % (e.strerror or e))
         bindir = os.path.dirname(os.path.abspath(os.environ.get("_", "") or "shim"))
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    if rewrap_first:
+        status = rewrap(directory, ninja, env)
+        if status:
+            return status
     try:
         config = toolchain.load(build_dir, env)
     except ShimError:

@@ -100,8 +100,11 @@ def ninja_binary() -> str:
 @click.option("--budget", metavar="SIZE",
               help="Memory budget: auto (default: cgroup or RAM limit minus a reserve), off, "
                    "a size (6GiB) or a percentage of the limit (75%).")
+@click.option("--wrap", "rewrap", is_flag=True,
+              help="Bring a generated build.ninja up to date, then `shim wrap` it, then build "
+                   "(survives CMake regenerating it).")
 @click.argument("ninja_args", nargs=-1, type=click.UNPROCESSED)
-def build(directory, mode, budget, ninja_args):
+def build(directory, mode, budget, rewrap, ninja_args):
     """Run ninja (from the PyPI package) in DIR, admitting steps into a memory budget.
 
     NINJA_ARGS go to ninja unchanged (targets, -j N, -k N, -v, -n ...). Without -j,
@@ -115,7 +118,8 @@ def build(directory, mode, budget, ninja_args):
     if mode:
         env["SHIM_MODE"] = mode
     return build_mod.run(directory, ninja_binary(), list(ninja_args), env, budget,
-                         echo=lambda line: click.echo(line, err=line.startswith("shim: warning")))
+                         echo=lambda line: click.echo(line, err=line.startswith("shim: warning")),
+                         rewrap_first=rewrap)
 
 
 def _has_f(args) -> bool:

@@ -419,10 +419,12 @@ def write_atomically(path: str, text: str, mode_from: str) -> None:
 
 
 def run(manifest_path: str = "build.ninja", output: Optional[str] = None, check: bool = False,
-        undo: bool = False, programs: Sequence[str] = (), rules: Sequence[str] = ()) -> int:
+        undo: bool = False, programs: Sequence[str] = (), rules: Sequence[str] = (),
+        quiet: bool = False) -> int:
     """`shim wrap`: wrap (or undo, or check) the manifest and its includes; the exit status.
 
-    Prints one line per rule changed (or that would change) and a summary. With *check*
+    Prints one line per rule changed (or that would change) and a summary (*quiet*: only
+    the summary, and with *check* nothing at all). With *check*
     nothing is written and the status is 1 when something would change. With *output*
     only the top file may change and it is written there; rules in included files make
     that a ShimError (USAGE), since their file would have to change in place.
@@ -462,11 +464,13 @@ def run(manifest_path: str = "build.ninja", output: Optional[str] = None, check:
     for change in changes:
         for name, programs_run in change.rules:
             count += 1
-            click.echo("%s rule %s (%s) in %s" % ("would " + verb if check else done, name,
-                                                  ", ".join(programs_run), change.file.path))
+            if not quiet:
+                click.echo("%s rule %s (%s) in %s" % ("would " + verb if check else done, name,
+                                                      ", ".join(programs_run), change.file.path))
     where = "%s in %s" % (_count(count, "rule", "rules"), _count(len(changes), "file", "files"))
     if check:
-        click.echo("shim wrap: %s" % ("%s would be %s" % (where, done) if changes else idle))
+        if not quiet:
+            click.echo("shim wrap: %s" % ("%s would be %s" % (where, done) if changes else idle))
         return 1 if changes else 0
     if output:
         top = next((c.text for c in changes if c.file is manifest.top), manifest.top.text)

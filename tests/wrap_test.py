@@ -508,3 +508,36 @@ def test_the_marker_comment_is_the_only_other_line_wrap_adds(tmp_path, capsys):
     assert path.read_text() == (
         "# shim-wrap: cc@0\nrule cc\n  command = shim gcc -c $in -o $out\nbuild a.o: cc a.c\n")
     assert os.access(path, os.R_OK)
+
+
+def test_shim_build_wrap_rewraps_after_cmake_regenerates_the_manifest(tmp_path):
+    """`shim build --wrap`: CMake's RERUN_CMAKE edge writes an unwrapped build.ninja; the new
+    targets it adds must still run through shim (the ledger records them)."""
+    import json
+    if not shutil.which("cmake"):
+        pytest.skip("cmake is not installed (.ci/run installs it)")
+    shim = Path(sys.executable).parent / "shim"
+    src, bld = tmp_path / "src", tmp_path / "bld"
+    src.mkdir()
+    (src / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.13)\nproject(t C)\n"
+                                        "add_library(l STATIC a.c)\nadd_executable(p main.c)\n"
+                                        "target_link_libraries(p l)\n")
+    (src / "a.c").write_text("int a(void) { return 1; }\n")
+    (src / "main.c").write_text("int a(void);\nint main(void) { return a() - 1; }\n")
+    subprocess.run(["cmake", "-G", "Ninja", "-S", str(src), "-B", str(bld),
+                    "-DCMAKE_MAKE_PROGRAM=%s" % (shim.parent / "ninja")], check=True, stdout=subprocess.DEVNULL)
+    env = dict(os.environ, HOME=str(tmp_path), XDG_RUNTIME_DIR="")
+
+    def build():
+        result = subprocess.run([str(shim), "build", "-C", str(bld), "--wrap", "--budget", "off"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert result.returncode == 0, result.stdout
+        report = subprocess.run([str(shim), "report", "-C", str(bld), "--json"], env=env,
+                                stdout=subprocess.PIPE, text=True, check=True).stdout
+        return {s["out"][0]: s["kind"] for s in json.loads(report)["steps"]}
+
+    assert build() == {"CMakeFiles/l.dir/a.c.o": "compile", "CMakeFiles/p.dir/main.c.o": "compile",
+                       "libl.a": "archive", "p": "link"}
+    with open(src / "CMakeLists.txt", "a") as f:
+        f.write("add_executable(q main.c)\ntarget_link_libraries(q l)\n")
+    assert build() == {"CMakeFiles/q.dir/main.c.o": "compile", "q": "link"}
