@@ -30,6 +30,15 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def remote_jobs(config: dict) -> int:
+    """Edges to keep in flight for the launchers in use that have `jobs` (distcc hosts)."""
+    from shim.host import program_stem
+    chains = [t["launcher"] for t in config["tools"].values() if t.get("launcher")]
+    chains += [s["launcher"] for s in config["steps"].values() if s.get("launcher")]
+    jobs = [config["launchers"].get(program_stem(c[0]), {}).get("jobs") for c in chains]
+    return max((j for j in jobs if j), default=0)
+
+
 def gives_jobs(ninja_args) -> bool:
     """Whether the user chose ninja's parallelism (-j N) or runs a tool/dry run."""
     return any(a.startswith("-j") or a.startswith("-t") or a == "-n" for a in ninja_args)
@@ -151,7 +160,7 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=
     n = cores()
     if host.PLATFORM != "windows" and not gives_jobs(ninja_args) and "--jobserver-auth" not in env.get("MAKEFLAGS", ""):
         try:
-            in_flight = max(2, 2 * n)
+            in_flight = max(2, 2 * n, remote_jobs(config) if config else 0)
             jobserver = Jobserver(rundir.ensure(env), in_flight - 1)
             env["MAKEFLAGS"] = jobserver.makeflags(in_flight)
             env["SHIM_CPU_SLOTS"] = str(n)

@@ -148,7 +148,9 @@ def config_show(origin):
     layers, reason = config_mod.load_layers([(role, path) for role, path, _ in found],
                                             os.environ.get("PATH", ""))
     merged, origins = config_mod.merge(layers)
-    click.echo("# preset: %s (%s)" % (os.path.basename(layers[0].path)[:-5], reason))
+    chosen = [layer for layer in layers if layer.role == "preset"]
+    click.echo("# preset: %s (%s)" % (" on ".join(os.path.basename(p.path)[:-5] for p in reversed(chosen)),
+                                      reason))
     click.echo("# layers, lowest first:")
     for layer in layers:
         click.echo("#   %-8s %s" % (layer.role, layer.path))

@@ -21,6 +21,7 @@ _PLACEHOLDERS = {
     "<kind>": lambda name: name in args_mod.KINDS,
     "<id>": lambda name: bool(name) and all(c.isalnum() or c in "_-.+" for c in name),
     "<platform>": lambda name: name.partition("-")[0] in keys.PLATFORMS,
+    "<name>": lambda name: bool(name) and all(c.isalnum() or c in "_-.+" for c in name),
 }
 
 
@@ -292,7 +293,7 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
     """The runtime form the hot path reads (plain data, marshal-able)."""
     steps = {}
     for kind, table in merged.get("step", {}).items():
-        steps[kind] = {"mode": table.get("mode"),
+        steps[kind] = {"mode": table.get("mode"), "launcher": table.get("launcher"),
                        "memory": size.parse(table["memory"]) if "memory" in table else None}
     tools = {}
     names = {}
@@ -316,6 +317,7 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
                             for k, v in low_args.get("replace", {}).items()},
                 "env_set": dict(low_env.get("set", {})), "env_unset": [], "path_prepend": []},
             "program": prog,
+            "launcher": t.get("launcher"),
             "family": t.get("family"),
             "kind": t.get("kind"),
             "mode": t.get("mode"),
@@ -336,7 +338,13 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
                 names.setdefault(name, tool_id)
     ledger = merged.get("ledger", {})
     memory = merged.get("memory", {})
+    launchers = {name: {"remote": bool(table.get("remote", False)),
+                        "memory_factor": float(table.get("memory_factor", 1.0)),
+                        "jobs": table.get("jobs"),
+                        "env_set": dict(table.get("env", {}).get("set", {}))}
+                 for name, table in merged.get("launcher", {}).items()}
     return {
+        "launchers": launchers,
         "ledger": {"enabled": ledger.get("enabled", True), "dir": ledger.get("dir")},
         "memory": {"budget": str(memory["budget"]) if "budget" in memory else None,
                    "unit": size.parse(memory.get("unit", "64MiB")),
@@ -362,8 +370,12 @@ def load_layers(found, env_path: str):
         reason = "preset = %r in toolchain.toml" % preset
     else:
         preset, reason = choose_preset(env_path)
-    preset_path = os.path.join(preset_dir(), preset + ".toml")
-    return [read_layer("preset", preset_path)] + user_layers, reason
+    presets = []
+    while preset and preset not in [os.path.basename(p.path)[:-5] for p in presets]:
+        layer = read_layer("preset", os.path.join(preset_dir(), preset + ".toml"))
+        presets.insert(0, layer)       # a preset naming another is layered on top of it
+        preset = layer.data.get("preset")
+    return presets + user_layers, reason
 
 
 def build(found, env_path: str):
@@ -371,7 +383,7 @@ def build(found, env_path: str):
     import os
     layers, reason = load_layers(found, env_path)
     merged, origins = merge(layers)
-    merged["preset"] = layers[0].path.rsplit("/", 1)[-1][:-5]
+    merged["preset"] = [layer for layer in layers if layer.role == "preset"][-1].path.rsplit("/", 1)[-1][:-5]
     base_dirs = {}
     for key, where in origins.items():
         path = where.rsplit(":", 1)[0] if where.rsplit(":", 1)[-1].isdigit() else where

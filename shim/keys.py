@@ -5,7 +5,8 @@ README.md's reference is its `shim config keys --markdown` (tests/cli_test.py
 keeps them equal).
 Placeholders in paths: <kind> is a step kind (compile, link, archive, preprocess,
 other), <id> a tool id you choose, <platform> an OS (linux, darwin, windows, freebsd)
-optionally with an architecture (linux-x86_64, darwin-arm64).
+optionally with an architecture (linux-x86_64, darwin-arm64), <name> a launcher program
+(ccache, distcc, sccache, icecc).
 Every key except `preset` may also appear under platform.<platform>.
 """
 
@@ -23,6 +24,8 @@ KEYS = (
      "auto (spawn until the step's memory is known, then exec). Default: auto under a memory budget, "
      "else exec. SHIM_MODE overrides it for one run."),
     ("step.<kind>.mode", "mode", None, "Mode for steps of this kind; wins over defaults.mode."),
+    ("step.<kind>.launcher", "list[str]", [],
+     "Programs run in front of the compiler for steps of this kind, e.g. [\"ccache\"] or [\"distcc\"]."),
     ("step.<kind>.memory", "size", None,
      "Expected peak memory of a step of this kind before shim has measured it (\"1.5GiB\")."),
     ("tool.<id>.program", "str", None,
@@ -33,6 +36,9 @@ KEYS = (
      "How to read the arguments (gcc, ar, ld, msvc, msvc-link, msvc-lib, other). Default: from the program name."),
     ("tool.<id>.kind", "kind", None, "Force the step kind instead of inferring it from the arguments."),
     ("tool.<id>.mode", "mode", None, "Mode for this tool; wins over step.<kind>.mode."),
+    ("tool.<id>.launcher", "list[str]", [],
+     "Programs run in front of this tool (a launcher chain, exec'd as one: `ccache gcc ...`); "
+     "wins over step.<kind>.launcher. [] turns a step kind's launcher off for this tool."),
     ("tool.<id>.args.prepend", "list[str]", [], "Arguments inserted before the step's own."),
     ("tool.<id>.args.append", "list[str]", [], "Arguments added after the step's own."),
     ("tool.<id>.args.drop", "list[str]", [],
@@ -49,6 +55,15 @@ KEYS = (
     ("tool.<id>.low_memory.args.drop", "list[str]", [], "Arguments removed on a low-memory retry."),
     ("tool.<id>.low_memory.args.replace", "replace", {}, "Arguments swapped on a low-memory retry."),
     ("tool.<id>.low_memory.env.set", "table[str]", {}, "Environment set on a low-memory retry."),
+    ("launcher.<name>.remote", "bool", False,
+     "Steps through this launcher (named by its program, e.g. distcc) run elsewhere: they take no "
+     "local CPU slot under `shim build`."),
+    ("launcher.<name>.memory_factor", "number", 1.0,
+     "Multiply a step's expected local memory by this when it goes through the launcher (distcc: 0.1)."),
+    ("launcher.<name>.jobs", "int", None,
+     "Edges `shim build` keeps in flight when this launcher is configured (remote capacity)."),
+    ("launcher.<name>.env.set", "table[str]", {},
+     "Environment for steps through the launcher; {ledger_dir} and {build_dir} are filled in."),
     ("memory.budget", "budget", "auto",
      "Memory the build may use: auto (the cgroup or RAM limit minus a reserve), off, a size or a "
      "percentage of the limit. Steps are admitted into it. SHIM_MEMORY_BUDGET and shim build --budget win."),

@@ -60,7 +60,17 @@ def select_tool(config: dict, name: str):
 
 _EMPTY_RULES = {"prepend": [], "append": [], "drop": [], "drop_patterns": [], "replace": {},
                 "env_set": {}, "env_unset": [], "path_prepend": []}
-_NO_RULES = dict(_EMPTY_RULES, program=None, family=None, kind=None, mode=None, low_memory=_EMPTY_RULES)
+_NO_RULES = dict(_EMPTY_RULES, program=None, family=None, kind=None, mode=None, launcher=None,
+                 low_memory=_EMPTY_RULES)
+_LAUNCHER_DEFAULTS = {"remote": False, "memory_factor": 1.0, "jobs": None, "env_set": {}}
+
+
+def launcher_of(config: dict, tool: dict, kind: str):
+    """The launcher chain for a step: tool.<id>.launcher, else step.<kind>.launcher."""
+    chain = tool["launcher"]
+    if chain is None:
+        chain = (config["steps"].get(kind) or {}).get("launcher")
+    return chain or None
 
 
 def requested_mode(config: dict, env: dict, tool: dict, kind: str, budget) -> str:
@@ -126,6 +136,17 @@ def _plan(budget, config, env, ledger_dir, tool, output, kind):
     return plan
 
 
+def _launch_env(conf: dict, env: dict, ledger_dir) -> None:
+    """A launcher's env.set, with {ledger_dir} and {build_dir} filled in."""
+    if not conf["env_set"]:
+        return
+    places = {"ledger_dir": ledger_dir or "", "build_dir": ledger.build_dir(ledger_dir) if ledger_dir else ""}
+    for name, value in conf["env_set"].items():
+        for key, place in places.items():
+            value = value.replace("{%s}" % key, place)
+        env[name] = value
+
+
 def _cpu_slot(env: dict, owner: str):
     """One of SHIM_CPU_SLOTS slots (set by `shim build`, which runs more edges than cores)."""
     cores = env.get("SHIM_CPU_SLOTS", "")
@@ -158,16 +179,30 @@ def run(name: str, argv: list, env: dict):
     parsed = args_mod.parse(argv, family, cwd, tool["kind"] or "")
     tool_args = rewrite.arguments(tool, argv)
     env = rewrite.environment(tool, env)
-    path = program.resolve(prog, tool_id or name, env.get("PATH", ""), cwd, _self_ids())
+    self_ids = _self_ids()
+    path = program.resolve(prog, tool_id or name, env.get("PATH", ""), cwd, self_ids)
     env["SHIM_DEPTH"] = str(depth + 1)
     tool_name = tool_id or host.program_stem(name)
     ledger_dir = ledger.directory(cwd, env, config)
     record = _record(tool_name, prog, path, parsed, cwd, ledger_dir, tool_args, env) if ledger_dir else None
+    chain = launcher_of(config, tool, parsed.kind)
+    lconf = _LAUNCHER_DEFAULTS
+    run_path, prefix = path, [path]
+    if chain:
+        lname = host.program_stem(chain[0])
+        lconf = config["launchers"].get(lname, _LAUNCHER_DEFAULTS)
+        run_path = program.resolve(chain[0], "launcher %s" % lname, env.get("PATH", ""), cwd, self_ids)
+        prefix = [run_path] + list(chain[1:]) + [path]      # exec'd as one: `ccache /usr/bin/gcc ...`
+        _launch_env(lconf, env, ledger_dir)
+        if record:
+            record["launcher"] = lname
     budget = memory_budget(env, config)
     plan = None
     if budget:
         output = record["out"][0] if record and record["out"] else parsed.primary_output
         plan = _plan(budget, config, env, ledger_dir, tool_name, output, parsed.kind)
+        if plan and lconf["memory_factor"] != 1.0:
+            plan.estimate = int(plan.estimate * lconf["memory_factor"])
     known = bool(plan and estimates.is_fresh(plan.entry, record and record["argv"], ledger.now()))
     mode = choose_mode(requested_mode(config, env, tool, parsed.kind, budget), host.EXEC_SUPPORTED, known)
     owner = "%s %s" % (tool_name, parsed.primary_output or "")
@@ -175,7 +210,8 @@ def run(name: str, argv: list, env: dict):
         k = admission.slots_for(plan.estimate, plan.unit, plan.total)
         plan.reservation = admission.acquire(plan.pool, plan.total, k, plan.unit, config["memory"]["patience"],
                                              owner=owner)
-    cpu = _cpu_slot(env, owner)     # after memory: a step waiting for memory must not hold a core
+    # After memory: a step waiting for memory must not hold a core. Remote steps need none.
+    cpu = None if lconf["remote"] else _cpu_slot(env, owner)
     if record:
         record["mode"] = mode
         record["t0"] = ledger.now()
@@ -186,8 +222,8 @@ def run(name: str, argv: list, env: dict):
     if mode == "exec":
         if record:
             ledger.append(ledger_dir, record, env)    # the end comes from .ninja_log later
-        _execute(path, [path] + tool_args, env, tool_id or name, record, ledger_dir, exec_=True)
-    finished = _execute(path, [path] + tool_args, env, tool_id or name, record, ledger_dir,
+        _execute(run_path, prefix + tool_args, env, tool_id or name, record, ledger_dir, exec_=True)
+    finished = _execute(run_path, prefix + tool_args, env, tool_id or name, record, ledger_dir,
                         capture=bool(plan))
     retries = config["memory"]["oom_retries"] if plan else 0
     attempt = 0
@@ -208,7 +244,7 @@ def run(name: str, argv: list, env: dict):
                           argv=digest.fingerprint("\0".join(retry_args)), low_memory=True)
             if "args" in record:
                 record["args"] = retry_args
-        finished = _execute(path, [path] + retry_args, retry_env, tool_id or name, record, ledger_dir,
+        finished = _execute(run_path, prefix + retry_args, retry_env, tool_id or name, record, ledger_dir,
                             capture=True)
     if record:
         _finish(record, finished, ledger_dir, env)

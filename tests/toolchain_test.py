@@ -1,5 +1,6 @@
 """toolchain.toml: discovery, layering, platform overrides, rewrite rules, the cache."""
 
+import json
 import os
 import platform
 
@@ -198,3 +199,44 @@ def test_the_default_preset_follows_what_is_installed(tmp_path, env):
     shown = run_shim(["config", "show"], cwd=tmp_path, env=env).stdout
     assert shown.startswith("# preset: clang (preset = 'clang' in toolchain.toml)")
     assert 'program = "clang"' in shown
+
+
+def test_a_launcher_chain_runs_in_front_of_the_compiler_for_its_step_kind_only(tmp_path, env, printer):
+    launch = write_tool(tmp_path / "tools", "launch", 'echo "launched by $0 with $LAUNCH_FOR"\nexec "$@"\n')
+    write_toml(tmp_path / "toolchain.toml", """
+        [step.compile]
+        launcher = ["%s"]
+        [launcher.launch]
+        env.set = { LAUNCH_FOR = "{build_dir}" }
+        [tool.t]
+        program = "%s"
+        family = "gcc"
+        [tool.u]
+        program = "%s"
+        family = "gcc"
+        launcher = []
+        """ % (launch, printer, printer))
+    argv, seen = run_printer(["t", "-c", "a.c"], tmp_path, env)
+    assert argv == ["launched by %s with %s" % (launch, tmp_path), "-c", "a.c"]
+    assert run_printer(["t", "a.o", "-o", "a"], tmp_path, env)[0] == ["a.o", "-o", "a"]   # a link: local
+    assert run_printer(["u", "-c", "a.c"], tmp_path, env)[0] == ["-c", "a.c"]             # tool opts out
+    recs = [json.loads(line) for line in (tmp_path / ".shim" / "ledger-v1.jsonl").read_text().splitlines()[1:]]
+    assert [r.get("launcher") for r in recs] == ["launch", None, None]
+
+
+def test_a_remote_launcher_scales_the_memory_estimate(tmp_path, env, printer):
+    write_toml(tmp_path / "toolchain.toml", """
+        [tool.t]
+        program = "%s"
+        family = "gcc"
+        launcher = ["env"]
+        [launcher.env]
+        remote = true
+        memory_factor = 0.25
+        [step.compile]
+        memory = "1GiB"
+        """ % printer)
+    env["SHIM_MEMORY_BUDGET"] = "8GiB"
+    run_printer(["t", "-c", "a.c"], tmp_path, env)
+    rec = json.loads((tmp_path / ".shim" / "ledger-v1.jsonl").read_text().splitlines()[-1])
+    assert rec["est"] == 256 << 20 and rec["launcher"] == "env"
