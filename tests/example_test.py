@@ -1,6 +1,8 @@
 """examples/ninja built through shim with the real gcc and the ninja of the PyPI package."""
 
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_shim, write_tool, write_toml
+from conftest import REPO, run_shim, write_tool, write_toml
 
 NINJA = Path(sys.executable).parent / "ninja"
 NUMBERS = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3.5]
@@ -92,3 +94,21 @@ def test_a_failing_compile_fails_the_build_with_the_compilers_message(example, e
     failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED:")]
     assert len(failed) == 1 and failed[0].rstrip().endswith("build/obj/fmt.o"), result.stdout
     assert "error:" in result.stdout     # gcc's own diagnostic, relayed by ninja
+
+
+@pytest.mark.skipif(not shutil.which("cmake"), reason="cmake is not installed (.ci/run installs it)")
+def test_the_walkthrough_cmake_build_of_the_example_wraps_builds_reports_and_unwraps(tmp_path, env):
+    bld = tmp_path / "tally-cmake"
+    subprocess.run(["cmake", "-G", "Ninja", "-S", str(REPO / "examples" / "ninja"), "-B", str(bld),
+                    "-DCMAKE_MAKE_PROGRAM=%s" % NINJA], check=True, stdout=subprocess.DEVNULL, env=env)
+    generated = {p: p.read_bytes() for p in bld.rglob("*.ninja")}
+    assert run_shim(["wrap", bld], env=env).returncode == 0
+    assert run_shim(["build", "-C", bld, "--wrap"], env=env).returncode == 0
+    out = subprocess.run([str(bld / "tally")] + [str(n) for n in NUMBERS], stdout=subprocess.PIPE,
+                         text=True, check=True).stdout
+    assert out.splitlines()[0] == expected_summary(NUMBERS)
+    report = run_shim(["report", "-C", bld, "--json"], env=env).stdout
+    kinds = json.loads(report)["totals"]["by_kind"]
+    assert kinds == {"compile": COMPILES, "archive": 1, "link": 1}
+    assert run_shim(["wrap", "--undo", bld], env=env).returncode == 0
+    assert {p: p.read_bytes() for p in bld.rglob("*.ninja")} == generated
