@@ -160,8 +160,37 @@ def _cpu_slot(env: dict, owner: str):
     return admission.acquire(path, int(cores), 1, 1, owner=owner)
 
 
+class _Step:
+    """Everything decided about one step before it runs."""
+
+    __slots__ = ("config", "tool_id", "tool", "name", "parsed", "args", "env", "path", "run_path",
+                 "prefix", "launcher", "ledger_dir", "record", "plan", "cpu", "mode", "owner")
+
+
 def run(name: str, argv: list, env: dict):
     """Run tool *name* with arguments *argv*; returns only on spawn (the exit status)."""
+    step = _prepare(name, argv, env)
+    _admit(step)
+    record = step.record
+    if step.mode == "exec":
+        if record:
+            ledger.append(step.ledger_dir, record, step.env)    # the end comes from .ninja_log later
+        _execute(step, step.args, step.env, exec_=True)
+    finished = _execute(step, step.args, step.env, capture=bool(step.plan))
+    retries = step.config["memory"]["oom_retries"] if step.plan else 0
+    attempt = 0
+    while oom.ran_out(finished) and attempt < retries:
+        attempt += 1
+        finished = _retry_alone(step, finished, attempt)
+    if step.record:
+        _finish(step.record, finished, step.ledger_dir, step.env)
+    if finished.signal is not None:
+        host.die_of_signal(finished.signal)
+    return finished.code
+
+
+def _prepare(name: str, argv: list, env: dict) -> _Step:
+    """Tool, arguments, environment, program, launcher, ledger record: no waiting yet."""
     if not name:
         raise ShimError("no tool given (usage: shim TOOL ARGS..., or shim --help)", USAGE)
     depth = env.get("SHIM_DEPTH", "0")
@@ -170,87 +199,83 @@ def run(name: str, argv: list, env: dict):
         cwd = host.getcwd()
     except OSError as e:
         raise ShimError("cannot get the current directory: %s" % (e.strerror or e), OS_ERROR) from None
-    config = toolchain.load(cwd, env)
-    tool_id, tool, prog = select_tool(config, name)
+    s = _Step()
+    s.config = config = toolchain.load(cwd, env)
+    s.tool_id, s.tool, prog = select_tool(config, name)
     if depth >= MAX_DEPTH:
         raise ShimError("shim is running itself in a loop (%d levels deep at tool %r, program %r): "
-                        "check PATH and tool.%s.program" % (depth, name, prog, tool_id or name), USAGE)
-    family = tool["family"] or args_mod.family_of(prog)
-    parsed = args_mod.parse(argv, family, cwd, tool["kind"] or "")
-    tool_args = rewrite.arguments(tool, argv)
-    env = rewrite.environment(tool, env)
+                        "check PATH and tool.%s.program" % (depth, name, prog, s.tool_id or name), USAGE)
+    s.name = s.tool_id or host.program_stem(name)
+    s.parsed = args_mod.parse(argv, s.tool["family"] or args_mod.family_of(prog), cwd, s.tool["kind"] or "")
+    s.args = rewrite.arguments(s.tool, argv)
+    s.env = env = rewrite.environment(s.tool, env)
     self_ids = _self_ids()
-    path = program.resolve(prog, tool_id or name, env.get("PATH", ""), cwd, self_ids)
+    s.path = program.resolve(prog, s.tool_id or name, env.get("PATH", ""), cwd, self_ids)
     env["SHIM_DEPTH"] = str(depth + 1)
-    tool_name = tool_id or host.program_stem(name)
-    ledger_dir = ledger.directory(cwd, env, config)
-    record = _record(tool_name, prog, path, parsed, cwd, ledger_dir, tool_args, env) if ledger_dir else None
-    chain = launcher_of(config, tool, parsed.kind)
-    lconf = _LAUNCHER_DEFAULTS
-    run_path, prefix = path, [path]
+    s.ledger_dir = ledger.directory(cwd, env, config)
+    s.record = _record(s.name, prog, s.path, s.parsed, cwd, s.ledger_dir, s.args, env) if s.ledger_dir else None
+    s.owner = "%s %s" % (s.name, s.parsed.primary_output or "")
+    chain = launcher_of(config, s.tool, s.parsed.kind)
+    s.launcher = _LAUNCHER_DEFAULTS
+    s.run_path, s.prefix = s.path, [s.path]
     if chain:
         lname = host.program_stem(chain[0])
-        lconf = config["launchers"].get(lname, _LAUNCHER_DEFAULTS)
-        run_path = program.resolve(chain[0], "launcher %s" % lname, env.get("PATH", ""), cwd, self_ids)
-        prefix = [run_path] + list(chain[1:]) + [path]      # exec'd as one: `ccache /usr/bin/gcc ...`
-        _launch_env(lconf, env, ledger_dir)
-        if record:
-            record["launcher"] = lname
-    budget = memory_budget(env, config)
-    plan = None
+        s.launcher = config["launchers"].get(lname, _LAUNCHER_DEFAULTS)
+        s.run_path = program.resolve(chain[0], "launcher %s" % lname, env.get("PATH", ""), cwd, self_ids)
+        s.prefix = [s.run_path] + list(chain[1:]) + [s.path]   # exec'd as one: `ccache /usr/bin/gcc ...`
+        _launch_env(s.launcher, env, s.ledger_dir)
+        if s.record:
+            s.record["launcher"] = lname
+    return s
+
+
+def _admit(s: _Step) -> None:
+    """Choose the mode, then wait for memory slots and a CPU slot as the step needs."""
+    budget = memory_budget(s.env, s.config)
+    s.plan = None
     if budget:
-        output = record["out"][0] if record and record["out"] else parsed.primary_output
-        plan = _plan(budget, config, env, ledger_dir, tool_name, output, parsed.kind)
-        if plan and lconf["memory_factor"] != 1.0:
-            plan.estimate = int(plan.estimate * lconf["memory_factor"])
-    known = bool(plan and estimates.is_fresh(plan.entry, record and record["argv"], ledger.now()))
-    mode = choose_mode(requested_mode(config, env, tool, parsed.kind, budget), host.EXEC_SUPPORTED, known)
-    owner = "%s %s" % (tool_name, parsed.primary_output or "")
-    if plan:
-        k = admission.slots_for(plan.estimate, plan.unit, plan.total)
-        plan.reservation = admission.acquire(plan.pool, plan.total, k, plan.unit, config["memory"]["patience"],
-                                             owner=owner)
+        output = s.record["out"][0] if s.record and s.record["out"] else s.parsed.primary_output
+        s.plan = _plan(budget, s.config, s.env, s.ledger_dir, s.name, output, s.parsed.kind)
+        if s.plan and s.launcher["memory_factor"] != 1.0:
+            s.plan.estimate = int(s.plan.estimate * s.launcher["memory_factor"])
+    known = bool(s.plan and estimates.is_fresh(s.plan.entry, s.record and s.record["argv"], ledger.now()))
+    s.mode = choose_mode(requested_mode(s.config, s.env, s.tool, s.parsed.kind, budget),
+                         host.EXEC_SUPPORTED, known)
+    if s.plan:
+        k = admission.slots_for(s.plan.estimate, s.plan.unit, s.plan.total)
+        s.plan.reservation = admission.acquire(s.plan.pool, s.plan.total, k, s.plan.unit,
+                                               s.config["memory"]["patience"], owner=s.owner)
     # After memory: a step waiting for memory must not hold a core. Remote steps need none.
-    cpu = None if lconf["remote"] else _cpu_slot(env, owner)
-    if record:
-        record["mode"] = mode
-        record["t0"] = ledger.now()
-        if plan:
-            record.update(res=plan.reservation.bytes, est=plan.estimate, src=plan.source)
-        if plan or cpu:
-            record["wait"] = round((plan.reservation.waited if plan else 0) + (cpu.waited if cpu else 0), 6)
-    if mode == "exec":
-        if record:
-            ledger.append(ledger_dir, record, env)    # the end comes from .ninja_log later
-        _execute(run_path, prefix + tool_args, env, tool_id or name, record, ledger_dir, exec_=True)
-    finished = _execute(run_path, prefix + tool_args, env, tool_id or name, record, ledger_dir,
-                        capture=bool(plan))
-    retries = config["memory"]["oom_retries"] if plan else 0
-    attempt = 0
-    while oom.ran_out(finished) and attempt < retries:
-        attempt += 1
-        if record:
-            _finish(record, finished, ledger_dir, env)
-            record = dict(record, id="%s-r%d" % (record["id"], attempt), retry=attempt, t0=ledger.now())
-            record.pop("oom", None)
-        plan.reservation.release()            # then take the whole budget: the retry runs alone
-        plan.reservation = admission.acquire(plan.pool, plan.total, plan.total, plan.unit, 0.0,
-                                             owner="%s %s (retry)" % (tool_name, parsed.primary_output or ""))
-        low = tool["low_memory"]
-        retry_args = rewrite.arguments(low, tool_args)
-        retry_env = rewrite.environment(low, dict(env))
-        if record:
-            record.update(res=plan.reservation.bytes, wait=round(plan.reservation.waited, 6),
-                          argv=digest.fingerprint("\0".join(retry_args)), low_memory=True)
-            if "args" in record:
-                record["args"] = retry_args
-        finished = _execute(run_path, prefix + retry_args, retry_env, tool_id or name, record, ledger_dir,
-                            capture=True)
-    if record:
-        _finish(record, finished, ledger_dir, env)
-    if finished.signal is not None:
-        host.die_of_signal(finished.signal)
-    return finished.code
+    s.cpu = None if s.launcher["remote"] else _cpu_slot(s.env, s.owner)
+    if s.record:
+        s.record["mode"] = s.mode
+        s.record["t0"] = ledger.now()
+        if s.plan:
+            s.record.update(res=s.plan.reservation.bytes, est=s.plan.estimate, src=s.plan.source)
+        if s.plan or s.cpu:
+            waited = (s.plan.reservation.waited if s.plan else 0) + (s.cpu.waited if s.cpu else 0)
+            s.record["wait"] = round(waited, 6)
+
+
+def _retry_alone(s: _Step, failed, attempt: int):
+    """Run an out-of-memory step again holding the whole budget, with low_memory rewrites."""
+    if s.record:
+        _finish(s.record, failed, s.ledger_dir, s.env)
+        s.record = dict(s.record, id="%s-r%d" % (s.record["id"], attempt), retry=attempt, t0=ledger.now())
+        s.record.pop("oom", None)
+    plan = s.plan
+    plan.reservation.release()
+    plan.reservation = admission.acquire(plan.pool, plan.total, plan.total, plan.unit, 0.0,
+                                         owner=s.owner + " (retry)")
+    low = s.tool["low_memory"]
+    retry_args = rewrite.arguments(low, s.args)
+    retry_env = rewrite.environment(low, dict(s.env))
+    if s.record:
+        s.record.update(res=plan.reservation.bytes, wait=round(plan.reservation.waited, 6),
+                        argv=digest.fingerprint("\0".join(retry_args)), low_memory=True)
+        if "args" in s.record:
+            s.record["args"] = retry_args
+    return _execute(s, retry_args, retry_env, capture=True)
 
 
 def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
@@ -263,17 +288,19 @@ def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
     ledger.append(ledger_dir, record, env)
 
 
-def _execute(path, full_argv, env, tool, record, ledger_dir, exec_=False, capture=False):
-    """exec or spawn the tool; a failure to start it becomes a ShimError (127/126/71)."""
+def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool = False):
+    """exec or spawn the tool (through its launcher); a failure to start it becomes a
+    ShimError (127/126/71)."""
     try:
         if exec_:
-            host.exec_program(path, full_argv, env)
-        return host.spawn_program(path, full_argv, env, capture_stderr=capture)
+            host.exec_program(s.run_path, s.prefix + args, env)
+        return host.spawn_program(s.run_path, s.prefix + args, env, capture_stderr=capture)
     except OSError as e:
         status = _EXEC_ERRORS.get(e.errno, OS_ERROR)
-        if record:
-            ledger.append(ledger_dir, {"rec": "end", "id": record["id"], "exit": status}, env)
-        raise ShimError("tool %r: cannot execute %s: %s" % (tool, path, e.strerror or e), status) from None
+        if s.record:
+            ledger.append(s.ledger_dir, {"rec": "end", "id": s.record["id"], "exit": status}, env)
+        raise ShimError("tool %r: cannot execute %s: %s" % (s.name, s.run_path, e.strerror or e),
+                        status) from None
 
 
 def _record(tool: str, prog: str, path: str, parsed, cwd: str, ledger_dir: str,
