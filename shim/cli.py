@@ -53,7 +53,7 @@ Exit statuses: the tool's own, or the tool's signal re-raised; shim's own errors
 class _Group(click.Group):
     """Subcommands whose modules are heavy are imported only when asked for."""
 
-    LAZY = {"wrap": ("shim.wrap", "wrap_command")}
+    LAZY = {"wrap": ("shim.wrap", "wrap_command"), "bazel": ("shim.bazel", "bazel_command")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

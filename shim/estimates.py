@@ -14,7 +14,8 @@ from the ledger; a step whose key is missing falls back to toolchain.toml's
 
 import marshal
 
-from shim import digest, host
+from shim import digest, host, ledger
+from shim.host import osapi
 
 DIRNAME = "memory-v1"
 SHARDS = 32
@@ -26,6 +27,11 @@ PRIORS = {"compile": 256 << 20, "link": 1 << 30, "archive": 64 << 20, "preproces
 
 def key(tool: str, output) -> str:
     return "%s\0%s" % (tool, output or "")
+
+
+def key_of(record: dict) -> str:
+    """The key of a ledger record or step: its tool and first output (else its input)."""
+    return key(record["tool"], record["out"][0] if record.get("out") else record.get("in"))
 
 
 def _shard(ledger_dir: str, k: str) -> str:
@@ -60,6 +66,32 @@ def is_fresh(entry, argv: str, now: float) -> bool:
     return bool(entry) and entry[1] == argv and now - entry[2] < STALE_AFTER
 
 
+def observe(ledger_dir: str, record: dict) -> None:
+    """Add a spawned step's measured peak to its shard at once, so that plain ninja and
+    Bazel builds learn too (not only `shim build`, which rebuilds the whole index).
+    A concurrent update of the same shard may win over this one: then the step is
+    measured again next time. Never raises."""
+    k = key_of(record)
+    path = _shard(ledger_dir, k)
+    try:
+        try:
+            table = marshal.loads(host.read_file(path))
+        except (OSError, ValueError, EOFError, TypeError):
+            table = {}
+            ledger.makedirs(host.dirname(path))
+        peaks = (list(table.get(k, ([],))[0]) + [record["rss"]])[-KEEP:]
+        table[k] = (peaks, record.get("argv"), record["t0"])
+        tmp = "%s.%s.tmp" % (path, ledger.new_id(record["t0"]))
+        fd = osapi.open(tmp, osapi.O_WRONLY | osapi.O_CREAT | osapi.O_EXCL, 0o644)
+        try:
+            osapi.write(fd, marshal.dumps(table))
+        finally:
+            osapi.close(fd)
+        osapi.rename(tmp, path)
+    except OSError:
+        pass
+
+
 def rebuild(ledger_dir: str, steps: list) -> int:
     """Write the index from *steps* (shim/records.py dicts); returns the number of keys."""
     import os
@@ -67,7 +99,7 @@ def rebuild(ledger_dir: str, steps: list) -> int:
     for s in steps:
         if s.get("rss") is None or s.get("sig") is not None or s.get("oom"):
             continue                  # a step cut short says too little about what it needs
-        k = key(s["tool"], s["out"][0] if s["out"] else s["in"])
+        k = key_of(s)
         peaks, _argv, _t = table.get(k, ([], None, 0))
         peaks = (peaks + [s["rss"]])[-KEEP:]
         table[k] = (peaks, s.get("argv"), s["t0"])
@@ -78,7 +110,7 @@ def rebuild(ledger_dir: str, steps: list) -> int:
     os.makedirs(d, exist_ok=True)
     for i, shard in enumerate(shards):
         path = os.path.join(d, "%02d.marshal" % i)
-        tmp = "%s.%d.tmp" % (path, os.getpid())
+        tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
         with open(tmp, "wb") as f:
             f.write(marshal.dumps(shard))
         os.replace(tmp, path)

@@ -18,7 +18,8 @@ PLATFORMS = ("linux", "darwin", "windows", "freebsd")
 # (path, type, default, doc)
 KEYS = (
     ("preset", "preset", None,
-     "Built-in preset to start from (gcc, clang). Default: gcc if installed, else clang."),
+     "Built-in preset to start from: gcc, clang, ccache, distcc, zig, msvc, clang-cl (toolchains/). "
+     "Default: gcc if installed, else clang."),
     ("defaults.mode", "mode", None,
      "How steps run: exec (shim becomes the tool), spawn (shim waits: peak RSS, CPU times, OOM retry), "
      "auto (spawn until the step's memory is known, then exec). Default: auto under a memory budget, "

@@ -47,9 +47,16 @@ def site_packages() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def direct_text(python: str = None, packages: str = None) -> str:
-    return _DIRECT.format(python=python or sys.executable, version=__version__,
-                          site_packages=packages or site_packages()) + BODY
+def direct_text(python: str = None, packages: str = None, env_defaults: dict = None) -> str:
+    """A direct launcher; *env_defaults* are variables it sets when the caller has not
+    (a Bazel action's environment is only PATH, PWD and TMPDIR: see shim/bazel.py)."""
+    text = _DIRECT.format(python=python or sys.executable, version=__version__,
+                          site_packages=packages or site_packages())
+    if env_defaults:
+        # posix.environ, not os.environ: shim reads it at start (host_posix.environ)
+        text += "import posix\n" + "".join("posix.environ.setdefault(%r, %r)\n" % (k.encode(), v.encode())
+                                           for k, v in sorted(env_defaults.items()))
+    return text + BODY
 
 
 def write(directory: str, name: str = "shim") -> str:

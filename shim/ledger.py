@@ -58,6 +58,27 @@ def relative(path, base: str):
     return path
 
 
+def unsandboxed(path):
+    """*path* with Bazel's per-action sandbox removed: actions run in
+    OUTPUT_BASE/sandbox/<strategy>/<N>/execroot/<ws>, deleted afterwards; the stable name
+    of that directory is OUTPUT_BASE/execroot/<ws>."""
+    if not path:
+        return path
+    i = path.find("/sandbox/")
+    if i < 0:
+        return path
+    parts = path[i + 9:].split("/", 3)
+    if len(parts) >= 3 and parts[1].isdigit() and parts[2] == "execroot":
+        return path[:i] + "/execroot" + ("/" + parts[3] if len(parts) > 3 else "")
+    return path
+
+
+def new_id(t0: float) -> str:
+    """A record id: start time and pid, plus random bits, since every sandboxed Bazel
+    action is pid 2 and two may start in the same microsecond."""
+    return "%x-%d-%s" % (int(t0 * 1e6), osapi.getpid(), osapi.urandom(3).hex())
+
+
 def now() -> float:
     return time.time()
 
@@ -130,8 +151,8 @@ def append(ledger_dir: str, record: dict, env: dict) -> bool:
 
 def _create(ledger_dir: str, path: str) -> None:
     """Make the ledger file appear with its version line already in it."""
-    _makedirs(ledger_dir)
-    tmp = "%s.%d.%d.tmp" % (path, osapi.getpid(), time.monotonic_ns())
+    makedirs(ledger_dir)
+    tmp = "%s.%s.tmp" % (path, new_id(time.time()))
     fd = osapi.open(tmp, osapi.O_WRONLY | osapi.O_CREAT | osapi.O_EXCL | host.O_CLOEXEC, 0o644)
     try:
         osapi.write(fd, HEADER.encode())
@@ -145,7 +166,7 @@ def _create(ledger_dir: str, path: str) -> None:
         osapi.unlink(tmp)
 
 
-def _makedirs(d: str) -> None:
+def makedirs(d: str) -> None:
     try:
         osapi.mkdir(d, 0o755)
     except FileExistsError:
@@ -154,7 +175,7 @@ def _makedirs(d: str) -> None:
         parent = host.dirname(d)
         if parent == d:
             raise
-        _makedirs(parent)
+        makedirs(parent)
         osapi.mkdir(d, 0o755)
 
 

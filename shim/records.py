@@ -7,12 +7,21 @@ A step is a dict with these keys (what every report consumes; see STEP_KEYS):
   admission: bytes reserved, seconds waited, the estimate and where it came from:
   history, prior or default), oom, retry, low_memory (out-of-memory recovery),
   timing: "measured" (spawned: shim waited), "ninja_log" (exec: the end came from
-  ninja's log) or "unknown".
+  ninja's log) or "unknown", launcher (the launcher's program name: ccache, distcc),
+  cache (steps through ccache: "hit", "miss", or "uncached" when ccache ran the
+  compiler without its cache; None when unknown).
 
 Exec steps end inside the tool, so their ledger record has only a start; their
 duration is taken from `.ninja_log` (found in the build dir, or in ninja's
 `builddir`), matched by output path, provided the output's mtime there is not
 older than the step's start (so an entry of an earlier build is never used).
+
+ccache (>= 4) appends one entry per compilation to its stats log (`# <source>`, then
+the counters it bumped), which toolchains/ccache.toml puts at `<ledger dir>/
+ccache-stats.log`. The entries carry no time and no output, only the source as given
+on the command line, so they are paired with the ccache steps of the same source
+newest with newest: entries of earlier builds, or from before the ledger, fall off
+the old end.
 """
 
 import json
@@ -23,8 +32,10 @@ from shim import ledger
 
 STEP_KEYS = ("id", "build", "t0", "t1", "dur", "tool", "prog", "kind", "mode", "cwd", "in", "out",
              "exit", "sig", "rss", "ut", "st", "argv", "exe", "args", "res", "wait", "est", "src",
-             "oom", "retry", "low_memory", "timing")
+             "oom", "retry", "low_memory", "timing", "launcher", "cache")
 SESSION_GAP = 30.0   # seconds between steps without a build id that start a new build
+CCACHE_STATS_LOG = "ccache-stats.log"   # in the ledger dir: toolchains/ccache.toml sets CCACHE_STATSLOG
+_CCACHE_HITS = frozenset(("direct_cache_hit", "preprocessed_cache_hit"))
 
 
 def read(ledger_dir: str) -> list:
@@ -91,8 +102,9 @@ def read_ninja_log(build_dir: str) -> dict:
     return entries
 
 
-def steps_of(records: list, build_dir: str) -> list:
-    """Normalised steps from *records*, exec steps timed from .ninja_log where possible."""
+def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
+    """Normalised steps from *records*, exec steps timed from .ninja_log where possible,
+    ccache steps marked from the stats log in *ledger_dir* (if given)."""
     ends = {r["id"]: r for r in records if r.get("rec") == "end" and "id" in r}
     log = None
     steps = []
@@ -122,7 +134,50 @@ def steps_of(records: list, build_dir: str) -> list:
                     s["timing"] = "ninja_log"
         steps.append(s)
     steps.sort(key=lambda s: s["t0"])
+    if ledger_dir:
+        mark_cache(steps, read_ccache_stats(os.path.join(ledger_dir, CCACHE_STATS_LOG)), build_dir)
     return steps
+
+
+def read_ccache_stats(path: str) -> list:
+    """[(source as ccache was given it, result: hit, miss or uncached)] in file order."""
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return []
+            data = f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        return []
+    entries = []
+    for line in data.split("\n"):
+        if line.startswith("# "):
+            entries.append([line[2:], set()])
+        elif line and entries:
+            entries[-1][1].add(line.strip())
+    return [(src, "hit" if ids & _CCACHE_HITS else "miss" if "cache_miss" in ids else "uncached")
+            for src, ids in entries if src]
+
+
+def mark_cache(steps: list, entries: list, build_dir: str) -> None:
+    """Set `cache` on ccache steps from stats-log *entries*, paired per source file from
+    the newest backwards (a step without an entry keeps None)."""
+    ccache = [s for s in steps if s["launcher"] == "ccache" and s["in"]]
+    if not ccache or not entries:
+        return
+    by_source = {}
+    for s in ccache:                   # steps are in start order
+        by_source.setdefault(os.path.normpath(os.path.join(build_dir, s["in"])), []).append(s)
+    cwds = sorted({s["cwd"] or "." for s in ccache})
+    logged = {}
+    for src, result in entries:        # a relative source is relative to the step's cwd
+        for cwd in cwds:
+            key = os.path.normpath(os.path.join(build_dir, cwd, src))
+            if key in by_source:
+                logged.setdefault(key, []).append(result)
+                break
+    for key, results in logged.items():
+        for s, result in zip(reversed(by_source[key]), reversed(results)):
+            s["cache"] = result
 
 
 def builds_of(records: list, steps: list) -> list:
@@ -157,7 +212,7 @@ def load(ledger_dir: str, build_dir: str = None, which: str = "last"):
     """(build record or None, steps) of the last build, or of every build with which="all"."""
     records = read(ledger_dir)
     build_dir = build_dir or ledger.build_dir(ledger_dir)
-    steps = steps_of(records, build_dir)
+    steps = steps_of(records, build_dir, ledger_dir)
     if which == "all":
         return None, steps
     groups = builds_of(records, steps)

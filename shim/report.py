@@ -76,10 +76,13 @@ def _exit(step: dict) -> str:
 
 
 def _rows(steps: list) -> list:
-    lines = ["  %-9s %-9s %-10s %-6s %-5s %s" % ("duration", "peak rss", "kind", "mode", "exit", "output")]
+    cache = any(s.get("cache") for s in steps)     # the column only when ccache marked steps
+    head = ("duration", "peak rss", "kind", "mode", "exit") + (("cache",) if cache else ()) + ("output",)
+    form = "  %-9s %-9s %-10s %-6s %-5s " + ("%-8s " if cache else "") + "%s"
+    lines = [form % head]
     for s in steps:
-        lines.append("  %-9s %-9s %-10s %-6s %-5s %s" % (
-            _seconds(s["dur"]), size.format(s["rss"]), s["kind"], s["mode"], _exit(s), _name(s)))
+        row = (_seconds(s["dur"]), size.format(s["rss"]), s["kind"], s["mode"], _exit(s))
+        lines.append(form % (row + ((s.get("cache") or "-",) if cache else ()) + (_name(s),)))
     return lines
 
 
@@ -98,6 +101,9 @@ def render(data: dict, list_steps: bool = True) -> str:
         _counts(t["by_kind"]), _counts(t["by_mode"]), _counts(t["by_timing"])))
     lines.append("  peak RSS of one step: %s;  peak memory in use: %s (spawned steps only, %d measured)"
                  % (size.format(t["max_rss"]), size.format(t["peak_memory_in_use"]), t["rss_steps"]))
+    cached = [s["cache"] for s in data["steps"] if s.get("cache")]
+    if cached:
+        lines.append("  ccache: %s" % _counts({r: cached.count(r) for r in set(cached)}))
     lines.append("  failures: %s" % ("none" if not data["failures"] else
                                       ", ".join("%s (%s)" % (_name(s), _exit(s)) for s in data["failures"])))
     if data["top_memory"]:
@@ -188,6 +194,7 @@ STEP_SCHEMA = {
         "res": _INT, "wait": _NUM, "est": _INT, "src": {"enum": ["history", "prior", "default", None]},
         "oom": {"type": ["boolean", "null"]}, "retry": _INT, "low_memory": {"type": ["boolean", "null"]},
         "timing": {"enum": ["measured", "ninja_log", "unknown"]},
+        "launcher": _STR, "cache": {"enum": ["hit", "miss", "uncached", None]},
     },
 }
 SCHEMA = {

@@ -121,11 +121,11 @@ class _Admission:
         self.source = ""
 
 
-def _plan(budget, config, env, ledger_dir, tool, output, kind):
+def _plan(budget, config, env, ledger_dir, key, kind):
     """Where to reserve and how much, or None when admission is off or impossible here."""
     plan = _Admission()
     if ledger_dir:
-        plan.entry = estimates.lookup(ledger_dir, estimates.key(tool, output))
+        plan.entry = estimates.lookup(ledger_dir, key)
     plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config)
     plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"])
     try:
@@ -234,9 +234,11 @@ def _admit(s: _Step) -> None:
     budget = memory_budget(s.env, s.config)
     s.plan = None
     if budget:
-        output = s.record["out"][0] if s.record and s.record["out"] else s.parsed.primary_output
-        s.plan = _plan(budget, s.config, s.env, s.ledger_dir, s.name, output, s.parsed.kind)
-        if s.plan and s.launcher["memory_factor"] != 1.0:
+        k = estimates.key_of(s.record) if s.record else estimates.key(
+            s.name, s.parsed.primary_output or s.parsed.primary_input)
+        s.plan = _plan(budget, s.config, s.env, s.ledger_dir, k, s.parsed.kind)
+        if s.plan and s.launcher["memory_factor"] != 1.0 and s.plan.source != "history":
+            # A measured peak already is what ran here; only a prior needs scaling down.
             s.plan.estimate = int(s.plan.estimate * s.launcher["memory_factor"])
     known = bool(s.plan and estimates.is_fresh(s.plan.entry, s.record and s.record["argv"], ledger.now()))
     s.mode = choose_mode(requested_mode(s.config, s.env, s.tool, s.parsed.kind, budget),
@@ -285,6 +287,8 @@ def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
     record["dur"] = record["t1"] - record["t0"]
     if oom.ran_out(finished):
         record["oom"] = True
+    elif finished.signal is None and finished.max_rss:
+        estimates.observe(ledger_dir, record)
     ledger.append(ledger_dir, record, env)
 
 
@@ -307,15 +311,16 @@ def _record(tool: str, prog: str, path: str, parsed, cwd: str, ledger_dir: str,
             tool_args: list, env: dict) -> dict:
     """The ledger record of a step about to run; paths relative to the build dir."""
     base = ledger.build_dir(ledger_dir)
+    cwd = ledger.unsandboxed(cwd)
     where = ledger.relative(cwd, base) if cwd != base else "."
 
     def portable(p):
         if p is None or host.is_absolute(p) or where == ".":
-            return ledger.relative(p, base)
+            return ledger.relative(ledger.unsandboxed(p), base)
         return host.join(where, p)
 
     t0 = ledger.now()
-    record = {"rec": "start", "id": "%x-%d" % (int(t0 * 1e6), host.getpid()),
+    record = {"rec": "start", "id": ledger.new_id(t0),
               "b": env.get("SHIM_BUILD_ID"), "t0": t0, "pid": host.getpid(), "tool": tool,
               "prog": host.program_stem(prog), "kind": parsed.kind, "mode": None, "cwd": where,
               "in": portable(parsed.primary_input), "out": [portable(p) for p in parsed.outputs],

@@ -143,7 +143,7 @@ def _write_cache(cache: str, ident: str, deps, known: dict, config: dict) -> Non
                 return          # edited while we read it: do not cache a mix
             signatures.append((path, _signature(st)))
         os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
-        tmp = "%s.%d.tmp" % (cache, os.getpid())
+        tmp = "%s.%s.tmp" % (cache, os.urandom(6).hex())   # not the pid: Bazel actions are all pid 2
         with open(tmp, "wb") as f:
             f.write(marshal.dumps((ident, signatures, config)))
         os.replace(tmp, cache)

@@ -258,3 +258,19 @@ def test_auto_mode_measures_unknown_steps_then_execs_them(example, env):
     second = json.loads(run_shim(["report", "-C", example, "--json"], env=env).stdout)
     assert second["totals"]["by_mode"] == {"exec": 7, "spawn": 1}      # known now; links always spawn
     assert all(s["src"] == "history" for s in second["steps"])
+
+
+def test_plain_ninja_under_a_budget_learns_peaks_without_shim_build(example, env):
+    """Spawned steps add their peak to the estimates index themselves (Bazel needs this too)."""
+    env["SHIM_MEMORY_BUDGET"] = "2GiB"
+    for expected in ({"spawn": 8}, {"exec": 7, "spawn": 1}):
+        started = time.time()
+        result = subprocess.run([str(NINJA), "-C", str(example)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        assert result.returncode == 0, result.stdout
+        steps = [s for s in records.load(str(example / ".shim"), which="all")[1] if s["t0"] >= started]
+        modes = {}
+        for s in steps:
+            modes[s["mode"]] = modes.get(s["mode"], 0) + 1
+        assert modes == expected
+        subprocess.run([str(NINJA), "-C", str(example), "-t", "clean"], env=env, stdout=subprocess.DEVNULL)
