@@ -6,7 +6,7 @@ from conftest import REPO, one_error_line, run_shim, write_toml
 from shim import __version__, keys
 
 SUBCOMMANDS = [["build"], ["config"], ["config", "show"], ["config", "check"], ["config", "keys"],
-               ["launcher"], ["doctor"], ["wrap"], ["report"], ["compdb"]]
+               ["launcher"], ["doctor"], ["wrap"], ["report"], ["compdb"], ["bazel"], ["bazel", "init"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
