@@ -29,7 +29,7 @@ from shim.host import osapi
 GATE = 0
 OWNER_BASE = 4096            # owner records: 64 bytes per slot from here
 OWNER_SIZE = 64
-DEFAULT_UNIT = 64 << 20
+DEFAULT_UNIT = 16 << 20     # fine enough that rounding up wastes little (587 MiB -> 592)
 MAX_SLOTS = 1024
 PATIENCE = 2.0               # seconds of fair retrying before draining
 

@@ -39,6 +39,27 @@ def remote_jobs(config: dict) -> int:
     return max((j for j in jobs if j), default=0)
 
 
+SHIM_FOOTPRINT = 10 << 20        # a waiting or spawning shim (measured 8.8 MiB)
+BUILD_FOOTPRINT = 24 << 20       # shim build itself and ninja
+
+
+def for_steps(budget: int, in_flight: int) -> int:
+    """What the steps' reservations may add up to: the budget is for the whole build,
+    so the shims that wait or spawn beside the tools (one per edge in flight, at most)
+    and this process and ninja come off it first."""
+    return max(budget - BUILD_FOOTPRINT - in_flight * SHIM_FOOTPRINT, budget // 2)
+
+
+def _jobs(ninja_args, cores: int) -> int:
+    """The -j N of *ninja_args*, else ninja's default (cores + 2)."""
+    for i, a in enumerate(ninja_args):
+        if a.startswith("-j"):
+            value = a[2:] or (ninja_args[i + 1] if i + 1 < len(ninja_args) else "")
+            if value.isdigit() and int(value) > 0:
+                return int(value)
+    return cores + 2
+
+
 def gives_jobs(ninja_args) -> bool:
     """Whether the user chose ninja's parallelism (-j N) or runs a tool/dry run."""
     return any(a.startswith("-j") or a.startswith("-t") or a == "-n" for a in ninja_args)
@@ -148,7 +169,6 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=
         budget, reasons = budget_mod.resolve(request)
     except ValueError as e:
         raise ShimError("memory budget %r: %s" % (request, e), exit_status.USAGE) from None
-    env["SHIM_MEMORY_BUDGET"] = str(budget) if budget else "off"
     ledger_dir = ledger.directory(build_dir, env, config or {})
     if budget and ledger_dir:
         _, history = records.load(ledger_dir, build_dir, "all")
@@ -168,6 +188,9 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=
             echo("shim: warning: no jobserver (%s); ninja chooses its parallelism" % e)
             jobserver = None
 
+    in_flight = jobserver.tokens + 1 if jobserver else _jobs(ninja_args, n)
+    steps_budget = for_steps(budget, in_flight) if budget else None
+    env["SHIM_MEMORY_BUDGET"] = str(steps_budget) if budget else "off"
     t0 = time.time()
     build_id = "%x-%d" % (int(t0 * 1e6), os.getpid())
     env["SHIM_BUILD_ID"] = build_id
@@ -186,6 +209,7 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=
         ledger.append(ledger_dir, {"rec": "build", "id": build_id, "b": build_id, "t0": t0, "t1": t1,
                                    "exit": finished.code, "sig": finished.signal,
                                    "argv": ["-C", directory] + list(ninja_args), "budget": budget,
+                                   "steps_budget": steps_budget,
                                    "peak": sampler.peak, "jobs": jobserver.tokens + 1 if jobserver else None},
                       env)
         for line in summary(ledger_dir, build_dir, build_id, t1 - t0, budget, sampler.peak,
@@ -202,14 +226,21 @@ def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs) -> list:
     recs = [r for r in records.read(ledger_dir) if r.get("b") == build_id]
     steps = records.steps_of(recs, build_dir)
     waited = [s for s in steps if (s.get("wait") or 0) >= 0.05]
+    cpu_waited = [s for s in steps if (s.get("cpu_wait") or 0) >= 0.05]
     retries = [r for r in recs if r.get("retry")]
-    lines = ["shim: %d steps in %.1fs; budget %s; peak memory in use %s (sampled)%s" % (
-        len(steps), wall, size.format(budget) if budget else "off", size.format(peak),
+    over = ""
+    if budget and peak > budget:
+        over = " - %s OVER the budget" % size.format(peak - budget)
+    lines = ["shim: %d steps in %.1fs; budget %s; peak memory in use %s (sampled%s)%s" % (
+        len(steps), wall, size.format(budget) if budget else "off", size.format(peak), over,
         "; %d edges in flight on %d cores" % (jobs, cores()) if jobs else "")]
-    lines.append("shim: %d steps waited for memory or CPU (longest %.1fs); %d out-of-memory retries" % (
-        len(waited), max((s["wait"] for s in waited), default=0.0), len(retries)))
-    top = sorted((s for s in steps if s["rss"]), key=lambda s: -s["rss"])[:3]
+    lines.append("shim: %d steps waited for memory (longest %.1fs), %d for a core; %d out-of-memory retries"
+                 % (len(waited), max((s["wait"] for s in waited), default=0.0), len(cpu_waited), len(retries)))
+    known = [(s["rss"], "") if s["rss"] else (s["est"], "~") if s.get("src") == "history" else (None, "")
+             for s in steps]
+    top = sorted(((m, mark, s) for (m, mark), s in zip(known, steps) if m), key=lambda x: -x[0])[:3]
     if top:
         lines.append("shim: top memory: " + ", ".join(
-            "%s %s" % (size.format(s["rss"]), s["out"][0] if s["out"] else s["tool"]) for s in top))
+            "%s%s %s" % (mark, size.format(m), s["out"][0] if s["out"] else s["tool"]) for m, mark, s in top)
+            + (" (~ learned earlier: exec'd steps are not measured)" if any(mark for _, mark, _ in top) else ""))
     return lines

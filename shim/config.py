@@ -347,7 +347,7 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
         "launchers": launchers,
         "ledger": {"enabled": ledger.get("enabled", True), "dir": ledger.get("dir")},
         "memory": {"budget": str(memory["budget"]) if "budget" in memory else None,
-                   "unit": size.parse(memory.get("unit", "64MiB")),
+                   "unit": size.parse(memory.get("unit", "16MiB")),
                    "patience": float(memory.get("patience", 2.0)),
                    "oom_retries": int(memory.get("oom_retries", 1))},
         "preset": merged.get("preset"),

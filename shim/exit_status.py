@@ -36,7 +36,8 @@ class Finished:
     def __init__(self, code, signal, max_rss, user_time, system_time, forwarded=None, stderr_tail=b""):
         self.code = code              # 0-255, or None when killed by a signal
         self.signal = signal          # signal number, or None
-        self.max_rss = max_rss        # bytes: the largest single process of the tool's tree
+        self.max_rss = max_rss        # bytes: peak of the tool's process tree (sampled), or at
+                                      # least its largest single process (wait4)
         self.user_time = user_time    # seconds, the tool and its waited-for children
         self.system_time = system_time
         self.forwarded = forwarded    # a signal shim passed on to the tool, or None

@@ -145,7 +145,7 @@ def exec_program(path: str, argv: list, env: dict):
 
 
 def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False,
-                  on_start=None) -> Finished:
+                  on_start=None, sample_tree: bool = False) -> Finished:
     flush_stdio()
     proc = subprocess.Popen(argv, executable=path, env=env,
                             stderr=subprocess.PIPE if capture_stderr else None)

@@ -68,7 +68,7 @@ KEYS = (
     ("memory.budget", "budget", "auto",
      "Memory the build may use: auto (the cgroup or RAM limit minus a reserve), off, a size or a "
      "percentage of the limit. Steps are admitted into it. SHIM_MEMORY_BUDGET and shim build --budget win."),
-    ("memory.unit", "size", "64MiB", "Size of one reservation slot (more slots for large budgets)."),
+    ("memory.unit", "size", "16MiB", "Size of one reservation slot (larger when the budget needs more than 1024)."),
     ("memory.patience", "number", 2.0,
      "Seconds a step waits fairly for its slots before it drains the pool (holds off new steps)."),
     ("memory.oom_retries", "int", 1,

@@ -4,8 +4,9 @@ A step is a dict with these keys (what every report consumes; see STEP_KEYS):
   id, build, t0, t1, dur (seconds; t1/dur None if unknown), tool, prog, kind, mode,
   cwd, in, out (list), exit, sig, rss (bytes or None), ut, st (CPU seconds or None),
   argv (fingerprint), exe, args (compile steps), res, wait, est, src (memory
-  admission: bytes reserved, seconds waited, the estimate and where it came from:
-  history, prior or default), oom, retry, low_memory (out-of-memory recovery),
+  admission: bytes reserved, seconds waited for them, the estimate and where it came
+  from: history, prior or default), cpu_wait (seconds waited for a core under
+  `shim build`), oom, retry, low_memory (out-of-memory recovery),
   timing: "measured" (spawned: shim waited), "ninja_log" (exec: the end came from
   ninja's log) or "unknown", launcher (the launcher's program name: ccache, distcc),
   cache (steps through ccache: "hit", "miss", or "uncached" when ccache ran the
@@ -31,7 +32,7 @@ import stat
 from shim import ledger
 
 STEP_KEYS = ("id", "build", "t0", "t1", "dur", "tool", "prog", "kind", "mode", "cwd", "in", "out",
-             "exit", "sig", "rss", "ut", "st", "argv", "exe", "args", "res", "wait", "est", "src",
+             "exit", "sig", "rss", "ut", "st", "argv", "exe", "args", "res", "wait", "cpu_wait", "est", "src",
              "oom", "retry", "low_memory", "timing", "launcher", "cache")
 SESSION_GAP = 30.0   # seconds between steps without a build id that start a new build
 CCACHE_STATS_LOG = "ccache-stats.log"   # in the ledger dir: toolchains/ccache.toml sets CCACHE_STATSLOG

@@ -191,7 +191,7 @@ STEP_SCHEMA = {
         "sig": {"type": ["integer", "null"], "minimum": 1}, "rss": _INT, "ut": _NUM, "st": _NUM,
         "argv": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
         "exe": _STR, "args": {"type": ["array", "null"], "items": {"type": "string"}},
-        "res": _INT, "wait": _NUM, "est": _INT, "src": {"enum": ["history", "prior", "default", None]},
+        "res": _INT, "wait": _NUM, "cpu_wait": _NUM, "est": _INT, "src": {"enum": ["history", "prior", "default", None]},
         "oom": {"type": ["boolean", "null"]}, "retry": _INT, "low_memory": {"type": ["boolean", "null"]},
         "timing": {"enum": ["measured", "ninja_log", "unknown"]},
         "launcher": _STR, "cache": {"enum": ["hit", "miss", "uncached", None]},

@@ -254,9 +254,10 @@ def _admit(s: _Step) -> None:
         s.record["t0"] = ledger.now()
         if s.plan:
             s.record.update(res=s.plan.reservation.bytes, est=s.plan.estimate, src=s.plan.source)
-        if s.plan or s.cpu:
-            waited = (s.plan.reservation.waited if s.plan else 0) + (s.cpu.waited if s.cpu else 0)
-            s.record["wait"] = round(waited, 6)
+        if s.plan:
+            s.record["wait"] = round(s.plan.reservation.waited, 6)
+        if s.cpu:
+            s.record["cpu_wait"] = round(s.cpu.waited, 6)
 
 
 def _retry_alone(s: _Step, failed, attempt: int):
@@ -298,7 +299,8 @@ def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool
     try:
         if exec_:
             host.exec_program(s.run_path, s.prefix + args, env)
-        return host.spawn_program(s.run_path, s.prefix + args, env, capture_stderr=capture)
+        return host.spawn_program(s.run_path, s.prefix + args, env, capture_stderr=capture,
+                                  sample_tree=True)
     except OSError as e:
         status = _EXEC_ERRORS.get(e.errno, OS_ERROR)
         if s.record:

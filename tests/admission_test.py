@@ -91,7 +91,10 @@ def test_eight_400mb_steps_under_ninja_j8_stay_inside_a_1gib_budget_and_not_with
     assert all((tmp_path / "shim" / ("out%d" % i)).exists() for i in range(8))
     assert shim_peak <= budget + 8 * SHIM_FOOTPRINT, (shim_peak / MIB, plain_peak / MIB)
     steps = records.load(str(tmp_path / "shim" / ".shim"), which="all")[1]
-    assert len(steps) == 8 and all(s["res"] == 7 * 64 * MIB for s in steps)
+    unit, total = admission.geometry(budget)
+    reserved = admission.slots_for(420 * MIB, unit, total) * unit
+    assert len(steps) == 8 and all(s["res"] == reserved for s in steps)
+    assert 2 * reserved <= budget < 3 * reserved                       # two at a time fit
     assert sum(1 for s in steps if s["wait"] > 0.3) >= 4           # most of them had to wait
 
 
@@ -107,6 +110,15 @@ def wait_for(path: Path, timeout=20.0) -> str:
             return path.read_text().strip()
         time.sleep(0.01)
     raise AssertionError("%s never appeared" % path)
+
+
+def test_a_steps_peak_is_that_of_its_whole_process_tree(tmp_path, env, alloc):
+    # gcc -pipe runs cc1plus and as together; wait4's ru_maxrss only knows the larger one.
+    twin = write_tool(tmp_path / "tools", "twin", '"%s" 150 0.5 & "%s" 150 0.5\nwait\n' % (alloc, alloc))
+    env.update(SHIM_MODE="spawn", SHIM_LEDGER=str(tmp_path / "ledger"))
+    assert run_shim([twin], env=env).returncode == 0
+    (step,) = records.load(str(tmp_path / "ledger"), which="all")[1]
+    assert step["rss"] >= 2 * 150 * MIB
 
 
 def test_the_exec_d_tool_holds_the_reservation_and_frees_it_when_it_ends(tmp_path, env):
@@ -245,7 +257,7 @@ def test_under_shim_build_no_more_tools_run_than_cores_though_more_edges_are_in_
         peak = max(peak, level)
     assert peak <= cores
     steps = records.load(str(tmp_path / ".shim"))[1]
-    assert sum(1 for s in steps if s["wait"] > 0.05) >= 12 - 2 * cores   # they queued for a core
+    assert sum(1 for s in steps if s["cpu_wait"] > 0.05) >= 12 - 2 * cores   # they queued for a core
 
 
 def test_auto_mode_measures_unknown_steps_then_execs_them(example, env):
