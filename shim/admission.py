@@ -5,10 +5,16 @@ in the per-user runtime directory is slot i, byte 0 is the gate. A step takes k
 slots with POSIX record locks (lockf), all or nothing, while holding the gate;
 if they are not all free it lets go of everything and retries with backoff.
 After `patience` seconds it drains instead: it keeps the gate (so no one else is
-admitted) and the slots it has, and waits until the running steps free enough:
-a big step is not starved by a stream of small ones, and this cannot deadlock,
-since a step that holds slots never waits. A step wanting more than the budget
-takes all of it: it runs alone, and nothing is ever refused.
+admitted the ordinary way) and waits until the running steps free enough: a big step is not starved by a stream of small ones, and this cannot
+deadlock, since a step that holds slots never waits. A step wanting more than the
+budget takes all of it: it runs alone, and nothing is ever refused.
+
+While a step drains, smaller steps are still admitted beside it (backfill) as long
+as everything admitted since the drain began fits in the budget together with the
+drainer: a core is not left idle for the length of the step being waited for, and
+the drainer still starts once the steps that ran when it began have ended. The
+drainer posts its need in the pool file; backfillers count what they took there
+(under a lock byte of their own), so the sum is exact.
 
 Why record locks rather than flock (as ../shared/DESIGN.md sketched): they are
 owned by the process, survive execve and vanish when it exits (kill -9 too), so
@@ -31,6 +37,9 @@ OWNER_BASE = 4096            # owner records: 64 bytes per slot from here
 OWNER_SIZE = 64
 DEFAULT_UNIT = 16 << 20     # fine enough that rounding up wastes little (587 MiB -> 592)
 MAX_SLOTS = 1024
+DRAIN_LOCK = 2047            # serialises backfillers and the drainer's record
+DRAIN_AT = 2048              # "need backfilled" of the step draining now, blank when none
+DRAIN_SIZE = 32
 PATIENCE = 2.0               # seconds of fair retrying before draining
 
 
@@ -105,12 +114,26 @@ def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE
     backoff = 0.002
     held = []
     while True:
-        _lock(fd, GATE, osapi.F_LOCK)
+        try:
+            _lock(fd, GATE, osapi.F_TLOCK)
+        except OSError:                       # held: briefly by a taker, or by a drainer
+            if _backfill(fd, total, k, first, held):
+                break
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 0.005)
+            continue
+        if _drain_state(fd) is not None:
+            _post_drain(fd, None)             # left by a drainer that was killed
         _take(fd, total, k, first, held)
         if len(held) < k and time.monotonic() - start >= patience:
-            while len(held) < k:              # drain: keep the gate and what we hold
+            _post_drain(fd, (k, 0))
+            while len(held) < k:              # drain: keep the gate, take all k at once
+                for i in held:                # (hoarding would leave nothing to backfill)
+                    _lock(fd, 1 + i, osapi.F_ULOCK)
+                held = []
                 time.sleep(0.005)
-                _take(fd, total, k - len(held), first, held)
+                _take(fd, total, k, first, held)
+            _post_drain(fd, None)
         if len(held) == k:
             _lock(fd, GATE, osapi.F_ULOCK)
             break
@@ -126,6 +149,44 @@ def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE
         for i in held:
             osapi.pwrite(fd, data, OWNER_BASE + i * OWNER_SIZE)
     return Reservation(fd, held, unit, time.monotonic() - start)
+
+
+def _drain_state(fd: int):
+    """(need, backfilled) posted by the step draining the pool now, or None."""
+    fields = osapi.pread(fd, DRAIN_SIZE, DRAIN_AT).split()
+    if len(fields) != 2 or not all(f.isdigit() for f in fields):
+        return None
+    return int(fields[0]), int(fields[1])
+
+
+def _post_drain(fd: int, state) -> None:
+    text = "" if state is None else "%d %d" % state
+    _lock(fd, DRAIN_LOCK, osapi.F_LOCK)
+    try:
+        osapi.pwrite(fd, text.ljust(DRAIN_SIZE - 1).encode("ascii") + b"\n", DRAIN_AT)
+    finally:
+        _lock(fd, DRAIN_LOCK, osapi.F_ULOCK)
+
+
+def _backfill(fd: int, total: int, k: int, first: int, held: list) -> bool:
+    """Take *k* slots beside a draining step if all that was taken since it began, these
+    included, still leaves room for it; True if taken."""
+    _lock(fd, DRAIN_LOCK, osapi.F_LOCK)
+    try:
+        state = _drain_state(fd)
+        if state is None or state[1] + k + state[0] > total:
+            return False
+        _take(fd, total, k, first, held)
+        if len(held) < k:
+            for i in held:
+                _lock(fd, 1 + i, osapi.F_ULOCK)
+            del held[:]
+            return False
+        osapi.pwrite(fd, ("%d %d" % (state[0], state[1] + k)).ljust(DRAIN_SIZE - 1).encode("ascii") + b"\n",
+                     DRAIN_AT)
+        return True
+    finally:
+        _lock(fd, DRAIN_LOCK, osapi.F_ULOCK)
 
 
 def usage(path: str, total: int):

@@ -70,7 +70,7 @@ KEYS = (
      "percentage of the limit. Steps are admitted into it. SHIM_MEMORY_BUDGET and shim build --budget win."),
     ("memory.unit", "size", "16MiB", "Size of one reservation slot (larger when the budget needs more than 1024)."),
     ("memory.patience", "number", 2.0,
-     "Seconds a step waits fairly for its slots before it drains the pool (holds off new steps)."),
+     "Seconds a step waits fairly for its slots before it drains the pool (holds off new steps that would not fit beside it)."),
     ("memory.oom_retries", "int", 1,
      "How often a spawned step that ran out of memory is retried alone with low_memory rewrites."),
     ("ledger.enabled", "bool", True, "Record every step in the ledger (shim report, shim compdb)."),
