@@ -5,9 +5,10 @@ in the per-user runtime directory is slot i, byte 0 is the gate. A step takes k
 slots with POSIX record locks (lockf), all or nothing, while holding the gate;
 if they are not all free it lets go of everything and retries with backoff.
 After `patience` seconds it drains instead: it keeps the gate (so no one else is
-admitted the ordinary way) and waits until the running steps free enough: a big step is not starved by a stream of small ones, and this cannot
-deadlock, since a step that holds slots never waits. A step wanting more than the
-budget takes all of it: it runs alone, and nothing is ever refused.
+admitted the ordinary way) and waits until the running steps free enough: a big
+step is not starved by a stream of small ones, and this cannot deadlock, since a
+step that holds slots never waits. A step wanting more than the budget takes all
+of it: it runs alone, and nothing is ever refused.
 
 While a step drains, smaller steps are still admitted beside it (backfill) as long
 as everything admitted since the drain began fits in the budget together with the
@@ -159,11 +160,16 @@ def _drain_state(fd: int):
     return int(fields[0]), int(fields[1])
 
 
-def _post_drain(fd: int, state) -> None:
+def _write_drain(fd: int, state) -> None:
     text = "" if state is None else "%d %d" % state
+    osapi.pwrite(fd, text.ljust(DRAIN_SIZE - 1).encode("ascii") + b"\n", DRAIN_AT)
+
+
+def _post_drain(fd: int, state) -> None:
+    """Set (or with None clear) the drain record, under the backfillers' lock."""
     _lock(fd, DRAIN_LOCK, osapi.F_LOCK)
     try:
-        osapi.pwrite(fd, text.ljust(DRAIN_SIZE - 1).encode("ascii") + b"\n", DRAIN_AT)
+        _write_drain(fd, state)
     finally:
         _lock(fd, DRAIN_LOCK, osapi.F_ULOCK)
 
@@ -182,8 +188,7 @@ def _backfill(fd: int, total: int, k: int, first: int, held: list) -> bool:
                 _lock(fd, 1 + i, osapi.F_ULOCK)
             del held[:]
             return False
-        osapi.pwrite(fd, ("%d %d" % (state[0], state[1] + k)).ljust(DRAIN_SIZE - 1).encode("ascii") + b"\n",
-                     DRAIN_AT)
+        _write_drain(fd, (state[0], state[1] + k))
         return True
     finally:
         _lock(fd, DRAIN_LOCK, osapi.F_ULOCK)
