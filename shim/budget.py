@@ -16,6 +16,7 @@ import os
 from shim import size
 
 UNLIMITED = 1 << 60          # v1 reports "no limit" as a number near 2**63
+MINIMUM = 1 << 20            # a smaller budget is a slip, not a plan
 
 
 class Figure:
@@ -154,6 +155,8 @@ def resolve(requested, root: str = "/"):
                         size.format(reserve_for(limit.value))))
         return max(budget, 1 << 20), lines
     budget = size.parse(text, total=limit.value if limit else None)
+    if budget < MINIMUM:
+        raise ValueError("a budget of %s leaves no room for any step (at least 1MiB)" % size.format(budget))
     lines.append("budget: %s (%s)" % (size.format(budget), "%s of %s" % (text, limit.name)
                                        if text.endswith("%") else "as requested"))
     return budget, lines

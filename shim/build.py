@@ -47,7 +47,7 @@ def for_steps(budget: int, in_flight: int) -> int:
     """What the steps' reservations may add up to: the budget is for the whole build,
     so the shims that wait or spawn beside the tools (one per edge in flight, at most)
     and this process and ninja come off it first."""
-    return max(budget - BUILD_FOOTPRINT - in_flight * SHIM_FOOTPRINT, budget // 2)
+    return max(budget - BUILD_FOOTPRINT - in_flight * SHIM_FOOTPRINT, budget // 2, 1 << 20)
 
 
 def _jobs(ninja_args, cores: int) -> int:
@@ -63,6 +63,27 @@ def _jobs(ninja_args, cores: int) -> int:
 def gives_jobs(ninja_args) -> bool:
     """Whether the user chose ninja's parallelism (-j N) or runs a tool/dry run."""
     return any(a.startswith("-j") or a.startswith("-t") or a == "-n" for a in ninja_args)
+
+
+def tidy(run_dir: str, now: float = None) -> None:
+    """Remove what dead builds left in the runtime directory: the jobserver fifo of a
+    `shim build` that was killed (-9 leaves no chance to clean up), and warn-once markers
+    older than a day."""
+    now = time.time() if now is None else now
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(run_dir, name)
+        try:
+            if name.startswith("jobserver-") and name[10:].isdigit():
+                if not host.pid_alive(int(name[10:])):
+                    os.unlink(path)
+            elif name.startswith("warned-") and now - os.lstat(path).st_mtime > 86400:
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 class Jobserver:
@@ -135,7 +156,8 @@ def rewrap(directory: str, ninja: str, env: dict) -> int:
     Wrapping is idempotent, so an unchanged manifest costs a parse and nothing else.
     """
     from shim import wrap
-    finished = host.spawn_program(ninja, [ninja, "-C", directory, "build.ninja"], dict(env, MAKEFLAGS=""))
+    finished = host.spawn_program(ninja, [ninja, "-C", directory, "build.ninja"], dict(env, MAKEFLAGS=""),
+                                  die_with_parent=True)
     if finished.code != 0:
         return finished.code if finished.code is not None else 128 + finished.signal
     manifest = os.path.join(directory, "build.ninja")
@@ -150,10 +172,13 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=
     from shim import budget as budget_mod
     from shim import estimates, launcher, records, rundir, toolchain
     build_dir = os.path.abspath(directory)
+    # First: what shim build warns about, and its steps, is then "this build" (warned once).
+    build_id = "%x-%d" % (int(time.time() * 1e6), os.getpid())
+    env["SHIM_BUILD_ID"] = build_id
     try:
         bindir = os.path.dirname(launcher.write(os.path.join(build_dir, ".shim", "bin")))
-    except OSError as e:   # a read-only build dir: the installed launcher still works
-        echo("shim: warning: cannot write the fast launcher (%s); using the installed one" % (e.strerror or e))
+    except ShimError as e:   # a read-only build dir: the installed launcher still works
+        echo("shim: warning: %s; using the installed launcher" % e)
         bindir = os.path.dirname(os.path.abspath(os.environ.get("_", "") or "shim"))
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     if rewrap_first:
@@ -169,7 +194,7 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=
         budget, reasons = budget_mod.resolve(request)
     except ValueError as e:
         raise ShimError("memory budget %r: %s" % (request, e), exit_status.USAGE) from None
-    ledger_dir = ledger.directory(build_dir, env, config or {})
+    ledger_dir = ledger.directory(build_dir, env, config or {}, require_build_dir=False)
     if budget and ledger_dir:
         _, history = records.load(ledger_dir, build_dir, "all")
         try:
@@ -181,7 +206,9 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=
     if host.PLATFORM != "windows" and not gives_jobs(ninja_args) and "--jobserver-auth" not in env.get("MAKEFLAGS", ""):
         try:
             in_flight = max(2, 2 * n, remote_jobs(config) if config else 0)
-            jobserver = Jobserver(rundir.ensure(env), in_flight - 1)
+            run_dir = rundir.ensure(env)
+            tidy(run_dir)
+            jobserver = Jobserver(run_dir, in_flight - 1)
             env["MAKEFLAGS"] = jobserver.makeflags(in_flight)
             env["SHIM_CPU_SLOTS"] = str(n)
         except OSError as e:
@@ -192,16 +219,19 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_request=
     steps_budget = for_steps(budget, in_flight) if budget else None
     env["SHIM_MEMORY_BUDGET"] = str(steps_budget) if budget else "off"
     t0 = time.time()
-    build_id = "%x-%d" % (int(t0 * 1e6), os.getpid())
-    env["SHIM_BUILD_ID"] = build_id
     child = []
     sampler = Sampler(lambda: child[0] if child else None)
-    sampler.start()
+
+    def started(pid):
+        child.append(pid)
+        sampler.start()          # only now: ninja is forked from a process with no other thread
+
     try:
         finished = host.spawn_program(ninja, [ninja, "-C", directory] + list(ninja_args), env,
-                                      on_start=child.append)
+                                      on_start=started, die_with_parent=True)
     finally:
-        sampler.stop()
+        if child:
+            sampler.stop()
         if jobserver:
             jobserver.close()
     t1 = time.time()

@@ -185,7 +185,7 @@ def config_keys(markdown):
         return
     for path, typ, default, doc in keys.KEYS:
         shown = "" if default is None or default in ([], {}) else " = %s" % _show_default(default)
-        click.echo("%s  (%s%s)" % (path, keys.TYPES[typ], shown))
+        click.echo("%s  (%s%s)" % (path, keys.type_text(path, typ), shown))
         click.echo("    %s" % doc)
     click.echo("\nEnvironment:")
     for name, doc in keys.ENV:
@@ -271,7 +271,7 @@ def _ledger_for(directory: str):
         config = toolchain.load(build_dir, env)
     except ShimError:
         config = {}
-    ledger_dir = ledger.directory(build_dir, env, config)
+    ledger_dir = ledger.directory(build_dir, env, config, require_build_dir=False)
     if ledger_dir is None:
         raise ShimError("the ledger is off here (SHIM_LEDGER or ledger.enabled = false)", exit_status.USAGE)
     return ledger_dir, build_dir
@@ -280,11 +280,12 @@ def _ledger_for(directory: str):
 def _load_steps(directory: str, which: str):
     from shim import records
     ledger_dir, build_dir = _ledger_for(directory)
-    build, steps = records.load(ledger_dir, build_dir, which)
+    build, steps, skipped = records.load_counted(ledger_dir, build_dir, which)
     if not steps:
-        raise ShimError("no steps recorded in %s (run a build through shim first, or use -C DIR)"
+        raise ShimError("no steps recorded in %s (run a build through shim first, or use -C DIR; "
+                        "steps record only in a build dir: build.ninja, a Makefile or .shim/ in it)"
                         % ledger_dir, exit_status.USAGE)
-    return ledger_dir, build_dir, build, steps
+    return ledger_dir, build_dir, build, steps, skipped
 
 
 @shim.command()
@@ -308,8 +309,8 @@ def report(directory, every, as_json, brief, trace, html, suggest, ram, schema):
     if schema:
         click.echo(json.dumps(report_mod.SCHEMA, indent=2))
         return 0
-    ledger_dir, build_dir, build, steps = _load_steps(directory, "all" if every else "last")
-    data = report_mod.summary(steps, build, build_dir, ledger_dir)
+    ledger_dir, build_dir, build, steps, skipped = _load_steps(directory, "all" if every else "last")
+    data = report_mod.summary(steps, build, build_dir, ledger_dir, skipped)
     if suggest or ram:
         try:
             ram_bytes = size.parse(ram) if ram else _machine_ram()
@@ -352,11 +353,11 @@ def compdb(directory, output):
     """Write compile_commands.json for the compile steps shim ran (all builds, newest wins)."""
     import json
     from shim import compdb as compdb_mod
-    _ledger_dir, build_dir, _build, steps = _load_steps(directory, "all")
+    _ledger_dir, build_dir, _build, steps, _skipped = _load_steps(directory, "all")
     text = json.dumps(compdb_mod.entries(steps, build_dir), indent=2) + "\n"
     if output:
-        with open(output, "w") as f:
-            f.write(text)
+        from shim import outfile
+        outfile.write(output, text, what="the compilation database")
         click.echo("wrote %d entries to %s" % (text.count('"directory"'), output), err=True)
     else:
         click.echo(text, nl=False)

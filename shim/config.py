@@ -84,7 +84,7 @@ def _key_tree():
             parts = prefix + tuple(path.split("."))
             for part in parts[:-1]:
                 node = node.setdefault(part, {})
-            node[parts[-1]] = ("leaf", typ)
+            node[parts[-1]] = ("leaf", typ, path)
     return tree
 
 
@@ -107,7 +107,7 @@ def _validate_node(layer, data, tree, path):
         if node is None:
             raise ShimError("%s: %s" % (layer.where(here), _unknown(here, tree)), CONFIG)
         if isinstance(node, tuple):
-            problem = _type_problem(node[1], value)
+            problem = _type_problem(node[1], value, node[2])
             if problem:
                 raise ShimError("%s: %s: %s" % (layer.where(here), ".".join(here), problem), CONFIG)
         elif not isinstance(value, dict):
@@ -140,8 +140,31 @@ def _typename(value) -> str:
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
 
-def _type_problem(typ: str, value):
-    """None if *value* fits *typ*, else what is wrong with it."""
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+def _type_problem(typ: str, value, path: str = ""):
+    """None if *value* fits *typ* (and the range keys.BOUNDS gives *path*), else what is
+    wrong with it."""
+    if _has_nul(value):
+        return "contains a NUL character"
+    problem = _shape_problem(typ, value)
+    bounds = keys.BOUNDS.get(path)
+    if problem is None and bounds is not None:
+        number = size.parse(value) if typ == "size" else value
+        if not bounds[0] <= number <= bounds[1]:
+            return "%r is out of range (expected %s)" % (value, keys.type_text(path, typ))
+    return problem
+
+
+def _shape_problem(typ: str, value):
     expected = keys.TYPES[typ]
     if typ == "size":
         try:
@@ -168,10 +191,18 @@ def _type_problem(typ: str, value):
     elif typ == "budget":
         if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
             return None
+        if isinstance(value, str) and value.strip().endswith("%"):
+            try:
+                size.parse(value, total=1 << 40)
+            except ValueError as e:
+                return "%s (or auto, off)" % e
+            return None
         try:
-            size.parse(value, total=1 << 40)
+            budget = size.parse(value)
         except ValueError as e:
             return "%s (or auto, off)" % e
+        if 0 < budget < size.BARE_MIN:
+            return "a budget of %s leaves no room for any step (at least 1MiB)" % size.format(budget)
         return None
     elif typ == "preset":
         ok = isinstance(value, str) and value in preset_names()
@@ -349,7 +380,8 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
         "memory": {"budget": str(memory["budget"]) if "budget" in memory else None,
                    "unit": size.parse(memory.get("unit", "16MiB")),
                    "patience": float(memory.get("patience", 2.0)),
-                   "oom_retries": int(memory.get("oom_retries", 1))},
+                   "oom_retries": int(memory.get("oom_retries", 1)),
+                   "oom_score_adj": int(memory.get("oom_score_adj", 500))},
         "preset": merged.get("preset"),
         "mode": merged.get("defaults", {}).get("mode"),
         "steps": steps,

@@ -15,7 +15,6 @@ from the ledger; a step whose key is missing falls back to toolchain.toml's
 import marshal
 
 from shim import digest, host, ledger
-from shim.host import osapi
 
 DIRNAME = "memory-v1"
 SHARDS = 32
@@ -38,12 +37,44 @@ def _shard(ledger_dir: str, k: str) -> str:
     return host.join(host.join(ledger_dir, DIRNAME), "%02d.marshal" % (int(digest.fingerprint(k), 16) % SHARDS))
 
 
-def lookup(ledger_dir: str, k: str):
-    """(peaks newest last, argv fingerprint, t) for key *k*, or None (never raises)."""
+def _entry_ok(entry) -> bool:
+    """Whether *entry* has the shape observe() writes: ([peaks > 0], argv or None, time)."""
+    return (type(entry) is tuple and len(entry) == 3 and type(entry[0]) in (list, tuple) and bool(entry[0])
+            and all(type(p) is int and p > 0 for p in entry[0])
+            and (entry[1] is None or type(entry[1]) is str) and type(entry[2]) in (int, float))
+
+
+def _read_shard(path: str):
+    """The table in shard *path*: {} if there is none, None if the file is damaged."""
     try:
-        return marshal.loads(host.read_file(_shard(ledger_dir, k))).get(k)
-    except (OSError, ValueError, EOFError, TypeError):
+        data = host.read_file(path)
+    except OSError:
+        return {}
+    try:
+        table = marshal.loads(data)
+    except (ValueError, EOFError, TypeError, MemoryError):
         return None
+    return table if type(table) is dict else None
+
+
+def _damaged(path: str, env: dict) -> None:
+    ledger.warn_once("estimates", "ignoring the damaged memory estimates file %s: the step is admitted by "
+                     "its prior (the file is rewritten by the next measured step)" % path, env)
+
+
+def lookup(ledger_dir: str, k: str, env: dict = None):
+    """(peaks newest last, argv fingerprint, t) for key *k*, or None. Never raises: a
+    damaged shard or entry (a partial CI cache restore) is ignored with a warning."""
+    path = _shard(ledger_dir, k)
+    table = _read_shard(path)
+    if table is None:
+        _damaged(path, env or {})
+        return None
+    entry = table.get(k)
+    if entry is None or _entry_ok(entry):
+        return entry
+    _damaged(path, env or {})
+    return None
 
 
 def percentile90(peaks) -> int:
@@ -74,27 +105,21 @@ def observe(ledger_dir: str, record: dict) -> None:
     k = key_of(record)
     path = _shard(ledger_dir, k)
     try:
-        try:
-            table = marshal.loads(host.read_file(path))
-        except (OSError, ValueError, EOFError, TypeError):
-            table = {}
-            ledger.makedirs(host.dirname(path))
-        peaks = (list(table.get(k, ([],))[0]) + [record["rss"]])[-KEEP:]
-        table[k] = (peaks, record.get("argv"), record["t0"])
-        tmp = "%s.%s.tmp" % (path, ledger.new_id(record["t0"]))
-        fd = osapi.open(tmp, osapi.O_WRONLY | osapi.O_CREAT | osapi.O_EXCL, 0o644)
-        try:
-            osapi.write(fd, marshal.dumps(table))
-        finally:
-            osapi.close(fd)
-        osapi.rename(tmp, path)
-    except OSError:
+        table = _read_shard(path)
+        if table is None:
+            table = {}                    # damaged: start it over
+        if not table:
+            host.makedirs(host.dirname(path))
+        entry = table.get(k)
+        peaks = (list(entry[0]) if _entry_ok(entry) else []) + [record["rss"]]
+        table[k] = (peaks[-KEEP:], record.get("argv"), record["t0"])
+        host.replace_file(path, marshal.dumps(table))
+    except (OSError, ValueError):
         pass
 
 
 def rebuild(ledger_dir: str, steps: list) -> int:
     """Write the index from *steps* (shim/records.py dicts); returns the number of keys."""
-    import os
     table = {}
     for s in steps:
         if s.get("rss") is None or s.get("sig") is not None or s.get("oom"):
@@ -106,12 +131,8 @@ def rebuild(ledger_dir: str, steps: list) -> int:
     shards = [{} for _ in range(SHARDS)]
     for k, v in table.items():
         shards[int(digest.fingerprint(k), 16) % SHARDS][k] = v
-    d = os.path.join(ledger_dir, DIRNAME)
-    os.makedirs(d, exist_ok=True)
+    d = host.join(ledger_dir, DIRNAME)
+    host.makedirs(d)
     for i, shard in enumerate(shards):
-        path = os.path.join(d, "%02d.marshal" % i)
-        tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
-        with open(tmp, "wb") as f:
-            f.write(marshal.dumps(shard))
-        os.replace(tmp, path)
+        host.replace_file(host.join(d, "%02d.marshal" % i), marshal.dumps(shard))
     return len(table)

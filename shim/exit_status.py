@@ -12,6 +12,7 @@ USAGE = 2             # bad command line for shim itself (as click and argparse)
 BAD_INPUT = 65        # a response file or argument shim must read is malformed (EX_DATAERR)
 INTERNAL = 70         # a bug in shim (EX_SOFTWARE); SHIM_DEBUG=1 shows the traceback
 OS_ERROR = 71         # the system refused what shim needs: the cwd, a process (EX_OSERR)
+CANT_CREATE = 73      # an output file shim was asked to write cannot be written (EX_CANTCREAT)
 CONFIG = 78           # toolchain.toml is invalid or untrusted (EX_CONFIG)
 NOT_EXECUTABLE = 126  # the tool exists but cannot be run (as sh)
 NOT_FOUND = 127       # the tool is not on PATH / not at the configured path (as sh)
@@ -22,6 +23,8 @@ TABLE = (
     (BAD_INPUT, "bad-input", "unreadable or malformed @response file or argument"),
     (INTERNAL, "internal", "internal error in shim (SHIM_DEBUG=1 shows a traceback)"),
     (OS_ERROR, "os-error", "the system refused something shim needs (current directory, a process)"),
+    (CANT_CREATE, "cant-create", "an output file shim was asked to write (-o, --html, --trace, a launcher) "
+                                 "cannot be written"),
     (CONFIG, "config", "invalid, unreadable or untrusted toolchain.toml"),
     (NOT_EXECUTABLE, "not-executable", "the tool was found but could not be executed"),
     (NOT_FOUND, "not-found", "the tool was not found"),

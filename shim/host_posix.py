@@ -43,7 +43,15 @@ __all__ = (
     "exit_now",
     "read_file",
     "mkdir",
+    "makedirs",
     "private_dir_problem",
+    "make_private_dir",
+    "read_own_file",
+    "replace_file",
+    "O_NOFOLLOW",
+    "raise_oom_score",
+    "restore_oom_score",
+    "pid_alive",
     "exec_program",
     "spawn_program",
     "die_of_signal",
@@ -74,6 +82,7 @@ write = posix.write
 close = posix.close
 O_RDONLY = posix.O_RDONLY
 O_CLOEXEC = getattr(posix, "O_CLOEXEC", 0)
+O_NOFOLLOW = getattr(posix, "O_NOFOLLOW", 0)
 
 
 def arch() -> str:
@@ -132,14 +141,72 @@ def read_file(path: str) -> bytes:
     """The whole content of *path* (OSError if it cannot be read)."""
     fd = posix.open(path, posix.O_RDONLY | O_CLOEXEC)
     try:
-        chunks = []
-        while True:
-            chunk = posix.read(fd, 1 << 16)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return _read_all(fd)
     finally:
         posix.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = posix.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def read_own_file(path: str) -> bytes:
+    """The content of *path* if it is a regular file of ours (not a symlink); else OSError.
+
+    For state another user could plant (a cache naming programs to run)."""
+    fd = posix.open(path, posix.O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+    try:
+        st = posix.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != posix.getuid():
+            raise OSError(1, "not a regular file of ours", path)
+        return _read_all(fd)
+    finally:
+        posix.close(fd)
+
+
+def makedirs(path: str, mode: int = 0o755) -> None:
+    """Create directory *path* and its missing parents, each with *mode* (less the umask,
+    which can only take bits away: a umask of 000 still gives 0755, never 0777)."""
+    try:
+        posix.mkdir(path, mode)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        parent = dirname(path)
+        if parent == path or not parent:
+            raise
+        makedirs(parent, mode)
+        try:
+            posix.mkdir(path, mode)
+        except FileExistsError:
+            pass
+
+
+def replace_file(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Give *path* the content *data* atomically: a temporary file beside it (named by
+    random bits: every sandboxed Bazel action is pid 2), renamed over it. The temporary
+    file is removed whatever goes wrong, so a full disk leaves nothing behind."""
+    tmp = "%s.%s.tmp" % (path, posix.urandom(6).hex())
+    fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[posix.write(fd, view):]
+        finally:
+            posix.close(fd)
+        posix.rename(tmp, path)
+    except BaseException:
+        try:
+            posix.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def private_dir_problem(path: str):
@@ -153,6 +220,77 @@ def private_dir_problem(path: str):
     if st.st_mode & 0o077:
         return "open to other users (mode %o)" % (st.st_mode & 0o777)
     return None
+
+
+def make_private_dir(path: str):
+    """Create directory *path* (mode 0700) or take it as it is if it is ours; None when it
+    is fit for private state, else why not. A directory of ours that others may enter is
+    closed (chmod 0700): it is ours to fix. Another user's directory, or a symlink, is not."""
+    try:
+        posix.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        return e.strerror or str(e)
+    try:
+        problem = private_dir_problem(path)
+        if problem and problem.startswith("open to other users"):
+            fd = posix.open(path, posix.O_RDONLY | O_CLOEXEC | O_NOFOLLOW | getattr(posix, "O_DIRECTORY", 0))
+            try:                          # by descriptor: the name cannot be swapped in between
+                posix.fchmod(fd, 0o700)
+            finally:
+                posix.close(fd)
+            problem = private_dir_problem(path)
+    except OSError as e:
+        return e.strerror or str(e)
+    return problem
+
+
+def raise_oom_score(value: int):
+    """Make this process (and so what it execs or spawns next) a likelier victim of the
+    kernel's OOM killer: oom_score_adj = *value*, unless already as high. Returns the
+    value it had if changed (for restore_oom_score), else None. Never raises: without
+    /proc the step simply runs as it would have."""
+    try:
+        fd = posix.open("/proc/self/oom_score_adj", posix.O_RDWR | O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        current = posix.read(fd, 16).strip()
+        if not current.lstrip(b"-").isdigit() or int(current) >= value:
+            return None
+        posix.write(fd, b"%d" % value)
+        return int(current)
+    except OSError:
+        return None
+    finally:
+        posix.close(fd)
+
+
+def restore_oom_score(value: int) -> None:
+    """Set this process's oom_score_adj back to *value* (what raise_oom_score returned:
+    going back to where it was is allowed without privileges)."""
+    try:
+        fd = posix.open("/proc/self/oom_score_adj", posix.O_WRONLY | O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        posix.write(fd, b"%d" % value)
+    except OSError:
+        pass
+    finally:
+        posix.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process *pid* exists (of any user)."""
+    try:
+        posix.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True          # EPERM: it exists, it is someone else's
+    return True
 
 
 def flush_stdio() -> None:
@@ -221,7 +359,7 @@ def _sample(pid: int, box: list) -> None:
 
 
 def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False,
-                  on_start=None, sample_tree: bool = False) -> Finished:
+                  on_start=None, sample_tree: bool = False, die_with_parent: bool = False) -> Finished:
     """Run *path* as a child and wait for it, forwarding SIGINT/SIGTERM/SIGHUP to it.
 
     The child gets the signal dispositions shim was started with, so a tool that
@@ -230,7 +368,9 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
     comes and keeps the last 64 KiB (to recognise out-of-memory messages). With
     *sample_tree* a thread samples the memory of the tool's whole process tree, and
     max_rss is the larger of that peak and wait4's. Raises OSError when the program
-    cannot be started. *on_start* is called with the pid.
+    cannot be started. *on_start* is called with the pid. With *die_with_parent* (Linux)
+    the child gets SIGTERM if shim dies first, even of kill -9 (for `shim build`: ninja
+    must not run on, orphaned, after it).
     """
     box = [0, False]
     child = []
@@ -261,8 +401,11 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
             r, w = posix.pipe()
             actions = ((posix.POSIX_SPAWN_DUP2, w, 2), (posix.POSIX_SPAWN_CLOSE, r))
         try:
-            pid = posix.posix_spawn(path, argv, env, file_actions=actions,
-                                    setsigdef=_RESTORE_DEFAULT + tuple(s for s, _ in previous))
+            sigdef = _RESTORE_DEFAULT + tuple(s for s, _ in previous)
+            if die_with_parent and _PROC_CHILDREN:
+                pid = _fork_exec_dying_with_parent(path, argv, env, sigdef)
+            else:
+                pid = posix.posix_spawn(path, argv, env, file_actions=actions, setsigdef=sigdef)
         finally:
             if capture_stderr:
                 posix.close(w)
@@ -289,6 +432,46 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
         code, sig = posix.WEXITSTATUS(status), None
     return Finished(code, sig, max(usage.ru_maxrss * _KB, box[0]), usage.ru_utime, usage.ru_stime,
                     forwarded[0] if forwarded else None, tail)
+
+
+def _fork_exec_dying_with_parent(path: str, argv: list, env: dict, sigdef) -> int:
+    """fork + prctl(PR_SET_PDEATHSIG, SIGTERM) + execve (posix_spawn cannot set the
+    parent-death signal); OSError in the parent if the program cannot be executed."""
+    import ctypes    # cold: only `shim build` asks for this
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = posix.getpid()
+    r, w = posix.pipe()
+    posix.set_inheritable(w, False)
+    pid = posix.fork()
+    if pid == 0:                           # the child: no Python-level cleanup from here on
+        try:
+            posix.close(r)
+            for signum in sigdef:
+                _signal.signal(signum, _signal.SIG_DFL)
+            prctl(1, _signal.SIGTERM, 0, 0, 0)           # PR_SET_PDEATHSIG
+            if posix.getppid() != parent:                # the parent died before prctl
+                posix._exit(128 + _signal.SIGTERM)
+            posix.execve(path, argv, env)
+        except OSError as e:
+            posix.write(w, b"%d" % (e.errno or 0))
+        except BaseException:
+            pass
+        posix._exit(127)
+    posix.close(w)
+    try:
+        failure = b""
+        while True:
+            chunk = posix.read(r, 64)
+            if not chunk:
+                break
+            failure += chunk
+    finally:
+        posix.close(r)
+    if failure:
+        posix.waitpid(pid, 0)
+        code = int(failure) if failure.isdigit() else 0
+        raise OSError(code, posix.strerror(code), path)
+    return pid
 
 
 def _relay(fd: int) -> bytes:

@@ -43,7 +43,15 @@ __all__ = (
     "exit_now",
     "read_file",
     "mkdir",
+    "makedirs",
     "private_dir_problem",
+    "make_private_dir",
+    "read_own_file",
+    "replace_file",
+    "O_NOFOLLOW",
+    "raise_oom_score",
+    "restore_oom_score",
+    "pid_alive",
     "exec_program",
     "spawn_program",
     "die_of_signal",
@@ -65,6 +73,7 @@ write = os.write
 close = os.close
 O_RDONLY = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 O_CLOEXEC = getattr(os, "O_NOINHERIT", 0)
+O_NOFOLLOW = 0
 
 
 def getuid() -> int:
@@ -122,6 +131,56 @@ def read_file(path: str) -> bytes:
         return f.read()
 
 
+def read_own_file(path: str) -> bytes:
+    """Windows: files under the user's profile are private by their ACL."""
+    return read_file(path)
+
+
+def makedirs(path: str, mode: int = 0o755) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+def replace_file(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Atomically give *path* the content *data*; the temporary file never stays behind."""
+    tmp = "%s.%s.tmp" % (path, os.urandom(6).hex())
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def make_private_dir(path: str):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        return e.strerror or str(e)
+    return private_dir_problem(path)
+
+
+def raise_oom_score(value: int):
+    """Windows has no OOM killer to steer."""
+    return None
+
+
+def restore_oom_score(value: int) -> None:
+    pass
+
+
+def pid_alive(pid: int) -> bool:
+    import ctypes
+    handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)   # QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    ctypes.windll.kernel32.CloseHandle(handle)
+    return True
+
+
 def private_dir_problem(path: str):
     """Windows: a per-user directory is private by its ACL; only refuse a non-directory."""
     return None if os.path.isdir(path) and not os.path.islink(path) else "not a directory"
@@ -145,7 +204,7 @@ def exec_program(path: str, argv: list, env: dict):
 
 
 def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False,
-                  on_start=None, sample_tree: bool = False) -> Finished:
+                  on_start=None, sample_tree: bool = False, die_with_parent: bool = False) -> Finished:
     flush_stdio()
     proc = subprocess.Popen(argv, executable=path, env=env,
                             stderr=subprocess.PIPE if capture_stderr else None)

@@ -228,5 +228,5 @@ def render(steps: list[dict], build: Optional[dict] = None, title: str = "shim r
 
 def write(path: str, steps: list[dict], build: Optional[dict] = None) -> None:
     """Write the page for *steps* to *path* (UTF-8; undecodable path bytes shown as \\udcXX)."""
-    with open(path, "w", encoding="utf-8", errors="backslashreplace") as f:
-        f.write(render(steps, build))
+    from shim import outfile
+    outfile.write(path, render(steps, build).encode("utf-8", "backslashreplace"), what="the HTML timeline")

@@ -73,10 +73,25 @@ KEYS = (
      "Seconds a step waits fairly for its slots before it drains the pool (holds off new steps that would not fit beside it)."),
     ("memory.oom_retries", "int", 1,
      "How often a spawned step that ran out of memory is retried alone with low_memory rewrites."),
+    ("memory.oom_score_adj", "int", 500,
+     "oom_score_adj given to every step's tool (Linux), so that when the kernel must kill, it kills "
+     "a step (which shim retries), not ninja, `shim build` or the CI agent beside them; under `shim build` "
+     "a step gets one more per second since the build began (younger steps go first). 0 leaves it alone. "
+     "SHIM_OOM_SCORE_ADJ overrides it."),
     ("ledger.enabled", "bool", True, "Record every step in the ledger (shim report, shim compdb)."),
     ("ledger.dir", "str", ".shim",
      "Ledger directory, relative to the build dir (where steps run). SHIM_LEDGER overrides it."),
 )
+
+# Sane ranges: (lowest, highest) accepted, for the keys of type int, number and size.
+BOUNDS = {
+    "memory.oom_retries": (0, 10),
+    "memory.oom_score_adj": (0, 1000),
+    "memory.patience": (0, 3600),
+    "memory.unit": (1 << 20, 1 << 30),
+    "launcher.<name>.memory_factor": (0, 100),
+    "launcher.<name>.jobs": (1, 100000),
+}
 
 TYPES = {
     "str": "a string",
@@ -102,8 +117,21 @@ ENV = (
     ("SHIM_MEMORY_BUDGET", "Memory budget for this run (as memory.budget); `shim build` sets it for steps."),
     ("SHIM_LEDGER", "Ledger directory for this run (`off` disables the ledger)."),
     ("SHIM_CACHE_DIR", "Where the parsed toolchain is cached (default $XDG_CACHE_HOME/shim)."),
+    ("SHIM_OOM_SCORE_ADJ", "oom_score_adj for the steps of this run (as memory.oom_score_adj; 0 leaves it alone)."),
     ("SHIM_DEBUG", "1: print the traceback of an internal error (shim then imports module by module)."),
 )
+
+
+def type_text(path: str, typ: str) -> str:
+    """What a value of key *path* must be, with its range when it has one."""
+    bounds = BOUNDS.get(path)
+    if bounds is None:
+        return TYPES[typ]
+    low, high = bounds
+    if typ == "size":
+        from shim import size
+        return "%s, %s to %s" % (TYPES[typ], size.format(low).replace(".0", ""), size.format(high).replace(".0", ""))
+    return "%s %s to %s" % ({"int": "a whole number", "number": "a number"}[typ], low, high)
 
 
 def markdown() -> str:
@@ -112,7 +140,7 @@ def markdown() -> str:
     for path, typ, default, doc in KEYS:
         shown = "" if default is None or default in ([], {}) else "`%s`" % (
             '"%s"' % default if isinstance(default, str) else str(default).lower())
-        rows.append("| `%s` | %s | %s | %s |" % (path, TYPES[typ], shown, doc.replace("|", "\\|")))
+        rows.append("| `%s` | %s | %s | %s |" % (path, type_text(path, typ), shown, doc.replace("|", "\\|")))
     rows += ["", "| environment variable | meaning |", "|---|---|"]
     rows += ["| `%s` | %s |" % (name, doc) for name, doc in ENV]
     return "\n".join(rows) + "\n"

@@ -16,7 +16,7 @@ Both load the precompiled hot path from shim/_hotpath.bundle (shim/hotpath.py).
 import os
 import sys
 
-from shim import __version__, hotpath
+from shim import __version__, hotpath, outfile
 
 BODY = '''import sys
 try:
@@ -60,7 +60,8 @@ def direct_text(python: str = None, packages: str = None, env_defaults: dict = N
 
 
 def write(directory: str, name: str = "shim") -> str:
-    """Write (atomically, only if different) a direct launcher *directory*/*name*."""
+    """Write (atomically, only if different) a direct launcher *directory*/*name*; ShimError
+    (exit 73) if it cannot be written."""
     text = direct_text()
     path = os.path.join(directory, name)
     try:
@@ -69,13 +70,8 @@ def write(directory: str, name: str = "shim") -> str:
                 return path
     except OSError:
         pass
-    os.makedirs(directory, exist_ok=True)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
-    return path
+    outfile.makedirs(directory, "the launcher directory")
+    return outfile.write(path, text, 0o755, "the launcher")
 
 
 def bundled() -> bool:

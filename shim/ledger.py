@@ -2,14 +2,19 @@
 
 Where: `SHIM_LEDGER` (a directory; empty or `off` disables it), else toolchain.toml
 `ledger.dir` (relative to the build dir, the directory steps run in), else `.shim/`
-in the build dir. The file is `ledger-v1.jsonl`: a new format gets a new name, so an
+in the build dir. Without the first two, a directory is a build dir only if it looks
+like one (build.ninja, a Makefile, or a `.shim/` already there): a configure script's
+compiler probes (`meson setup` runs `shim gcc --version` in the source tree) leave no
+ledger behind. The file is `ledger-v1.jsonl`: a new format gets a new name, so an
 old file is simply not read ("starting over", never an error).
 
 Writing is crash-proof and parallel-safe: each record is one `write()` on an
 O_APPEND descriptor (the kernel appends it whole, so concurrent steps never
 interleave); the file is born with its version line by link(2), so no record ever
-precedes it. A reader skips a torn last line, unknown record kinds and lines it
-cannot parse.
+precedes it. A line left torn (a full disk, a partial cache restore) is closed with
+a newline by the next writer, so it cannot swallow the next record. The file is
+opened without following a symlink. A reader skips a torn line, unknown record
+kinds and lines it cannot parse, and counts them.
 
 Bookkeeping never breaks a build: if the ledger cannot be written, the step runs
 anyway and shim warns once per build (a marker in the runtime directory), not once
@@ -19,6 +24,7 @@ Paths are relative to the build dir where they can be, so a CI cache of `.shim/`
 carries the learned memory of the last run to the next machine.
 """
 
+import errno
 import sys
 import time
 
@@ -32,8 +38,9 @@ RECORD_KINDS = ("ledger", "start", "step", "end", "build")
 _OFF = ("", "0", "off", "no", "false")
 
 
-def directory(cwd: str, env: dict, config: dict):
-    """The ledger directory for steps run in *cwd*, or None when the ledger is off."""
+def directory(cwd: str, env: dict, config: dict, require_build_dir: bool = True):
+    """The ledger directory for steps run in *cwd*, or None when the ledger is off (or,
+    with *require_build_dir*, when *cwd* does not look like a build dir)."""
     explicit = env.get("SHIM_LEDGER")
     if explicit is not None:
         if explicit.lower() in _OFF:
@@ -42,8 +49,26 @@ def directory(cwd: str, env: dict, config: dict):
     conf = config.get("ledger") or {}
     if conf.get("enabled") is False:
         return None
-    d = conf.get("dir") or ".shim"
-    return d if host.is_absolute(d) else host.join(cwd, d)
+    d = conf.get("dir")
+    if d:
+        return d if host.is_absolute(d) else host.join(cwd, d)
+    d = host.join(cwd, DIRNAME)
+    if not require_build_dir or any(_exists(host.join(cwd, name)) for name in (DIRNAME,) + BUILD_FILES):
+        return d
+    return None
+
+
+DIRNAME = ".shim"
+# What makes a directory a build dir, for the default ledger location.
+BUILD_FILES = ("build.ninja", "Makefile", "makefile", "GNUmakefile")
+
+
+def _exists(path: str) -> bool:
+    try:
+        host.stat(path)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def build_dir(ledger_dir: str) -> str:
@@ -130,13 +155,19 @@ def append(ledger_dir: str, record: dict, env: dict) -> bool:
     """Append *record*; False (after warning once per build) if it could not be written."""
     data = (encode(record) + "\n").encode("utf-8", "surrogatepass")
     path = host.join(ledger_dir, FILENAME)
+    flags = osapi.O_RDWR | osapi.O_APPEND | host.O_CLOEXEC | host.O_NOFOLLOW
     try:
         try:
-            fd = osapi.open(path, osapi.O_WRONLY | osapi.O_APPEND | host.O_CLOEXEC)
+            fd = osapi.open(path, flags)
         except FileNotFoundError:
             _create(ledger_dir, path)
-            fd = osapi.open(path, osapi.O_WRONLY | osapi.O_APPEND | host.O_CLOEXEC)
+            fd = osapi.open(path, flags)
         try:
+            st = osapi.fstat(fd)
+            if st.st_mode & 0o170000 != 0o100000:
+                raise OSError(22, "not a regular file")
+            if st.st_size and osapi.pread(fd, 1, st.st_size - 1) != b"\n":
+                data = b"\n" + data          # close a torn line rather than extend it
             written = osapi.write(fd, data)
         finally:
             osapi.close(fd)
@@ -144,39 +175,27 @@ def append(ledger_dir: str, record: dict, env: dict) -> bool:
             raise OSError(28, "short write (disk full?)")
         return True
     except OSError as e:
+        reason = "a symlink (not followed)" if e.errno == errno.ELOOP else e.strerror or e
         warn_once(ledger_dir, "cannot write the ledger in %s: %s; steps still run but are not recorded"
-                  % (ledger_dir, e.strerror or e), env)
+                  % (ledger_dir, reason), env)
         return False
 
 
 def _create(ledger_dir: str, path: str) -> None:
     """Make the ledger file appear with its version line already in it."""
-    makedirs(ledger_dir)
+    host.makedirs(ledger_dir)
     tmp = "%s.%s.tmp" % (path, new_id(time.time()))
     fd = osapi.open(tmp, osapi.O_WRONLY | osapi.O_CREAT | osapi.O_EXCL | host.O_CLOEXEC, 0o644)
     try:
-        osapi.write(fd, HEADER.encode())
-    finally:
-        osapi.close(fd)
-    try:
+        try:
+            osapi.write(fd, HEADER.encode())
+        finally:
+            osapi.close(fd)
         osapi.link(tmp, path)
     except FileExistsError:
         pass                      # another step created it first: fine
     finally:
         osapi.unlink(tmp)
-
-
-def makedirs(d: str) -> None:
-    try:
-        osapi.mkdir(d, 0o755)
-    except FileExistsError:
-        return
-    except FileNotFoundError:
-        parent = host.dirname(d)
-        if parent == d:
-            raise
-        makedirs(parent)
-        osapi.mkdir(d, 0o755)
 
 
 def warn_once(topic: str, message: str, env: dict) -> None:

@@ -39,29 +39,81 @@ CCACHE_STATS_LOG = "ccache-stats.log"   # in the ledger dir: toolchains/ccache.t
 _CCACHE_HITS = frozenset(("direct_cache_hit", "preprocessed_cache_hit"))
 
 
+def _num(v):
+    return v is None or (type(v) in (int, float) and v == v)
+
+
+def _int(v):
+    return v is None or type(v) is int
+
+
+def _str(v):
+    return v is None or type(v) is str
+
+
+def _strs(v):
+    return v is None or (type(v) is list and all(type(x) is str for x in v))
+
+
+def _bool(v):
+    return v is None or type(v) is bool
+
+
+# What a value read back from the ledger may be, per key (any record kind); a record with
+# a value of another type is skipped like an unreadable line, so the reports, the
+# estimates index and `shim build` never see it.
+FIELDS = {
+    "id": _str, "b": _str, "t0": lambda v: v is not None and _num(v), "t1": _num, "dur": _num,
+    "pid": _int, "tool": _str, "prog": _str, "kind": _str, "mode": _str, "cwd": _str, "in": _str,
+    "out": _strs, "exit": _int, "sig": _int, "rss": _int, "ut": _num, "st": _num,
+    "argv": lambda v: _str(v) or _strs(v), "exe": _str, "args": _strs, "res": _int, "wait": _num,
+    "cpu_wait": _num, "est": _int, "src": _str, "oom": _bool, "retry": _int, "low_memory": _bool,
+    "launcher": _str, "budget": _int, "steps_budget": _int, "peak": _int, "jobs": _int,
+}
+
+
+def valid(rec) -> bool:
+    """Whether *rec* (parsed JSON) is a record this version can use."""
+    if type(rec) is not dict or rec.get("rec") not in ledger.RECORD_KINDS:
+        return False
+    if rec["rec"] == "ledger":
+        return True
+    return all(check(rec[key]) for key, check in FIELDS.items() if key in rec) and (
+        rec["rec"] == "end" or "t0" in rec)
+
+
 def read(ledger_dir: str) -> list:
     """Every record of the ledger in *ledger_dir*; bad lines and unknown kinds skipped."""
+    return read_counted(ledger_dir)[0]
+
+
+def read_counted(ledger_dir: str):
+    """(records, lines skipped): like read(), also counting the lines it could not use."""
     path = os.path.join(ledger_dir, ledger.FILENAME)
     try:
         with open(path, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return []                # e.g. a link to /dev/full: reading it would never end
+                return [], 0             # e.g. a link to /dev/full: reading it would never end
             data = f.read()
     except OSError:
-        return []
+        return [], 0
     records = []
+    skipped = 0
     for line in data.split(b"\n"):
         if not line.strip():
             continue
         try:
             rec = json.loads(line.decode("utf-8", "surrogatepass"))
-        except (ValueError, UnicodeDecodeError):
-            continue                     # a torn last line, or garbage: skip, never fail
-        if isinstance(rec, dict) and rec.get("rec") in ledger.RECORD_KINDS:
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            skipped += 1                 # a torn line, or garbage: skip, never fail
+            continue
+        if valid(rec):
             records.append(rec)
+        else:
+            skipped += 1
     if records and records[0].get("rec") == "ledger" and records[0].get("version") != ledger.VERSION:
-        return []                        # another format under this name: start over
-    return records
+        return [], 0                     # another format under this name: start over
+    return records, skipped
 
 
 def ninja_log_path(build_dir: str):
@@ -211,13 +263,19 @@ def builds_of(records: list, steps: list) -> list:
 
 def load(ledger_dir: str, build_dir: str = None, which: str = "last"):
     """(build record or None, steps) of the last build, or of every build with which="all"."""
-    records = read(ledger_dir)
+    build, steps, _skipped = load_counted(ledger_dir, build_dir, which)
+    return build, steps
+
+
+def load_counted(ledger_dir: str, build_dir: str = None, which: str = "last"):
+    """(build record or None, steps, ledger lines skipped): load(), and what it could not read."""
+    records, skipped = read_counted(ledger_dir)
     build_dir = build_dir or ledger.build_dir(ledger_dir)
     steps = steps_of(records, build_dir, ledger_dir)
     if which == "all":
-        return None, steps
+        return None, steps, skipped
     groups = builds_of(records, steps)
     with_steps = [g for g in groups if g[1]]
     if not with_steps:
-        return None, []
-    return with_steps[-1]
+        return None, [], skipped
+    return with_steps[-1] + (skipped,)

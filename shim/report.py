@@ -12,7 +12,7 @@ from shim import size
 TOP = 10
 
 
-def summary(steps: list, build, build_dir: str, ledger_dir: str) -> dict:
+def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: int = 0) -> dict:
     """Everything the report shows, as plain data (see SCHEMA)."""
     from shim import timeline
     known = [s for s in steps if s["t1"] is not None]
@@ -32,6 +32,7 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str) -> dict:
         "version": 1,
         "build_dir": build_dir,
         "ledger": ledger_dir,
+        "skipped_lines": skipped_lines,
         "build": None if not build else {
             "id": build.get("id"), "t0": build.get("t0"), "t1": build.get("t1"),
             "exit": build.get("exit"), "sig": build.get("sig"), "argv": build.get("argv")},
@@ -112,6 +113,9 @@ def render(data: dict, list_steps: bool = True) -> str:
         lines += ["", "Top %d by duration:" % len(data["top_duration"])] + _rows(data["top_duration"])
     if list_steps and data["steps"]:
         lines += ["", "Steps, in start order:"] + _rows(data["steps"])
+    if data.get("skipped_lines"):
+        lines += ["", "note: %d ledger lines could not be read and were skipped (torn or damaged)"
+                  % data["skipped_lines"]]
     if t["by_timing"].get("unknown"):
         lines += ["", "note: %d exec steps have no duration: no matching .ninja_log entry (failed, or not "
                       "run by ninja)" % t["by_timing"]["unknown"]]
@@ -201,11 +205,12 @@ SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "shim report --json",
     "type": "object",
-    "required": ["version", "build_dir", "ledger", "build", "totals", "top_memory", "top_duration",
+    "required": ["version", "build_dir", "ledger", "skipped_lines", "build", "totals", "top_memory", "top_duration",
                  "failures", "steps"],
     "properties": {
         "version": {"const": 1},
         "build_dir": {"type": "string"}, "ledger": {"type": "string"},
+        "skipped_lines": {"type": "integer", "minimum": 0},
         "build": {"type": ["object", "null"], "required": ["id", "t0", "t1", "exit", "sig", "argv"]},
         "totals": {
             "type": "object",

@@ -28,7 +28,11 @@ def read_text(path: str, argument: str) -> str:
         raise ShimError("cannot read response file %r (argument %s): %s"
                         % (path, argument, e.strerror or e), BAD_INPUT) from None
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return data.decode("utf-16")
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise ShimError("response file %r (argument %s) starts with a UTF-16 byte order mark but is "
+                            "not UTF-16: %s at byte %d" % (path, argument, e.reason, e.start), BAD_INPUT) from None
     if data[:3] == b"\xef\xbb\xbf":
         data = data[3:]
     return data.decode("utf-8", "surrogateescape")

@@ -2,7 +2,13 @@
 
 K, M, G, T (with or without `iB`) are binary (1024-based), as for RAM; `KB`, `MB`,
 `GB`, `TB` are decimal. A percentage is a fraction of a total the caller supplies.
+
+Sizes are bounded: at most 1 PiB, and a bare number (no unit, so bytes) below 1 MiB is
+refused as a slip of the pen ("did you mean 512MiB?"): no build step fits in 512 bytes.
 """
+
+MAX = 1 << 50               # 1 PiB: more than any machine shim will run on
+BARE_MIN = 1 << 20          # a bare number below this is almost surely a forgotten unit
 
 _UNITS = {
     "": 1, "b": 1,
@@ -23,7 +29,7 @@ def parse(text, total=None) -> int:
     if isinstance(text, int):
         if text < 0:
             raise ValueError("a size cannot be negative")
-        return text
+        return _bounded(text, text, bare=True)
     if not isinstance(text, str):
         raise ValueError("expected a size such as \"4GiB\", got %s" % type(text).__name__)
     s = text.strip().replace("_", "")
@@ -33,7 +39,7 @@ def parse(text, total=None) -> int:
         number = _number(s[:-1].strip(), text)
         if not 0 < number <= 100:
             raise ValueError("a percentage must be in (0, 100]: %r" % text)
-        return int(total * number / 100)
+        return _bounded(int(total * number / 100), text)
     i = len(s)
     while i and not (s[i - 1].isdigit() or s[i - 1] == "."):
         i -= 1
@@ -41,7 +47,16 @@ def parse(text, total=None) -> int:
     if unit not in _UNITS:
         raise ValueError("unknown size unit %r in %r (use B, KiB, MiB, GiB, TiB, or KB, MB, GB)"
                          % (s[i:].strip(), text))
-    return int(_number(s[:i].strip(), text) * _UNITS[unit])
+    return _bounded(int(_number(s[:i].strip(), text) * _UNITS[unit]), text, bare=not unit)
+
+
+def _bounded(value: int, text, bare: bool = False) -> int:
+    if value > MAX:
+        raise ValueError("%r is too large (at most 1PiB)" % text)
+    if bare and 0 < value < BARE_MIN:
+        raise ValueError("%r is %d bytes: did you mean %sMiB? (a size without a unit is in bytes)"
+                         % (text, value, text))
+    return value
 
 
 def _number(digits: str, text) -> float:
@@ -49,8 +64,10 @@ def _number(digits: str, text) -> float:
         value = float(digits)
     except ValueError:
         raise ValueError("not a size: %r (expected e.g. \"4GiB\", \"512M\", \"75%%\")" % text) from None
-    if value < 0 or value != value or value == float("inf"):
+    if value < 0 or value != value:
         raise ValueError("not a size: %r" % text)
+    if value > MAX:
+        raise ValueError("%r is too large (at most 1PiB)" % text)
     return value
 
 

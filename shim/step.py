@@ -17,7 +17,7 @@ import time
 from shim import admission, digest, estimates, host, ledger, oom, pattern, program, rewrite, rundir, size
 from shim import args as args_mod
 from shim import toolchain
-from shim.exit_status import NOT_EXECUTABLE, NOT_FOUND, OS_ERROR, USAGE, ShimError
+from shim.exit_status import BAD_INPUT, NOT_EXECUTABLE, NOT_FOUND, OS_ERROR, USAGE, ShimError
 
 MAX_DEPTH = 8   # shim running shim this deep is a loop (PATH or tool.X.program pointing back)
 
@@ -89,17 +89,42 @@ def memory_budget(env: dict, config: dict):
     text = env.get("SHIM_MEMORY_BUDGET") or config["memory"]["budget"]
     if not text or text.lower() in ("off", "none", "0", "false"):
         return None
-    if text.isdigit():
-        return int(text)                  # what `shim build` passes: no parsing, no detection
-    try:
-        return size.parse(text)
-    except ValueError:
-        pass
+    origin = "SHIM_MEMORY_BUDGET=%s" % text if env.get("SHIM_MEMORY_BUDGET") else "memory.budget %r" % text
+    if text[-1:].isdigit() or text[-1:] in "bBkKmMgGtT":
+        try:
+            value = size.parse(text)      # what `shim build` passes (bytes): no detection
+        except ValueError as e:
+            raise ShimError("%s: %s" % (origin, e), USAGE) from None
+        if value < size.BARE_MIN:
+            raise ShimError("%s: a budget of %s leaves no room for any step (at least 1MiB)"
+                            % (origin, size.format(value)), USAGE)
+        return value
     from shim import budget           # auto or a percentage: read the cgroups (off the fast path)
     try:
         return budget.resolve(text)[0]
     except ValueError as e:
-        raise ShimError("memory budget %r: %s" % (text, e), USAGE) from None
+        raise ShimError("%s: %s" % (origin, e), USAGE) from None
+
+
+def oom_score(env: dict, config: dict) -> int:
+    """The oom_score_adj a step's tool runs with: SHIM_OOM_SCORE_ADJ, else
+    memory.oom_score_adj; under `shim build` one more per second since the build began,
+    so that of steps alike the kernel kills the youngest (which lost the least work)."""
+    text = env.get("SHIM_OOM_SCORE_ADJ")
+    if text:
+        if not text.isdigit() or int(text) > 1000:
+            raise ShimError("SHIM_OOM_SCORE_ADJ=%s: expected a whole number from 0 to 1000" % text, USAGE)
+        value = int(text)
+    else:
+        value = config["memory"].get("oom_score_adj", 500)
+    if not value:
+        return 0
+    started = env.get("SHIM_BUILD_ID", "").partition("-")[0]
+    try:
+        value += max(0, int(ledger.now() - int(started, 16) / 1e6)) if started else 0
+    except ValueError:
+        pass
+    return min(value, 1000)
 
 
 def _self_ids() -> frozenset:
@@ -125,7 +150,7 @@ def _plan(budget, config, env, ledger_dir, key, kind):
     """Where to reserve and how much, or None when admission is off or impossible here."""
     plan = _Admission()
     if ledger_dir:
-        plan.entry = estimates.lookup(ledger_dir, key)
+        plan.entry = estimates.lookup(ledger_dir, key, env)
     plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config)
     plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"])
     try:
@@ -164,7 +189,7 @@ class _Step:
     """Everything decided about one step before it runs."""
 
     __slots__ = ("config", "tool_id", "tool", "name", "parsed", "args", "env", "path", "run_path",
-                 "prefix", "launcher", "ledger_dir", "record", "plan", "cpu", "mode", "owner")
+                 "prefix", "launcher", "ledger_dir", "record", "plan", "cpu", "mode", "owner", "oom_score")
 
 
 def run(name: str, argv: list, env: dict):
@@ -215,6 +240,7 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
     s.ledger_dir = ledger.directory(cwd, env, config)
     s.record = _record(s.name, prog, s.path, s.parsed, cwd, s.ledger_dir, s.args, env) if s.ledger_dir else None
     s.owner = "%s %s" % (s.name, s.parsed.primary_output or "")
+    s.oom_score = oom_score(env, config)
     chain = launcher_of(config, s.tool, s.parsed.kind)
     s.launcher = _LAUNCHER_DEFAULTS
     s.run_path, s.prefix = s.path, [s.path]
@@ -296,11 +322,15 @@ def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
 def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool = False):
     """exec or spawn the tool (through its launcher); a failure to start it becomes a
     ShimError (127/126/71)."""
+    # The tool inherits a raised oom_score_adj; a spawning shim takes its own back at once.
+    was = host.raise_oom_score(s.oom_score) if s.oom_score else None
     try:
         if exec_:
             host.exec_program(s.run_path, s.prefix + args, env)
-        return host.spawn_program(s.run_path, s.prefix + args, env, capture_stderr=capture,
-                                  sample_tree=True)
+        return host.spawn_program(s.run_path, s.prefix + args, env, capture_stderr=capture, sample_tree=True,
+                                  on_start=None if was is None else lambda pid: host.restore_oom_score(was))
+    except ValueError as e:        # a NUL in an argument or the environment
+        raise ShimError("tool %r: cannot execute %s: %s" % (s.name, s.run_path, e), BAD_INPUT) from None
     except OSError as e:
         status = _EXEC_ERRORS.get(e.errno, OS_ERROR)
         if s.record:

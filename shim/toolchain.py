@@ -6,16 +6,17 @@ toolchains/ -> the user's `$XDG_CONFIG_HOME/shim/toolchain.toml` -> the nearest
 `SHIM_TOOLCHAIN`. Parsing TOML costs ~20 ms of imports per step, so the merged result
 is cached with marshal, keyed by the files' paths, mtime_ns, size and inode (and
 PATH, which picks the default preset); only a miss imports shim/config.py. A
-read-only cache directory just means parsing every time.
+read-only cache directory just means parsing every time; a cache file that is not ours
+(another user's, or a symlink) or not in the shape we write is a miss.
 """
 
 import marshal
 
-from shim import __version__, digest, host
+from shim import __version__, digest, host, ledger
 from shim.exit_status import CONFIG, ShimError
 
 FILENAME = "toolchain.toml"
-_FORMAT = 2   # bump when the cached structure changes
+_FORMAT = 3   # bump when the cached structure changes
 
 
 def preset_dir():
@@ -44,18 +45,33 @@ def cache_dir(env: dict):
     return host.join(base, "shim") if base else None
 
 
-def _check_trusted(path: str, st) -> None:
-    """A toolchain.toml found by walking up names programs to run: it (and its folder)
-    must belong to us or root and not be writable by others (as ccache 4.13)."""
+def _distrust(path: str, st):
+    """Why a toolchain.toml found by walking up must be skipped, or None to use it.
+
+    It names programs to run, so it must be ours or root's, in a folder that is ours or
+    root's: another user's file is skipped (another user can plant /tmp/toolchain.toml
+    above every build under /tmp; it must not stop them, nor be run). A file of ours
+    that others may write is refused outright: it is ours to fix (as ccache 4.13)."""
     uid = host.getuid()
     folder = host.dirname(path)
-    for what, s in ((path, st), (folder, host.stat(folder))):
+    fst = host.stat(folder)
+    for what, s in ((path, st), (folder, fst)):
         if s.st_uid not in (uid, 0):
-            raise ShimError("refusing %s: %s is owned by uid %d, not by you or root "
-                            "(set SHIM_TOOLCHAIN to use it anyway)" % (path, what, s.st_uid), CONFIG)
-        if s.st_mode & 0o022:
-            raise ShimError("refusing %s: %s is writable by group or others (chmod go-w %s)"
-                            % (path, what, what), CONFIG)
+            return "%s is owned by %s, not by you or root" % (what, _user(s.st_uid))
+    if st.st_mode & 0o022:
+        raise ShimError("refusing %s: group or others can write it (chmod go-w %s)" % (path, path), CONFIG)
+    if fst.st_mode & 0o022 and not fst.st_mode & 0o1000:
+        raise ShimError("refusing %s: group or others can write its folder and replace it (chmod go-w %s)"
+                        % (path, folder), CONFIG)
+    return None
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd        # only on this rare path: a file of another user's
+        return "uid %d (%s)" % (uid, pwd.getpwuid(uid).pw_name)
+    except (ImportError, KeyError):
+        return "uid %d" % uid
 
 
 def discover(cwd: str, env: dict):
@@ -75,10 +91,13 @@ def discover(cwd: str, env: dict):
         except OSError:
             st = None
         if st is not None:
-            if path != user:
-                _check_trusted(path, st)
+            if path == user:
+                break
+            why = _distrust(path, st)
+            if why is None:
                 found.append(("project", path, st))
-            break
+                break
+            ledger.warn_once("toolchain", "ignoring %s: %s; looking further up" % (path, why), env)
         parent = host.dirname(d)
         if parent == d or not parent:
             break
@@ -117,35 +136,37 @@ def load(cwd: str, env: dict) -> dict:
 
 
 def _read_cache(cache: str, ident: str, known: dict):
+    """The cached config, or None when there is none, it is stale, or it is not a cache
+    file of ours with the shape _write_cache gives it (damaged state is a miss, never
+    an error: the miss rewrites it)."""
     try:
-        stored_ident, deps, config = marshal.loads(host.read_file(cache))
-    except (OSError, ValueError, EOFError, TypeError):
-        return None
-    if stored_ident != ident:
-        return None
-    for path, signature in deps:
-        st = known.get(path)
-        try:
+        stored_ident, deps, config = marshal.loads(host.read_own_file(cache))
+        if stored_ident != ident or type(config) is not dict or not _SHAPE.issubset(config):
+            return None
+        for path, signature in deps:
+            st = known.get(path)
             if _signature(st if st is not None else host.stat(path)) != tuple(signature):
                 return None
-        except OSError:
-            return None
+    except (OSError, ValueError, EOFError, TypeError, MemoryError):
+        return None
     return config
 
 
+# Top-level keys of a compiled config (shim/config.py compile_config); a cache without
+# them is not ours to trust.
+_SHAPE = frozenset(("launchers", "ledger", "memory", "preset", "mode", "steps", "tools", "names",
+                    "name_patterns"))
+
+
 def _write_cache(cache: str, ident: str, deps, known: dict, config: dict) -> None:
-    import os
     try:
         signatures = []
         for path in deps:
-            st = os.stat(path)
+            st = host.stat(path)
             if path in known and _signature(known[path]) != _signature(st):
                 return          # edited while we read it: do not cache a mix
             signatures.append((path, _signature(st)))
-        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
-        tmp = "%s.%s.tmp" % (cache, os.urandom(6).hex())   # not the pid: Bazel actions are all pid 2
-        with open(tmp, "wb") as f:
-            f.write(marshal.dumps((ident, signatures, config)))
-        os.replace(tmp, cache)
+        host.makedirs(host.dirname(cache), 0o700)
+        host.replace_file(cache, marshal.dumps((ident, signatures, config)), 0o600)
     except (OSError, ValueError):
         pass    # a read-only or full cache directory only costs speed

@@ -76,6 +76,5 @@ def events(steps: list[dict], build: Optional[dict] = None) -> dict:
 
 def write(path: str, steps: list[dict], build: Optional[dict] = None) -> None:
     """Write the trace of *steps* to *path* (ASCII JSON: odd bytes of paths stay escaped)."""
-    with open(path, "w", encoding="ascii") as f:
-        json.dump(events(steps, build), f, separators=(",", ":"))
-        f.write("\n")
+    from shim import outfile
+    outfile.write(path, json.dumps(events(steps, build), separators=(",", ":")) + "\n", what="the trace")

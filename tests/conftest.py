@@ -83,6 +83,63 @@ def example(tmp_path):
     return dest
 
 
+@pytest.fixture
+def full_disk(tmp_path):
+    """A directory on a tiny tmpfs filled to the last byte: writes there fail with ENOSPC
+    (a real full disk, where a symlink to /dev/full would now be refused as a symlink)."""
+    d = tmp_path / "full"
+    d.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(d)],
+                             stderr=subprocess.PIPE, text=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs (needs root): %s" % mounted.stderr.strip())
+    try:
+        fd = os.open(d / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass                          # ENOSPC: full
+        finally:
+            os.close(fd)
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=True)
+
+
+OTHER_USER = "shim-other"
+
+
+@pytest.fixture(scope="session")
+def other_user():
+    """(uid, gid) of a second real user on this machine, created with useradd when we are
+    root: the neighbour who plants files in /tmp. Skips where that cannot be done."""
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a second user (useradd)")
+    try:
+        entry = pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                               OTHER_USER], stderr=subprocess.PIPE, text=True)
+        if made.returncode != 0:
+            pytest.skip("cannot create a second user: %s" % made.stderr.strip())
+        entry = pwd.getpwnam(OTHER_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def plant(path: Path, user, directory: bool = False, mode: int = None, text: str = "") -> Path:
+    """Create *path* as another user's file (or directory) would be: owned by *user*."""
+    if directory:
+        path.mkdir(mode=mode if mode is not None else 0o755)
+    else:
+        path.write_text(text)
+    if mode is not None:
+        path.chmod(mode)
+    os.chown(path, *user, follow_symlinks=False)
+    return path
+
+
 def one_error_line(result, status: int, *fragments: str) -> str:
     """Assert *result* failed with *status* and exactly one `shim: error:` line; return it."""
     lines = result.stderr.splitlines()

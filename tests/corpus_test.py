@@ -285,7 +285,10 @@ def test_a_meson_project_builds_with_cc_shim_gcc_and_its_test_passes(env, tmp_pa
     env["CC"] = "shim gcc"               # set, so Meson does not pick up ccache on its own
     if ar:
         env["AR"] = ar
-    run([meson, "setup", build, source], env=env)
+    run([meson, "setup", build, source], cwd=source, env=env)
+    # Meson's compiler probes (`shim gcc --version`, test compiles in scratch dirs) ran in
+    # directories that are not build dirs: they leave no ledger behind.
+    assert [str(p) for p in tmp_path.rglob(".shim")] == []
     assert_generated_manifest_round_trips_and_wraps(build, env)
 
     shim_build(build, env)

@@ -184,3 +184,70 @@ def test_an_internal_error_is_one_line_and_shim_debug_shows_its_traceback(monkey
     monkeypatch.setattr(host, "environ", lambda: {"SHIM_DEBUG": "1"})
     with pytest.raises(RuntimeError, match="a bug"):
         entry.main(["shim", "doctor"])
+
+
+# --- absurd input: a bound and one line, never an internal error ---------------------------
+
+
+@pytest.mark.parametrize("text, line, fragments", [
+    ("[memory]\nbudget = 512\n", 2, ["memory.budget", "did you mean 512MiB"]),
+    ("[memory]\nbudget = \"512\"\n", 2, ["memory.budget", "did you mean 512MiB"]),
+    ("[memory]\nbudget = \"1e300\"\n", 2, ["memory.budget", "too large"]),
+    ("[memory]\noom_retries = 99999999999999999999999\n", 2, ["memory.oom_retries", "out of range", "0 to 10"]),
+    ("[memory]\noom_score_adj = 1001\n", 2, ["memory.oom_score_adj", "out of range"]),
+    ("[memory]\npatience = 1e9\n", 2, ["memory.patience", "out of range"]),
+    ("[memory]\nunit = \"4KiB\"\n", 2, ["memory.unit", "out of range"]),
+    ("[step.link]\nmemory = 1500\n", 2, ["step.link.memory", "did you mean 1500MiB"]),
+    ("[launcher.distcc]\njobs = 0\n", 2, ["launcher.distcc.jobs", "out of range"]),
+    ("[tool.cc]\nprogram = \"gcc\\u0000\"\n", 2, ["tool.cc.program", "NUL"]),
+    ("[tool.cc]\nenv.set = { \"A\\u0000B\" = \"1\" }\n", 2, ["tool.cc.env.set", "NUL"]),
+])
+def test_absurd_values_in_toolchain_toml_are_refused_with_their_range(project, env, text, line, fragments):
+    result, path = _toml_error(project, env, text)
+    one_error_line(result, CONFIG, "%s:%d" % (path, line), *fragments)
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("1e300", "too large"), ("512", "did you mean 512MiB"), ("512B", "at least 1MiB"), ("lots", "unknown size unit")])
+def test_an_absurd_memory_budget_in_the_environment_is_a_usage_error(project, env, value, fragment):
+    env["SHIM_MEMORY_BUDGET"] = value
+    one_error_line(run_shim(["cc", "--version"], cwd=project, env=env), USAGE,
+                   "SHIM_MEMORY_BUDGET=%s" % value, fragment)
+
+
+@pytest.mark.parametrize("value, fragment", [("1e300", "too large"), ("512", "did you mean 512MiB")])
+def test_an_absurd_budget_option_is_a_usage_error(project, env, value, fragment):
+    (project / "build.ninja").write_text("")
+    for command in (["build", "-C", project, "--budget", value], ["doctor", "--budget", value]):
+        one_error_line(run_shim(command, cwd=project, env=env), USAGE, "%r" % value, fragment)
+
+
+def test_an_absurd_oom_score_in_the_environment_is_a_usage_error(project, env):
+    env["SHIM_OOM_SCORE_ADJ"] = "-5"
+    one_error_line(run_shim(["cc", "--version"], cwd=project, env=env), USAGE, "SHIM_OOM_SCORE_ADJ=-5", "0 to 1000")
+
+
+def test_a_response_file_with_a_utf16_mark_but_odd_bytes_is_bad_input(project, env):
+    (project / "a.rsp").write_bytes(b"\xff\xfe -DX\n")
+    one_error_line(run_shim(["cc", "-c", "@a.rsp"], cwd=project, env=env), BAD_INPUT,
+                   "a.rsp", "not UTF-16")
+
+
+@pytest.fixture
+def ledger_with_a_step(project, env):
+    (project / "build.ninja").write_text("")
+    (project / "a.c").write_text("int a;\n")
+    assert run_shim(["cc", "-c", "a.c", "-o", "a.o"], cwd=project, env=env).returncode == 0
+    return project
+
+
+@pytest.mark.parametrize("command", [
+    ["compdb", "-o", "/proc/x/y"],
+    ["report", "--trace", "/proc/x/y"],
+    ["report", "--html", "/proc/x/y"],
+    ["launcher", "/proc/x"],
+])
+def test_an_output_that_cannot_be_written_is_one_line_and_73(ledger_with_a_step, env, command):
+    one_error_line(run_shim(command, cwd=ledger_with_a_step, env=env), 73, "cannot write" if
+                   command[0] != "launcher" else "cannot create", command[-1])
+    assert not [p for p in ledger_with_a_step.rglob("*.tmp")]

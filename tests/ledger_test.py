@@ -96,11 +96,10 @@ def warnings_in(result):
 
 
 @pytest.mark.parametrize("mode", ["exec", "spawn"])
-def test_a_full_disk_does_not_fail_the_build_and_warns_once_per_build(tmp_path, env, toucher, mode):
+def test_a_full_disk_does_not_fail_the_build_and_warns_once_per_build(tmp_path, env, toucher, mode, full_disk):
     build_file(tmp_path, toucher)
-    d = tmp_path / "ledger"
+    d = full_disk / "ledger"
     d.mkdir()
-    (d / ledger.FILENAME).symlink_to("/dev/full")
     env["SHIM_LEDGER"] = str(d)
     result = run_shim(["build", "-C", tmp_path, "--mode", mode], env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -109,6 +108,32 @@ def test_a_full_disk_does_not_fail_the_build_and_warns_once_per_build(tmp_path, 
     assert "No space left on device" in result.stdout + result.stderr
     (tmp_path / "o0").unlink()
     assert warnings_in(run_shim(["build", "-C", tmp_path], env=env)) == 1   # a new build warns again
+    assert [p.name for p in full_disk.rglob("*") if p.name.endswith(".tmp")] == []   # nothing left behind
+
+
+def test_a_symlink_planted_at_the_ledger_path_is_not_followed(tmp_path, env, toucher):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / ".shim").mkdir()
+    (tmp_path / ".shim" / ledger.FILENAME).symlink_to(victim)
+    result = run_shim([toucher, "x.o", "3"], cwd=tmp_path, env=env)
+    assert result.returncode == 3
+    assert victim.read_text() == "precious\n"
+    assert "symlink (not followed)" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_record(tmp_path, env):
+    gcc = write_tool(tmp_path / "tools", "gcc", "exit 0\n")       # read as gcc: its -o is the output
+    (tmp_path / "build.ninja").touch()
+    assert run_shim([gcc, "-c", "a.c", "-o", "a.o"], cwd=tmp_path, env=env).returncode == 0
+    with open(tmp_path / ".shim" / ledger.FILENAME, "a") as f:
+        f.write('{"rec": "start", "t0": 1')                # the issue's repro: a torn tail
+    assert run_shim([gcc, "-c", "a.c", "-o", "c.o"], cwd=tmp_path, env=env).returncode == 0
+    report = json.loads(run_shim(["report", "--json", "--all"], cwd=tmp_path, env=env).stdout)
+    assert [s["out"] for s in report["steps"]] == [["a.o"], ["c.o"]]
+    assert report["skipped_lines"] == 1
+    text = run_shim(["report", "--all"], cwd=tmp_path, env=env).stdout
+    assert "1 ledger lines could not be read and were skipped" in text
 
 
 @pytest.fixture
@@ -152,6 +177,7 @@ def test_the_ledger_can_be_turned_off(tmp_path, env, toucher):
 
 def test_records_are_portable_relative_to_the_build_dir(tmp_path, env, toucher):
     (tmp_path / "sub").mkdir()
+    (tmp_path / "build.ninja").touch()              # a build dir: steps run here leave a ledger
     assert run_shim([toucher, str(tmp_path / "abs.o")], cwd=tmp_path, env=env).returncode == 0
     env["SHIM_LEDGER"] = str(tmp_path / ".shim")
     assert run_shim([toucher, "rel.o"], cwd=tmp_path / "sub", env=env).returncode == 0
@@ -166,3 +192,16 @@ def test_the_hand_written_json_encoder_round_trips(value):
     rec = {"s": value, "n": None, "t": True, "f": 1.5, "i": -3, "l": [value, 2]}
     decoded = json.loads(ledger.encode(rec).encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass"))
     assert decoded == rec
+
+
+def test_a_directory_that_is_not_a_build_dir_gets_no_ledger(tmp_path, env):
+    """Configure probes (`meson setup` runs `shim gcc --version` in the source tree) leave no
+    .shim/ behind; a build dir (build.ninja, a Makefile) or an existing .shim/ gets one."""
+    for name in ("probe", "ninja", "make", "kept"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "ninja" / "build.ninja").touch()
+    (tmp_path / "make" / "Makefile").touch()
+    (tmp_path / "kept" / ".shim").mkdir()
+    for name in ("probe", "ninja", "make", "kept"):
+        assert run_shim(["gcc", "--version"], cwd=tmp_path / name, env=env).returncode == 0
+    assert sorted(p.parent.parent.name for p in tmp_path.rglob(ledger.FILENAME)) == ["kept", "make", "ninja"]

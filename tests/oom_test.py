@@ -99,3 +99,53 @@ def test_without_a_budget_shim_does_not_retry(tmp_path, env):
     result = ninja(tmp_path, env)
     assert "[code=137] out" in result.stdout
     assert len(attempts(tmp_path)) == 1
+
+
+# --- whom the kernel kills: a step, never ninja or shim build ----------------------------------
+
+
+@pytest.fixture
+def scorer(tmp_path):
+    """A tool that writes into OUT its own oom_score_adj, then that of its nearest ancestor
+    that is not a shell (shim when spawned, ninja under ninja), and its name."""
+    return write_tool(tmp_path / "tools", "scorer", """
+        p=$PPID
+        while [ "$(cat /proc/$p/comm)" = sh ]; do p=$(awk '/^PPid:/ {print $2}' /proc/$p/status); done
+        echo "$(cat /proc/self/oom_score_adj) $(cat /proc/$p/oom_score_adj) $(cat /proc/$p/comm)" > "$1"
+        """)
+
+
+def scores(path: Path):
+    mine, parent, parent_name = path.read_text().split()
+    return int(mine), int(parent), parent_name
+
+
+@pytest.mark.parametrize("mode", ["exec", "spawn"])
+def test_a_steps_tool_runs_with_a_raised_oom_score_and_shim_keeps_its_own(tmp_path, env, scorer, mode):
+    from conftest import run_shim
+    env["SHIM_MODE"] = mode
+    assert run_shim([scorer, tmp_path / "s"], cwd=tmp_path, env=env).returncode == 0
+    mine, parent, parent_name = scores(tmp_path / "s")
+    assert mine == 500
+    if mode == "spawn":                  # shim waits for the tool: it is not the one to kill
+        assert parent_name.startswith("python") and parent == 0, (parent_name, parent)
+    env["SHIM_OOM_SCORE_ADJ"] = "0"      # 0: left as it was
+    assert run_shim([scorer, tmp_path / "s"], cwd=tmp_path, env=env).returncode == 0
+    assert scores(tmp_path / "s")[0] == 0
+    write_toml(tmp_path / "toolchain.toml", "[memory]\noom_score_adj = 900\n")
+    del env["SHIM_OOM_SCORE_ADJ"]
+    assert run_shim([scorer, tmp_path / "s"], cwd=tmp_path, env=env).returncode == 0
+    assert scores(tmp_path / "s")[0] == 900
+
+
+def test_under_shim_build_ninja_keeps_its_score_and_younger_steps_score_higher(tmp_path, env, scorer):
+    from conftest import run_shim
+    (tmp_path / "build.ninja").write_text(
+        "rule s\n  command = shim run %s $out\nrule wait\n  command = sleep 2.2 && touch $out\n"
+        "build first: s\nbuild pause: wait\nbuild later: s | pause\n" % scorer)
+    result = run_shim(["build", "-C", tmp_path, "--mode", "exec"], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    first, ninja_score, ninja_name = scores(tmp_path / "first")
+    later = scores(tmp_path / "later")[0]
+    assert ninja_name == "ninja" and ninja_score == 0
+    assert 500 <= first <= 501 and later >= first + 2

@@ -172,6 +172,7 @@ def test_show_includes_reaches_cl_untouched_with_english_messages(tmp_path, env)
     write_tool(tmp_path / "vc", "cl", 'printf "%s\\n" "$@"; echo "VSLANG=$VSLANG"\n')
     env["PATH"] = "%s:%s" % (tmp_path / "vc", env["PATH"])
     write_toml(tmp_path / "toolchain.toml", 'preset = "msvc"\n')
+    (tmp_path / "build.ninja").touch()              # a build dir: steps run here leave a ledger
     argv = ["/nologo", "/showIncludes", "/c", "src\\a.c", "/Foobj\\a.obj"]
     result = run_shim(["cc"] + argv, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from conftest import SHIM, run_shim, write_tool, write_toml
+from conftest import OTHER_USER, SHIM, plant, run_shim, write_tool, write_toml
 
 
 @pytest.fixture
@@ -202,6 +202,7 @@ def test_the_default_preset_follows_what_is_installed(tmp_path, env):
 
 
 def test_a_launcher_chain_runs_in_front_of_the_compiler_for_its_step_kind_only(tmp_path, env, printer):
+    (tmp_path / "build.ninja").touch()              # a build dir: {build_dir} has a value
     launch = write_tool(tmp_path / "tools", "launch", 'echo "launched by $0 with $LAUNCH_FOR"\nexec "$@"\n')
     write_toml(tmp_path / "toolchain.toml", """
         [step.compile]
@@ -225,6 +226,7 @@ def test_a_launcher_chain_runs_in_front_of_the_compiler_for_its_step_kind_only(t
 
 
 def test_a_remote_launcher_scales_the_memory_estimate(tmp_path, env, printer):
+    (tmp_path / "build.ninja").touch()              # a build dir: steps run here leave a ledger
     write_toml(tmp_path / "toolchain.toml", """
         [tool.t]
         program = "%s"
@@ -240,3 +242,59 @@ def test_a_remote_launcher_scales_the_memory_estimate(tmp_path, env, printer):
     run_printer(["t", "-c", "a.c"], tmp_path, env)
     rec = json.loads((tmp_path / ".shim" / "ledger-v1.jsonl").read_text().splitlines()[-1])
     assert rec["est"] == 256 << 20 and rec["launcher"] == "env"
+
+
+# --- whose toolchain.toml: another user's is skipped, ours open to others is refused -----------
+
+
+@pytest.fixture
+def shared_tmp(tmp_path):
+    """A directory like /tmp: anyone may create files in it (sticky, 1777)."""
+    d = tmp_path / "tmp"
+    d.mkdir()
+    d.chmod(0o1777)
+    return d
+
+
+def test_a_toolchain_toml_planted_by_another_user_is_skipped_with_one_warning(shared_tmp, env, other_user):
+    planted = plant(shared_tmp / "toolchain.toml", other_user, mode=0o644,
+                    text='[tool.cc]\nprogram = "/bin/false"\n[defaults]\nmode = "bogus"\n')
+    project = shared_tmp / "proj"
+    project.mkdir()
+    result = run_shim(["cc", "--version"], cwd=project, env=env)
+    assert result.returncode == 0 and "gcc" in result.stdout, result.stderr     # the preset's gcc ran
+    assert result.stderr.splitlines() == [
+        "shim: warning: ignoring %s: %s is owned by uid %d (%s), not by you or root; looking further up "
+        "(warned once per build)" % (planted, planted, other_user[0], OTHER_USER)]
+    assert "SHIM_TOOLCHAIN" not in result.stderr
+    again = run_shim(["cc", "--version"], cwd=project, env=env)       # the same build: no second warning
+    assert again.returncode == 0 and again.stderr == ""
+
+
+def test_our_own_toolchain_toml_below_a_planted_one_shadows_it(shared_tmp, env, other_user, printer):
+    plant(shared_tmp / "toolchain.toml", other_user, mode=0o644, text='[defaults]\nmode = "bogus"\n')
+    project = shared_tmp / "proj"
+    write_toml(project / "toolchain.toml", '[tool.t]\nprogram = "%s"\n' % printer)
+    (project / "sub").mkdir()
+    argv, _ = run_printer(["t", "-x"], cwd=project / "sub", env=env)
+    assert argv == ["-x"]
+
+
+def test_a_toolchain_toml_in_a_folder_of_another_user_is_skipped(shared_tmp, env, other_user):
+    theirs = plant(shared_tmp / "theirs", other_user, directory=True, mode=0o755)
+    write_toml(theirs / "toolchain.toml", '[defaults]\nmode = "bogus"\n')     # a file of ours, in their folder
+    (theirs / "build").mkdir()
+    result = run_shim(["cc", "--version"], cwd=theirs / "build", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "ignoring %s: %s is owned by uid %d" % (theirs / "toolchain.toml", theirs, other_user[0]) in result.stderr
+
+
+def test_a_planted_toolchain_does_not_stop_a_shim_build_below_it(shared_tmp, env, other_user, example):
+    plant(shared_tmp / "toolchain.toml", other_user, mode=0o644, text="this is not toml [[[\n")
+    build = shared_tmp / "example"
+    example.rename(build)
+    (build / "toolchain.toml").unlink()             # nothing of ours in between: the walk reaches theirs
+    result = run_shim(["build", "-C", build], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (build / "build" / "tally").exists()
+    assert "ignoring %s" % (shared_tmp / "toolchain.toml") in result.stderr

@@ -1,0 +1,47 @@
+"""Files a user asks shim to write (`-o`, `--html`, `--trace`, launchers, generated files).
+
+Written atomically with host.replace_file (a temporary file beside the target, renamed
+over it, and removed whatever goes wrong), so a reader never sees half a file and a
+failure leaves the old one. A target that exists but is not a regular file (/dev/stdout,
+a fifo) is written in place. A target that cannot be written is one line and exit status
+73 (EX_CANTCREAT), never a traceback.
+"""
+
+import os
+import stat
+
+from shim import host
+from shim.exit_status import CANT_CREATE, ShimError
+
+
+def write(path: str, data, mode: int = 0o644, what: str = "") -> str:
+    """Give *path* the content *data* (str as UTF-8, or bytes); returns *path*."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    try:
+        try:
+            special = not stat.S_ISREG(os.stat(path).st_mode)
+        except FileNotFoundError:
+            special = False
+        if special:
+            with open(path, "wb") as f:
+                f.write(data)
+        else:
+            host.replace_file(path, data, mode)
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ShimError("cannot write %s%s: %s" % (what + " " if what else "", path, reason),
+                        CANT_CREATE) from None
+    return path
+
+
+def makedirs(directory: str, what: str = "") -> None:
+    """Create *directory* and its parents (0755 less the umask); exit 73 if impossible."""
+    try:
+        host.makedirs(os.path.abspath(directory))
+    except OSError as e:
+        raise ShimError("cannot create %s%s: %s" % (what + " " if what else "", directory,
+                                                   e.strerror or e), CANT_CREATE) from None
+    if not os.path.isdir(directory):
+        raise ShimError("cannot create %s%s: not a directory" % (what + " " if what else "", directory),
+                        CANT_CREATE)

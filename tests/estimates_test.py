@@ -1,0 +1,60 @@
+"""The memory estimates index (shim/estimates.py): learned peaks a CI cache carries from
+build to build. Whatever a partial restore leaves there, a step runs as it would have."""
+
+import marshal
+
+import pytest
+
+from conftest import run_shim, write_tool
+from shim import estimates, records
+
+
+@pytest.fixture
+def measured(tmp_path, env):
+    """A build dir where one spawned step under a budget has written its peak."""
+    gcc = write_tool(tmp_path / "tools", "gcc", ': > "$4"\nexit "${EXIT:-0}"\n')   # gcc -c a.c -o OUT
+    (tmp_path / "build.ninja").touch()
+    env.update(SHIM_MODE="spawn", SHIM_MEMORY_BUDGET="1GiB")
+    result = run_shim([gcc, "-c", "a.c", "-o", "a.o"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    shards = sorted((tmp_path / ".shim" / estimates.DIRNAME).glob("*.marshal"))
+    assert shards
+    return tmp_path, gcc, shards
+
+
+@pytest.mark.parametrize("content", [
+    marshal.dumps(None), marshal.dumps(7), marshal.dumps(("a", "b")), marshal.dumps([1, 2]),
+    marshal.dumps({"cc\0a.o": None}), marshal.dumps({"cc\0a.o": ([], None, 0)}),
+    marshal.dumps({"cc\0a.o": (["x"], "f", 1.0)}), marshal.dumps({"cc\0a.o": ([5], 7, 1.0)}),
+    b"", b"\xff" * 40, marshal.dumps({"cc\0a.o": ([1 << 20], "f", 1.0)})[:-3],
+], ids=["None", "int", "tuple", "list", "entry-None", "no-peaks", "str-peak", "int-argv", "empty", "garbage",
+        "truncated"])
+def test_a_damaged_estimates_file_is_ignored_with_a_warning_and_rewritten(measured, env, content):
+    build, gcc, shards = measured
+    for shard in shards:
+        shard.write_bytes(content)
+    env["EXIT"] = "3"
+    result = run_shim([gcc, "-c", "a.c", "-o", "a.o"], cwd=build, env=env)
+    assert result.returncode == 3                                # the tool's status, not shim's 70
+    assert "internal error" not in result.stderr
+    warnings = result.stderr.splitlines()
+    if content == marshal.dumps({"cc\0a.o": None}):
+        assert warnings == []                                    # no entry is not damage
+    else:
+        assert len(warnings) == 1 and "ignoring the damaged memory estimates file" in warnings[0], warnings
+    env["EXIT"] = "0"
+    assert run_shim([gcc, "-c", "a.c", "-o", "a.o"], cwd=build, env=env).returncode == 0
+    key = estimates.key_of(records.read(str(build / ".shim"))[-1])
+    entry = estimates.lookup(str(build / ".shim"), key)
+    assert entry is not None and len(entry[0]) >= 1              # learned again after the damage
+
+
+def test_the_estimates_index_leaves_no_temporary_file_on_a_full_disk(tmp_path, env, full_disk):
+    gcc = write_tool(tmp_path / "tools", "gcc", "exit 0\n")
+    ledger = full_disk / "ledger"
+    ledger.mkdir()
+    (ledger / estimates.DIRNAME).mkdir()
+    env.update(SHIM_MODE="spawn", SHIM_MEMORY_BUDGET="1GiB", SHIM_LEDGER=str(ledger))
+    for i in range(20):
+        assert run_shim([gcc, "-c", "a.c", "-o", "a%d.o" % i], cwd=tmp_path, env=env).returncode == 0
+    assert [p.name for p in full_disk.rglob("*.tmp")] == []
