@@ -85,21 +85,9 @@ class TreeSampler(threading.Thread):
 
 
 def tree_rss(root: int) -> int:
-    total, todo, seen = 0, [root], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            with open("/proc/%d/statm" % pid) as f:
-                total += int(f.read().split()[1]) * PAGE
-            for tid in os.listdir("/proc/%d/task" % pid):
-                with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+    """Resident bytes of *root* and its descendants now: shim's own walk (host_posix)."""
+    from shim.host_posix import tree_rss as walk
+    return walk(root)
 
 
 def descendants(root: int) -> list:

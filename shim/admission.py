@@ -1,5 +1,8 @@
 """Memory admission: a step runs once it holds slots worth its expected peak.
 
+The budget itself (how many bytes, asked for by whom) is `budget()`, the one resolution
+every caller uses: steps, `shim build`, `shim doctor`, `shim bazel init`.
+
 The budget is cut into `total` slots of `unit` bytes: byte i+1 of one pool file
 in the per-user runtime directory is slot i, byte 0 is the gate. A step takes k
 slots with POSIX record locks (lockf), all or nothing, while holding the gate;
@@ -30,7 +33,8 @@ descriptor of the file would drop all of the process's locks on it.
 
 import time
 
-from shim import host
+from shim import host, size
+from shim.exit_status import USAGE, ShimError
 from shim.host import osapi
 
 GATE = 0
@@ -44,13 +48,87 @@ DRAIN_SIZE = 32
 PATIENCE = 2.0               # seconds of fair retrying before draining
 
 
+_OFF = ("off", "none", "0", "false")
+
+
+def budget_request(env: dict, config: dict, option=None, default=None):
+    """(text, origin) of the memory budget asked for: *option* (`--budget`), else
+    SHIM_MEMORY_BUDGET, else toolchain.toml memory.budget, else *default* (steps: none;
+    `shim build`, `shim doctor`: auto). The one place that says who wins."""
+    if option:
+        return str(option), "--budget %s" % option
+    if env.get("SHIM_MEMORY_BUDGET"):
+        return env["SHIM_MEMORY_BUDGET"], "SHIM_MEMORY_BUDGET=%s" % env["SHIM_MEMORY_BUDGET"]
+    configured = ((config or {}).get("memory") or {}).get("budget")
+    if configured:
+        return configured, "memory.budget %r" % configured
+    return default, "memory budget %r" % default
+
+
+def budget(env: dict, config: dict, option=None, default=None):
+    """Bytes steps are admitted into, or None for none (see budget_request); a bad
+    request is a ShimError naming where it came from (exit 2)."""
+    text, origin = budget_request(env, config, option, default)
+    if not text or text.lower() in _OFF:
+        return None
+    if text[-1:].isdigit() or text[-1:] in "bBkKmMgGtT":
+        try:
+            value = size.parse(text)      # what `shim build` passes (bytes): no detection
+        except ValueError as e:
+            raise ShimError("%s: %s" % (origin, e), USAGE) from None
+        if value < size.BARE_MIN:
+            raise ShimError("%s: a budget of %s leaves no room for any step (at least 1MiB)"
+                            % (origin, size.format(value)), USAGE)
+        return value
+    from shim.config import budget as detect      # auto or a percentage: read the cgroups (cold)
+    try:
+        return detect.resolve(text)[0]
+    except ValueError as e:
+        raise ShimError("%s: %s" % (origin, e), USAGE) from None
+
+
+class FileLocks:
+    """The pool's locks and records: POSIX record locks on bytes of one file (the real thing).
+
+    The seam of this module (as ninja's CommandRunner is its build's): acquire() asks an
+    object with these five methods, so tests drive the admission logic with an in-memory
+    table and a fake clock, several "processes" in one (tests/admission_test.py)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def try_lock(self, offset: int) -> bool:
+        osapi.lseek(self.fd, offset, 0)
+        try:
+            osapi.lockf(self.fd, osapi.F_TLOCK, 1)
+        except OSError:          # EAGAIN/EACCES: another process holds it
+            return False
+        return True
+
+    def lock(self, offset: int) -> None:
+        osapi.lseek(self.fd, offset, 0)
+        osapi.lockf(self.fd, osapi.F_LOCK, 1)
+
+    def unlock(self, offset: int) -> None:
+        osapi.lseek(self.fd, offset, 0)
+        osapi.lockf(self.fd, osapi.F_ULOCK, 1)
+
+    def read(self, size: int, offset: int) -> bytes:
+        return osapi.pread(self.fd, size, offset)
+
+    def write(self, data: bytes, offset: int) -> None:
+        osapi.pwrite(self.fd, data, offset)
+
+
 class Reservation:
     """Slots held by this process: released when it exits or calls release()."""
 
-    __slots__ = ("fd", "slots", "unit", "waited")
+    __slots__ = ("locks", "slots", "unit", "waited")
 
-    def __init__(self, fd, slots, unit, waited):
-        self.fd, self.slots, self.unit, self.waited = fd, slots, unit, waited
+    def __init__(self, locks, slots, unit, waited):
+        self.locks, self.slots, self.unit, self.waited = locks, slots, unit, waited
 
     @property
     def bytes(self) -> int:
@@ -58,7 +136,7 @@ class Reservation:
 
     def release(self) -> None:
         for i in self.slots:
-            _lock(self.fd, 1 + i, osapi.F_ULOCK)
+            self.locks.unlock(1 + i)
         self.slots = []
 
 
@@ -82,22 +160,27 @@ def slots_for(estimate: int, unit: int, total: int) -> int:
     return max(1, min(total, -(-estimate // unit)))
 
 
-def _lock(fd: int, offset: int, cmd) -> None:
-    osapi.lseek(fd, offset, 0)
-    osapi.lockf(fd, cmd, 1)
+def open_pool(path: str) -> FileLocks:
+    """The pool file *path* (created if needed), its descriptor inheritable across exec:
+    the exec'd tool holds the reservation, and closing it would drop every lock on it."""
+    fd = osapi.open(path, osapi.O_RDWR | osapi.O_CREAT, 0o600)
+    osapi.set_inheritable(fd, True)
+    return FileLocks(fd)
 
 
-def _take(fd: int, total: int, want: int, first: int, held: list) -> None:
+def _release_all(locks, held: list) -> None:
+    for i in held:
+        locks.unlock(1 + i)
+    del held[:]
+
+
+def _take(locks, total: int, want: int, first: int, held: list) -> None:
     """Add up to *want* free slots to *held*, scanning from slot *first*."""
     mine = set(held)
     goal = len(held) + want
     for n in range(total):
         i = (first + n) % total
-        if i in mine:
-            continue
-        try:
-            _lock(fd, 1 + i, osapi.F_TLOCK)
-        except OSError:          # EAGAIN/EACCES: another process holds it
+        if i in mine or not locks.try_lock(1 + i):
             continue
         held.append(i)
         if len(held) == goal:
@@ -105,93 +188,85 @@ def _take(fd: int, total: int, want: int, first: int, held: list) -> None:
 
 
 def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE,
-            owner: str = "") -> Reservation:
-    """Block until this process holds min(k, total) slots of pool *path*."""
-    fd = osapi.open(path, osapi.O_RDWR | osapi.O_CREAT, 0o600)
-    osapi.set_inheritable(fd, True)
+            owner: str = "", locks=None, clock=time.monotonic, sleep=time.sleep) -> Reservation:
+    """Block until this process holds min(k, total) slots of pool *path* (or of *locks*,
+    with *clock* and *sleep*: the test seam)."""
+    locks = locks or open_pool(path)
     k = max(1, min(k, total))
-    start = time.monotonic()
+    start = clock()
     first = host.getpid() % total
     backoff = 0.002
     held = []
     while True:
-        try:
-            _lock(fd, GATE, osapi.F_TLOCK)
-        except OSError:                       # held: briefly by a taker, or by a drainer
-            if _backfill(fd, total, k, first, held):
+        if not locks.try_lock(GATE):          # held: briefly by a taker, or by a drainer
+            if _backfill(locks, total, k, first, held):
                 break
-            time.sleep(backoff)
+            sleep(backoff)
             backoff = min(backoff * 2, 0.005)
             continue
-        if _drain_state(fd) is not None:
-            _post_drain(fd, None)             # left by a drainer that was killed
-        _take(fd, total, k, first, held)
-        if len(held) < k and time.monotonic() - start >= patience:
-            _post_drain(fd, (k, 0))
+        if _drain_state(locks) is not None:
+            _post_drain(locks, None)          # left by a drainer that was killed
+        _take(locks, total, k, first, held)
+        if len(held) < k and clock() - start >= patience:
+            _post_drain(locks, (k, 0))
             while len(held) < k:              # drain: keep the gate, take all k at once
-                for i in held:                # (hoarding would leave nothing to backfill)
-                    _lock(fd, 1 + i, osapi.F_ULOCK)
-                held = []
-                time.sleep(0.005)
-                _take(fd, total, k, first, held)
-            _post_drain(fd, None)
+                _release_all(locks, held)     # (hoarding would leave nothing to backfill)
+                sleep(0.005)
+                _take(locks, total, k, first, held)
+            _post_drain(locks, None)
         if len(held) == k:
-            _lock(fd, GATE, osapi.F_ULOCK)
+            locks.unlock(GATE)
             break
-        for i in held:
-            _lock(fd, 1 + i, osapi.F_ULOCK)
-        held = []
-        _lock(fd, GATE, osapi.F_ULOCK)
-        time.sleep(backoff)
+        _release_all(locks, held)
+        locks.unlock(GATE)
+        sleep(backoff)
         backoff = min(backoff * 2, 0.005)     # a freed core must not idle long: poll often, it is cheap
     if owner:
         record = ("%d %s" % (host.getpid(), owner))[:OWNER_SIZE - 1].ljust(OWNER_SIZE - 1) + "\n"
         data = record.encode("utf-8", "replace")[:OWNER_SIZE]
         for i in held:
-            osapi.pwrite(fd, data, OWNER_BASE + i * OWNER_SIZE)
-    return Reservation(fd, held, unit, time.monotonic() - start)
+            locks.write(data, OWNER_BASE + i * OWNER_SIZE)
+    return Reservation(locks, held, unit, clock() - start)
 
 
-def _drain_state(fd: int):
+def _drain_state(locks):
     """(need, backfilled) posted by the step draining the pool now, or None."""
-    fields = osapi.pread(fd, DRAIN_SIZE, DRAIN_AT).split()
+    fields = locks.read(DRAIN_SIZE, DRAIN_AT).split()
     if len(fields) != 2 or not all(f.isdigit() for f in fields):
         return None
     return int(fields[0]), int(fields[1])
 
 
-def _write_drain(fd: int, state) -> None:
+def _write_drain(locks, state) -> None:
     text = "" if state is None else "%d %d" % state
-    osapi.pwrite(fd, text.ljust(DRAIN_SIZE - 1).encode("ascii") + b"\n", DRAIN_AT)
+    locks.write(text.ljust(DRAIN_SIZE - 1).encode("ascii") + b"\n", DRAIN_AT)
 
 
-def _post_drain(fd: int, state) -> None:
+def _post_drain(locks, state) -> None:
     """Set (or with None clear) the drain record, under the backfillers' lock."""
-    _lock(fd, DRAIN_LOCK, osapi.F_LOCK)
+    locks.lock(DRAIN_LOCK)
     try:
-        _write_drain(fd, state)
+        _write_drain(locks, state)
     finally:
-        _lock(fd, DRAIN_LOCK, osapi.F_ULOCK)
+        locks.unlock(DRAIN_LOCK)
 
 
-def _backfill(fd: int, total: int, k: int, first: int, held: list) -> bool:
+def _backfill(locks, total: int, k: int, first: int, held: list) -> bool:
     """Take *k* slots beside a draining step if all that was taken since it began, these
     included, still leaves room for it; True if taken."""
-    _lock(fd, DRAIN_LOCK, osapi.F_LOCK)
+    locks.lock(DRAIN_LOCK)
     try:
-        state = _drain_state(fd)
+        state = _drain_state(locks)
         if state is None or state[1] + k + state[0] > total:
             return False
-        _take(fd, total, k, first, held)
+        _take(locks, total, k, first, held)
         if len(held) < k:
-            for i in held:
-                _lock(fd, 1 + i, osapi.F_ULOCK)
-            del held[:]
+            _release_all(locks, held)
             return False
-        _write_drain(fd, (state[0], state[1] + k))
+        _write_drain(locks, (state[0], state[1] + k))
         return True
     finally:
-        _lock(fd, DRAIN_LOCK, osapi.F_ULOCK)
+        locks.unlock(DRAIN_LOCK)
 
 
 def usage(path: str, total: int):

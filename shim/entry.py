@@ -2,16 +2,15 @@
 
 `shim TOOL ARGS...`, `shim run TOOL ARGS...` and masquerade (argv[0] named after a
 tool) go to shim/step.py without importing anything heavy; a reserved word
-(`build`, `config`, ...) or an option goes to the click CLI in shim/cli.py.
+(`build`, `config`, ...: shim/commands.py) or an option goes to the click CLI in
+shim/cli/.
 """
 
 import sys
 
 from shim import exit_status, host
+from shim.commands import RESERVED
 
-# Words that are subcommands, never tools (a tool with such an id: `shim run ID`).
-RESERVED = frozenset(("build", "report", "config", "wrap", "doctor", "compdb", "bazel", "help",
-                      "launcher"))
 _OWN_NAMES = ("shim", "__main__.py")
 
 
@@ -35,7 +34,7 @@ def main(argv=None) -> int:
             raise exit_status.ShimError("no tool or command given (usage: shim TOOL ARGS..., or shim --help)",
                                         exit_status.USAGE)
         if first in RESERVED or first.startswith("-"):
-            from shim import cli
+            from shim.cli import main as cli
             return cli.main(argv[1:])
         return _step(first, argv[2:], env)
     except exit_status.ShimError as e:

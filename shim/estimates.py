@@ -14,7 +14,7 @@ from the ledger; a step whose key is missing falls back to toolchain.toml's
 
 import marshal
 
-from shim import digest, host, ledger
+from shim import digest, host, rundir
 
 DIRNAME = "memory-v1"
 SHARDS = 32
@@ -58,7 +58,7 @@ def _read_shard(path: str):
 
 
 def _damaged(path: str, env: dict) -> None:
-    ledger.warn_once("estimates", "ignoring the damaged memory estimates file %s: the step is admitted by "
+    rundir.warn_once("estimates", "ignoring the damaged memory estimates file %s: the step is admitted by "
                      "its prior (the file is rewritten by the next measured step)" % path, env)
 
 

@@ -52,6 +52,7 @@ __all__ = (
     "raise_oom_score",
     "restore_oom_score",
     "pid_alive",
+    "tree_rss",
     "exec_program",
     "spawn_program",
     "die_of_signal",

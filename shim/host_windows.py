@@ -52,6 +52,7 @@ __all__ = (
     "raise_oom_score",
     "restore_oom_score",
     "pid_alive",
+    "tree_rss",
     "exec_program",
     "spawn_program",
     "die_of_signal",
@@ -224,3 +225,8 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
 
 def die_of_signal(signum: int):
     exit_now(128 + signum)
+
+
+def tree_rss(pid: int) -> int:
+    """Windows: not measured (no /proc); spawned steps still report their own peak."""
+    return 0

@@ -17,8 +17,7 @@ opened without following a symlink. A reader skips a torn line, unknown record
 kinds and lines it cannot parse, and counts them.
 
 Bookkeeping never breaks a build: if the ledger cannot be written, the step runs
-anyway and shim warns once per build (a marker in the runtime directory), not once
-per step.
+anyway and shim warns once per build (rundir.warn_once), not once per step.
 
 Paths are relative to the build dir where they can be, so a CI cache of `.shim/`
 carries the learned memory of the last run to the next machine.
@@ -176,7 +175,7 @@ def append(ledger_dir: str, record: dict, env: dict) -> bool:
         return True
     except OSError as e:
         reason = "a symlink (not followed)" if e.errno == errno.ELOOP else e.strerror or e
-        warn_once(ledger_dir, "cannot write the ledger in %s: %s; steps still run but are not recorded"
+        rundir.warn_once(ledger_dir, "cannot write the ledger in %s: %s; steps still run but are not recorded"
                   % (ledger_dir, reason), env)
         return False
 
@@ -196,45 +195,3 @@ def _create(ledger_dir: str, path: str) -> None:
         pass                      # another step created it first: fine
     finally:
         osapi.unlink(tmp)
-
-
-def warn_once(topic: str, message: str, env: dict) -> None:
-    """Print `shim: warning: MESSAGE` unless this build already printed one about *topic*."""
-    try:
-        marker = host.join(rundir.ensure(env), "warned-" + digest.fingerprint(
-            topic + "\0" + message.split(":")[0] + "\0" + build_identity(env)))
-        fd = osapi.open(marker, osapi.O_WRONLY | osapi.O_CREAT | osapi.O_EXCL, 0o600)
-        osapi.close(fd)
-    except FileExistsError:
-        return
-    except OSError:
-        pass                      # cannot remember: warn every time rather than never
-    try:
-        sys.stderr.write("shim: warning: %s (warned once per build)\n" % message)
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def build_identity(env: dict) -> str:
-    """What "this build" is: SHIM_BUILD_ID under `shim build`, else the ninja (or
-    other parent) process above us, by pid and start time (pids are reused)."""
-    if env.get("SHIM_BUILD_ID"):
-        return env["SHIM_BUILD_ID"]
-    pid = osapi.getppid()
-    first = None
-    for _ in range(4):
-        try:
-            stat = host.read_file("/proc/%d/stat" % pid).decode("utf-8", "replace")
-        except OSError:
-            break
-        comm = stat[stat.find("(") + 1:stat.rfind(")")]
-        fields = stat[stat.rfind(")") + 2:].split()
-        ident = "%d-%s" % (pid, fields[19] if len(fields) > 19 else "")
-        first = first or ident
-        if comm in ("ninja", "make", "bazel", "java", "cmake", "samu"):
-            return ident
-        pid = int(fields[1]) if len(fields) > 1 else 0
-        if pid <= 1:
-            break
-    return first or str(osapi.getppid())

@@ -8,9 +8,16 @@ of theirs at /tmp/shim-<uid>), shim does not run without memory admission: it ta
 the first of `<usual>.1`, `<usual>.2`, ... that is, or can be made, safely ours. Every
 step of ours walks the same list, so all of them agree on the place; shim says so
 once per build.
+
+"Once per build" is a marker file here: warn_once creates `warned-<fingerprint>` (topic,
+message, build identity) with O_EXCL, and only the step that created it prints.
 """
 
-from shim import host
+import sys
+
+
+from shim import digest, host
+from shim.host import osapi
 
 FALLBACKS = 16
 _chosen = {}          # usual path -> the directory this process settled on
@@ -38,9 +45,50 @@ def ensure(env: dict) -> str:
         candidate = "%s.%d" % (usual, i)
         if host.make_private_dir(candidate) is None:
             _chosen[usual] = candidate
-            from shim import ledger       # only now: ledger needs this module
-            ledger.warn_once("rundir", "runtime directory %s is not safely yours (%s): using %s"
-                             % (usual, problem, candidate), env)
+            warn_once("rundir", "runtime directory %s is not safely yours (%s): using %s"
+                      % (usual, problem, candidate), env)
             return candidate
     raise OSError("unsafe runtime directory %s: %s (and %s.1 to .%d are not usable either)"
                   % (usual, problem, usual, FALLBACKS))
+
+
+def warn_once(topic: str, message: str, env: dict) -> None:
+    """Print `shim: warning: MESSAGE` unless this build already printed one about *topic*."""
+    try:
+        marker = host.join(ensure(env), "warned-" + digest.fingerprint(
+            topic + "\0" + message.split(":")[0] + "\0" + build_identity(env)))
+        fd = osapi.open(marker, osapi.O_WRONLY | osapi.O_CREAT | osapi.O_EXCL, 0o600)
+        osapi.close(fd)
+    except FileExistsError:
+        return
+    except OSError:
+        pass                      # cannot remember: warn every time rather than never
+    try:
+        sys.stderr.write("shim: warning: %s (warned once per build)\n" % message)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def build_identity(env: dict) -> str:
+    """What "this build" is: SHIM_BUILD_ID under `shim build`, else the ninja (or
+    other parent) process above us, by pid and start time (pids are reused)."""
+    if env.get("SHIM_BUILD_ID"):
+        return env["SHIM_BUILD_ID"]
+    pid = osapi.getppid()
+    first = None
+    for _ in range(4):
+        try:
+            stat = host.read_file("/proc/%d/stat" % pid).decode("utf-8", "replace")
+        except OSError:
+            break
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        fields = stat[stat.rfind(")") + 2:].split()
+        ident = "%d-%s" % (pid, fields[19] if len(fields) > 19 else "")
+        first = first or ident
+        if comm in ("ninja", "make", "bazel", "java", "cmake", "samu"):
+            return ident
+        pid = int(fields[1]) if len(fields) > 1 else 0
+        if pid <= 1:
+            break
+    return first or str(osapi.getppid())

@@ -58,10 +58,8 @@ def select_tool(config: dict, name: str):
     return tool_id, tools.get(tool_id, _NO_RULES), name
 
 
-_EMPTY_RULES = {"prepend": [], "append": [], "drop": [], "drop_patterns": [], "replace": {},
-                "env_set": {}, "env_unset": [], "path_prepend": []}
-_NO_RULES = dict(_EMPTY_RULES, program=None, family=None, kind=None, mode=None, launcher=None,
-                 low_memory=_EMPTY_RULES)
+_NO_RULES = dict(rewrite.EMPTY, program=None, family=None, kind=None, mode=None, launcher=None,
+                 low_memory=rewrite.EMPTY)
 _LAUNCHER_DEFAULTS = {"remote": False, "memory_factor": 1.0, "jobs": None, "env_set": {}}
 
 
@@ -82,28 +80,6 @@ def requested_mode(config: dict, env: dict, tool: dict, kind: str, budget) -> st
     if mode not in ("exec", "spawn", "auto"):
         raise ShimError("SHIM_MODE=%s: expected exec, spawn or auto" % mode, USAGE)
     return mode
-
-
-def memory_budget(env: dict, config: dict):
-    """Bytes steps are admitted into, or None: SHIM_MEMORY_BUDGET, else memory.budget."""
-    text = env.get("SHIM_MEMORY_BUDGET") or config["memory"]["budget"]
-    if not text or text.lower() in ("off", "none", "0", "false"):
-        return None
-    origin = "SHIM_MEMORY_BUDGET=%s" % text if env.get("SHIM_MEMORY_BUDGET") else "memory.budget %r" % text
-    if text[-1:].isdigit() or text[-1:] in "bBkKmMgGtT":
-        try:
-            value = size.parse(text)      # what `shim build` passes (bytes): no detection
-        except ValueError as e:
-            raise ShimError("%s: %s" % (origin, e), USAGE) from None
-        if value < size.BARE_MIN:
-            raise ShimError("%s: a budget of %s leaves no room for any step (at least 1MiB)"
-                            % (origin, size.format(value)), USAGE)
-        return value
-    from shim import budget           # auto or a percentage: read the cgroups (off the fast path)
-    try:
-        return budget.resolve(text)[0]
-    except ValueError as e:
-        raise ShimError("%s: %s" % (origin, e), USAGE) from None
 
 
 def oom_score(env: dict, config: dict) -> int:
@@ -156,7 +132,7 @@ def _plan(budget, config, env, ledger_dir, key, kind):
     try:
         plan.pool = admission.pool_path(rundir.ensure(env), plan.unit, plan.total)
     except OSError as e:
-        ledger.warn_once("memory", "no memory admission: %s" % e, env)
+        rundir.warn_once("memory", "no memory admission: %s" % e, env)
         return None
     return plan
 
@@ -180,7 +156,7 @@ def _cpu_slot(env: dict, owner: str):
     try:
         path = admission.cpu_pool_path(rundir.ensure(env), int(cores))
     except OSError as e:
-        ledger.warn_once("cpu", "no CPU admission: %s" % e, env)
+        rundir.warn_once("cpu", "no CPU admission: %s" % e, env)
         return None
     return admission.acquire(path, int(cores), 1, 1, owner=owner)
 
@@ -257,7 +233,7 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
 
 def _admit(s: _Step) -> None:
     """Choose the mode, then wait for memory slots and a CPU slot as the step needs."""
-    budget = memory_budget(s.env, s.config)
+    budget = admission.budget(s.env, s.config)
     s.plan = None
     if budget:
         k = estimates.key_of(s.record) if s.record else estimates.key(

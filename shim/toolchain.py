@@ -5,32 +5,18 @@ toolchains/ -> the user's `$XDG_CONFIG_HOME/shim/toolchain.toml` -> the nearest
 `toolchain.toml` walking up from the cwd (ninja runs commands in the build dir) ->
 `SHIM_TOOLCHAIN`. Parsing TOML costs ~20 ms of imports per step, so the merged result
 is cached with marshal, keyed by the files' paths, mtime_ns, size and inode (and
-PATH, which picks the default preset); only a miss imports shim/config.py. A
+PATH, which picks the default preset); only a miss imports shim/config/layers.py. A
 read-only cache directory just means parsing every time; a cache file that is not ours
 (another user's, or a symlink) or not in the shape we write is a miss.
 """
 
 import marshal
 
-from shim import __version__, digest, host, ledger
+from shim import __version__, digest, host, rundir
 from shim.exit_status import CONFIG, ShimError
 
 FILENAME = "toolchain.toml"
 _FORMAT = 3   # bump when the cached structure changes
-
-
-def preset_dir():
-    """toolchains/ as installed (shim/toolchains) or in a source checkout (../toolchains)."""
-    here = host.dirname(__file__)
-    if not host.is_absolute(here):
-        here = host.join(host.getcwd(), here)
-    for d in (host.join(here, "toolchains"), host.join(host.dirname(here), "toolchains")):
-        try:
-            host.stat(host.join(d, "gcc.toml"))
-            return d
-        except OSError:
-            pass
-    return None
 
 
 def user_config_path(env: dict):
@@ -97,7 +83,7 @@ def discover(cwd: str, env: dict):
             if why is None:
                 found.append(("project", path, st))
                 break
-            ledger.warn_once("toolchain", "ignoring %s: %s; looking further up" % (path, why), env)
+            rundir.warn_once("toolchain", "ignoring %s: %s; looking further up" % (path, why), env)
         parent = host.dirname(d)
         if parent == d or not parent:
             break
@@ -128,8 +114,8 @@ def load(cwd: str, env: dict) -> dict:
         config = _read_cache(cache, ident, {p: st for _, p, st in found})
         if config is not None:
             return config
-    from shim import config as config_mod    # cache miss: the only import of tomllib
-    config, deps = config_mod.build([(role, path) for role, path, _ in found], env_path)
+    from shim.config import layers    # cache miss: the only import of tomllib
+    config, deps = layers.build([(role, path) for role, path, _ in found], env_path)
     if cache:
         _write_cache(cache, ident, deps, {p: st for _, p, st in found}, config)
     return config

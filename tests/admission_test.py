@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SHIM, run_shim, write_tool, write_toml
-from shim import admission, records
+from shim import admission
+from shim.reports import records
 
 MIB = 1 << 20
 NINJA = Path(sys.executable).parent / "ninja"
@@ -39,17 +40,9 @@ class TreeSampler(threading.Thread):
         self.pid, self.peak, self.samples, self.stop = pid, 0, 0, threading.Event()
 
     def run(self):
-        page = os.sysconf("SC_PAGE_SIZE")
+        from shim.host_posix import tree_rss
         while not self.stop.wait(0.01):
-            total, todo = 0, [self.pid]
-            while todo:
-                p = todo.pop()
-                try:
-                    total += int(Path("/proc/%d/statm" % p).read_text().split()[1]) * page
-                    todo += [int(c) for c in Path("/proc/%d/task/%d/children" % (p, p)).read_text().split()]
-                except (OSError, ValueError, IndexError):
-                    pass
-            self.peak = max(self.peak, total)
+            self.peak = max(self.peak, tree_rss(self.pid))
             self.samples += 1
 
 
@@ -318,3 +311,102 @@ def test_plain_ninja_under_a_budget_learns_peaks_without_shim_build(example, env
             modes[s["mode"]] = modes.get(s["mode"], 0) + 1
         assert modes == expected
         subprocess.run([str(NINJA), "-C", str(example), "-t", "clean"], env=env, stdout=subprocess.DEVNULL)
+
+
+# --- the admission logic without processes: an in-memory pool, several owners, a fake clock ----
+
+
+class MemoryLocks:
+    """admission.FileLocks for one "process" *owner*, over a pool shared by all of them: what
+    POSIX record locks do (a process may re-take its own lock), without a file."""
+
+    def __init__(self, pool: dict, owner: str):
+        self.pool, self.owner = pool, owner
+
+    def try_lock(self, offset):
+        holder = self.pool["locks"].get(offset)
+        if holder not in (None, self.owner):
+            return False
+        self.pool["locks"][offset] = self.owner
+        return True
+
+    def lock(self, offset):
+        assert self.try_lock(offset), "would block: %d is held by %s" % (offset, self.pool["locks"][offset])
+
+    def unlock(self, offset):
+        if self.pool["locks"].get(offset) == self.owner:
+            del self.pool["locks"][offset]
+
+    def read(self, size, offset):
+        return bytes(self.pool["data"][offset:offset + size])
+
+    def write(self, data, offset):
+        buf = self.pool["data"]
+        buf.extend(b"\0" * max(0, offset + len(data) - len(buf)))
+        buf[offset:offset + len(data)] = data
+
+
+class Clock:
+    """A fake monotonic clock whose sleep() moves time on and fires the events now due."""
+
+    def __init__(self, events=()):
+        self.t, self.events = 0.0, sorted(events, key=lambda e: e[0])
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, seconds):
+        self.t += seconds
+        while self.events and self.events[0][0] <= self.t:
+            self.events.pop(0)[1]()
+
+
+def held_by(pool, owner):
+    return sorted(o - 1 for o, h in pool["locks"].items() if h == owner and 1 <= o <= 64)
+
+
+def test_a_waiting_big_step_drains_after_its_patience_and_a_small_one_backfills_beside_it():
+    pool = {"locks": {}, "data": bytearray()}
+    total = 8
+    a = admission.acquire("", total, 6, 1, locks=MemoryLocks(pool, "a"), clock=Clock(), sleep=lambda s: None)
+    seen = {}
+
+    def small_arrives():        # 1 slot fits beside the drainer's 4: it must not wait
+        seen["drain"] = admission._drain_state(MemoryLocks(pool, "c"))
+        seen["c"] = admission.acquire("", total, 1, 1, locks=MemoryLocks(pool, "c"), clock=Clock(),
+                                      sleep=lambda s: pytest.fail("the small step waited"))
+
+    def medium_probes():        # 4 more would not fit beside the drainer: no backfill
+        seen["d"] = admission._backfill(MemoryLocks(pool, "d"), total, 4, 0, [])
+
+    clock = Clock([(2.5, small_arrives), (3.0, medium_probes), (4.0, a.release)])
+    b = admission.acquire("", total, 4, 1, patience=2.0, locks=MemoryLocks(pool, "b"), clock=clock,
+                          sleep=clock.sleep)
+    assert seen["drain"] == (4, 0)                      # b posted its need when its patience ran out
+    assert len(seen["c"].slots) == 1 and seen["d"] is False
+    assert len(b.slots) == 4 and 4.0 <= b.waited < 4.1  # b started as soon as a's slots were free
+    assert admission._drain_state(MemoryLocks(pool, "x")) is None
+    assert not set(b.slots) & set(seen["c"].slots)
+    assert held_by(pool, "b") == sorted(b.slots)
+
+
+def test_a_step_wanting_more_than_the_budget_takes_all_of_it_and_runs_alone():
+    pool = {"locks": {}, "data": bytearray()}
+    r = admission.acquire("", 4, 99, 1, locks=MemoryLocks(pool, "big"), clock=Clock(), sleep=lambda s: None)
+    assert len(r.slots) == 4
+    other = Clock()
+
+    def sleep(seconds):
+        other.sleep(seconds)
+        if other.t > 5:
+            raise TimeoutError
+
+    with pytest.raises(TimeoutError):        # nothing left: a second step can only wait
+        admission.acquire("", 4, 1, 1, patience=0.1, locks=MemoryLocks(pool, "small"), clock=other, sleep=sleep)
+
+
+def test_a_drain_record_left_by_a_killed_drainer_is_cleared_by_the_next_taker():
+    pool = {"locks": {}, "data": bytearray()}
+    admission._write_drain(MemoryLocks(pool, "dead"), (3, 1))     # its locks died with it, the bytes stayed
+    r = admission.acquire("", 4, 2, 1, locks=MemoryLocks(pool, "next"), clock=Clock(), sleep=lambda s: None)
+    assert len(r.slots) == 2 and admission._drain_state(MemoryLocks(pool, "x")) is None

@@ -23,8 +23,10 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO, one_error_line, run_shim, write_tool, write_toml
-from shim import bazel as bazel_mod
-from shim import records
+
+pytestmark = pytest.mark.e2e         # a real Bazel, and the installed shim in its toolchain
+from shim.generators import bazel as bazel_mod
+from shim.reports import records
 
 FIXTURE = REPO / "tests" / "fixtures" / "bazel"
 BAZEL = shutil.which("bazel")

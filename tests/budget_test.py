@@ -2,7 +2,7 @@
 
 import pytest
 
-from shim import budget
+from shim.config import budget
 
 GIB = 1 << 30
 MEMINFO = "MemTotal:       24576000 kB\nMemFree:        20000000 kB\n"

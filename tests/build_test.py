@@ -76,3 +76,53 @@ def test_under_umask_000_what_shim_build_creates_is_not_writable_by_others(tmp_p
         assert not path.stat().st_mode & 0o022, "%s is mode %o" % (path, stat.S_IMODE(path.stat().st_mode))
     run = Path(env["XDG_RUNTIME_DIR"]) / "shim"
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
+
+
+# --- the driver without a ninja: a stand-in process runner (the seam ninja calls CommandRunner) ---
+
+
+def test_shim_build_hands_ninja_a_jobserver_a_budget_and_the_fast_launcher(tmp_path):
+    from shim.cli import build
+    from shim.exit_status import Finished
+    from shim.reports import records
+    (tmp_path / "build.ninja").write_text("")
+    (tmp_path / "run").mkdir(mode=0o700)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    seen = {}
+
+    def ninja(path, argv, env, on_start=None, die_with_parent=False, **_):
+        seen.update(path=path, argv=argv, env=dict(env), dies_with_us=die_with_parent)
+        fifo = env["MAKEFLAGS"].split("fifo:")[1]
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        seen["tokens"] = os.read(fd, 1024)                  # what ninja's jobserver client would read
+        os.write(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), seen["tokens"])
+        os.close(fd)
+        return Finished(3, None, 0, 0.0, 0.0)              # ninja failed: shim build says so
+
+    status = build.run(str(tmp_path), "/no/ninja", ["-k", "0", "all"], env, "2GiB", spawn=ninja)
+    assert status == 3 and seen["dies_with_us"]
+    assert seen["argv"] == ["/no/ninja", "-C", str(tmp_path), "-k", "0", "all"]
+    cores = build.cores()
+    assert seen["tokens"] == b"+" * (2 * cores - 1)          # 2 per core, one of them implicit
+    assert "-j%d --jobserver-auth=fifo:" % (2 * cores) in seen["env"]["MAKEFLAGS"]
+    assert seen["env"]["SHIM_CPU_SLOTS"] == str(cores)
+    steps_budget = int(seen["env"]["SHIM_MEMORY_BUDGET"])
+    assert (1 << 30) <= steps_budget < (2 << 30)             # the steps get the budget less shim's own share
+    launcher = Path(seen["env"]["PATH"].split(os.pathsep)[0]) / "shim"
+    assert launcher == tmp_path / ".shim" / "bin" / "shim" and os.access(launcher, os.X_OK)
+    build_record = [r for r in records.read(str(tmp_path / ".shim")) if r["rec"] == "build"][-1]
+    assert (build_record["exit"], build_record["budget"], build_record["b"]) == (
+        3, 2 << 30, seen["env"]["SHIM_BUILD_ID"])
+    assert not list((tmp_path / "run" / "shim").glob("jobserver-*"))   # the fifo is gone afterwards
+
+
+def test_with_j_given_shim_build_leaves_ninjas_parallelism_alone(tmp_path):
+    from shim.cli import build
+    from shim.exit_status import Finished
+    (tmp_path / "build.ninja").write_text("")
+    env = {"PATH": "/usr/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path), "MAKEFLAGS": ""}
+    seen = {}
+    build.run(str(tmp_path), "/no/ninja", ["-j", "3"], env, "off",
+              spawn=lambda path, argv, env, **_: seen.update(env=dict(env)) or Finished(0, None, 0, 0.0, 0.0))
+    assert "jobserver" not in seen["env"]["MAKEFLAGS"] and "SHIM_CPU_SLOTS" not in seen["env"]
+    assert seen["env"]["SHIM_MEMORY_BUDGET"] == "off"

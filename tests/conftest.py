@@ -1,8 +1,13 @@
 """Shared fixtures: the installed shim, an isolated environment, fake tools.
 
-Tests run the `shim` that pip installed beside this interpreter (README's test
-command installs it first), so they exercise the launcher and the hot-path bundle
-exactly as a build would.
+Two kinds of tests. Pure ones (no marker) import shim from this checkout and run no
+process of shim's: `python -m pytest -m "not e2e"` runs them from a plain checkout, with
+nothing installed, in seconds. End-to-end ones (marker `e2e`) run the `shim` that pip
+installed beside this interpreter (README's test command installs it first), so they
+exercise the launcher and the hot-path bundle exactly as a build would, with the real
+gcc, ninja, CMake, Bazel, Chromium where they are about them. A test is e2e if it is
+marked so, or if it asks for a fixture that only makes sense with processes (E2E_FIXTURES);
+run_shim refuses to run in a test that is neither, so the marker cannot be forgotten.
 """
 
 import os
@@ -18,18 +23,43 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SHIM = BIN / "shim"
+sys.path.insert(0, str(REPO))      # pure tests: the checkout's modules (e2e ones check it is installed)
+
+# Fixtures that set up real processes, hence tests that use them are e2e.
+E2E_FIXTURES = frozenset(("env", "example", "full_disk", "other_user", "alloc", "scene"))
+_E2E_RUNNING = [False]
 
 
-def pytest_configure(config):
+@pytest.hookimpl(tryfirst=True)         # before -m "not e2e" deselects by the marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session):
+    if any(item.get_closest_marker("e2e") for item in session.items):
+        _check_installed()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before any fixture (module-scoped ones too) is set up for this test.
+    _E2E_RUNNING[0] = item.get_closest_marker("e2e") is not None
+
+
+def _check_installed():
+    """The e2e tests run the installed shim: it must be there, and be this checkout."""
     if not SHIM.exists():
-        raise pytest.UsageError("%s is missing: install shim first (pip install '.[test]')" % SHIM)
-    import shim
+        raise pytest.UsageError("%s is missing: install shim first (pip install '.[test]'), or run only "
+                                "the pure tests (-m 'not e2e')" % SHIM)
     installed = Path(subprocess.run([sys.executable, "-I", "-c", "import shim; print(shim.__file__)"],
                                     stdout=subprocess.PIPE, text=True).stdout.strip()).parent
-    if installed == Path(shim.__file__).parent:
+    if installed == REPO / "shim":
         return    # an editable install: the checkout is what runs
-    stale = [p.name for p in sorted((REPO / "shim").glob("*.py"))
-             if not (installed / p.name).exists() or (installed / p.name).read_bytes() != p.read_bytes()]
+    stale = [str(p.relative_to(REPO / "shim")) for p in sorted((REPO / "shim").rglob("*.py"))
+             if not (installed / p.relative_to(REPO / "shim")).exists()
+             or (installed / p.relative_to(REPO / "shim")).read_bytes() != p.read_bytes()]
     stale += [p.name for p in sorted((REPO / "toolchains").glob("*.toml"))
               if (installed / "toolchains" / p.name).read_bytes() != p.read_bytes()]
     if stale:
@@ -53,7 +83,8 @@ def env(tmp_path):
 
 
 def run_shim(args, cwd=None, env=None, shim=SHIM, **kw):
-    """Run `shim ARGS` and capture text output."""
+    """Run `shim ARGS` and capture text output (e2e tests only)."""
+    assert _E2E_RUNNING[0], "a test that runs shim must be marked e2e (pytest.mark.e2e)"
     return subprocess.run([str(shim)] + [str(a) for a in args], cwd=cwd, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 

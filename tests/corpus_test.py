@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, REPO, run_shim
-from shim import ninjafile, records
+from shim.generators import ninjafile
+from shim.reports import records
+
+pytestmark = pytest.mark.e2e          # real projects from the registries, through the installed shim
 
 NINJA = BIN / "ninja"
 FETCH = REPO / "bench" / "fetch-corpus.sh"         # vendored from ../shared/corpus

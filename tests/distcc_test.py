@@ -20,7 +20,8 @@ import pytest
 from conftest import run_shim, write_toml
 
 DISTCC, DISTCCD = shutil.which("distcc"), shutil.which("distccd")
-pytestmark = pytest.mark.skipif(not (DISTCC and DISTCCD), reason="distcc is not installed (Debian package distcc)")
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not (DISTCC and DISTCCD), reason="distcc is not installed (Debian package distcc)")]
 SOURCES = ["lib/vec.c", "lib/parse.c", "lib/stats.c", "lib/hist.c", "lib/fmt.c", "src/main.c"]
 
 

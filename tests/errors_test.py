@@ -172,7 +172,8 @@ def test_a_deleted_current_directory_is_reported_as_a_system_error(tmp_path, env
 
 
 def test_an_internal_error_is_one_line_and_shim_debug_shows_its_traceback(monkeypatch, capsys):
-    from shim import cli, entry, host
+    from shim import entry, host
+    from shim.cli import main as cli
 
     def broken(argv):
         raise RuntimeError("a bug")
@@ -219,7 +220,7 @@ def test_an_absurd_memory_budget_in_the_environment_is_a_usage_error(project, en
 def test_an_absurd_budget_option_is_a_usage_error(project, env, value, fragment):
     (project / "build.ninja").write_text("")
     for command in (["build", "-C", project, "--budget", value], ["doctor", "--budget", value]):
-        one_error_line(run_shim(command, cwd=project, env=env), USAGE, "%r" % value, fragment)
+        one_error_line(run_shim(command, cwd=project, env=env), USAGE, "--budget %s" % value, fragment)
 
 
 def test_an_absurd_oom_score_in_the_environment_is_a_usage_error(project, env):

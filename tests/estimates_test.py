@@ -6,7 +6,8 @@ import marshal
 import pytest
 
 from conftest import run_shim, write_tool
-from shim import estimates, records
+from shim import estimates
+from shim.reports import records
 
 
 @pytest.fixture

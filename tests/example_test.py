@@ -12,6 +12,8 @@ import pytest
 
 from conftest import REPO, run_shim, write_tool, write_toml
 
+pytestmark = pytest.mark.e2e          # examples/ninja with the real gcc and ninja
+
 NINJA = Path(sys.executable).parent / "ninja"
 NUMBERS = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3.5]
 COMPILES = 6

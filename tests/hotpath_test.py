@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO, SHIM
 from shim import hotpath
 
+pytestmark = pytest.mark.e2e          # a real step under -X importtime
+
 
 def imports_of(argv, env, cwd):
     """Modules a Python run imported, from -X importtime (stderr)."""

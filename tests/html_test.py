@@ -8,11 +8,16 @@ from html.parser import HTMLParser
 
 import pytest
 
-from shim import html, records, size, timeline
+from shim import size
+from shim.reports import html
+from shim.reports import records
+from shim.reports import timeline
 
 CHROMIUM = "/usr/bin/chromium"
-needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                    reason="needs %s (apt-get install chromium)" % CHROMIUM)
+def needs_chromium(test):
+    """An e2e test in headless Chromium; skipped without it."""
+    return pytest.mark.e2e(pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                              reason="needs %s (apt-get install chromium)" % CHROMIUM)(test))
 HOSTILE = """obj/</title><script>alert("x")</script>&amp;'q'.o"""
 
 
@@ -152,7 +157,7 @@ def test_undecodable_bytes_of_a_path_are_shown_escaped(tmp_path):
     steps = sample_steps()
     steps[1]["out"] = ["obj/caf\udce9.o"]          # how records.read hands back a Latin-1 byte
     page = tmp_path / "report.html"
-    html.write(str(page), steps)
+    page.write_bytes(html.encode(html.render(steps)))
     assert "obj/caf\\udce9.o" in page.read_text(encoding="utf-8")
 
 
@@ -173,7 +178,7 @@ def test_no_steps_still_make_a_page():
 def test_chromium_renders_the_page_without_console_errors(tmp_path):
     steps = sample_steps()
     page = tmp_path / "report.html"
-    html.write(str(page), steps, {"id": "b1", "t0": steps[0]["t0"] - 1, "exit": 1})
+    page.write_text(html.render(steps, {"id": "b1", "t0": steps[0]["t0"] - 1, "exit": 1}))
     dom, errors = chromium_dump(page, tmp_path)
     assert errors == []
     rects = Elements(dom).all("rect", "step")

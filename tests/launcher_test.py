@@ -2,8 +2,12 @@
 
 import subprocess
 
+import pytest
+
 from conftest import REPO, SHIM, run_shim
-from shim import launcher
+from shim.generators import launcher
+
+pytestmark = pytest.mark.e2e          # the installed launchers
 
 
 def test_the_installed_script_carries_the_shared_launcher_body():

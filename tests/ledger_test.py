@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import SHIM, run_shim, write_tool
-from shim import ledger, records
+from shim import ledger
+from shim.reports import records
 
 
 def ledger_lines(d):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shim import ninjafile
+from shim.generators import ninjafile
 from shim.exit_status import BAD_INPUT, USAGE, ShimError
 
 NINJA = Path(sys.executable).parent / "ninja"
@@ -71,6 +71,7 @@ def test_every_fixture_and_the_files_it_includes_round_trip_byte_for_byte(tmp_pa
         assert ninjafile.encode(nfile.emit()) == Path(nfile.real_path).read_bytes()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", CORPUS)
 def test_every_fixture_means_the_same_to_ninja_and_round_trips_with_crlf_line_endings(tmp_path, name):
     directory = copy_fixtures(tmp_path)
@@ -85,6 +86,7 @@ def test_every_fixture_means_the_same_to_ninja_and_round_trips_with_crlf_line_en
     assert ninja_commands(directory, name, lf_targets) == lf_commands
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", CORPUS)
 def test_ninja_runs_exactly_the_commands_ninjafile_evaluates_for_every_fixture(tmp_path, name):
     directory = copy_fixtures(tmp_path)
@@ -107,6 +109,7 @@ def test_tokens_are_spans_of_the_text_with_their_kinds():
         ("space", " "), ("path", "d"), ("newline", "\n")]
 
 
+@pytest.mark.e2e
 def test_a_nul_byte_ends_the_manifest_as_for_ninja_and_what_follows_survives(tmp_path):
     data = b"rule r\n  command = echo hi\nbuild a: r\n\x00anything $ at all\n"
     (tmp_path / "build.ninja").write_bytes(data)
@@ -116,6 +119,7 @@ def test_a_nul_byte_ends_the_manifest_as_for_ninja_and_what_follows_survives(tmp
     assert ninja_commands(tmp_path, "build.ninja", ["a"]) == ["echo hi"]
 
 
+@pytest.mark.e2e
 def test_a_large_generated_manifest_round_trips(tmp_path):
     from ninja.ninja_syntax import Writer
     path = tmp_path / "build.ninja"
@@ -181,6 +185,7 @@ def test_build_statements_keep_every_kind_of_path():
     assert link.evaluate("rspfile_content") == "${in_newline} ${libs}"   # libs: set by builds
 
 
+@pytest.mark.e2e
 def test_rewriting_a_command_changes_only_its_bytes_and_ninja_runs_the_new_one(tmp_path):
     directory = copy_fixtures(tmp_path)
     path = directory / "escapes.ninja"
@@ -239,6 +244,7 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("text, line, what", MALFORMED, ids=[m[2] for m in MALFORMED])
 def test_a_malformed_manifest_is_one_error_line_naming_file_and_line_as_ninja_does(
         tmp_path, text, line, what):
@@ -260,6 +266,7 @@ MUTATIONS = [" ", "$", ":", "\n", "\r\n", "\r", "|", "#", "=", "\t", "{", "}", "
              "$\r\n", "||", "|@", "\x00", "${a}", "$a", "include x\n", "subninja y\n", "pool\n", "build"]
 
 
+@pytest.mark.e2e
 def test_mutated_fixtures_are_accepted_or_rejected_as_ninja_does_at_the_same_line(tmp_path):
     import random
     rng = random.Random(2024)     # fixed: the same 300 manifests every run

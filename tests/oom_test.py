@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_tool, write_toml
-from shim import records
+from shim.reports import records
 
 NINJA = Path(sys.executable).parent / "ninja"
 MIB = 1 << 20

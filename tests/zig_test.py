@@ -13,6 +13,8 @@ import pytest
 
 from conftest import run_shim, write_toml
 
+pytestmark = pytest.mark.e2e          # a real zig cc through the installed shim
+
 ziglang = pytest.importorskip("ziglang", reason="the PyPI package ziglang is not installed (pip install ziglang)")
 
 EM_AARCH64 = 183

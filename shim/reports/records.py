@@ -1,16 +1,8 @@
 """Reading the ledger back (off the hot path): records -> steps -> builds.
 
-A step is a dict with these keys (what every report consumes; see STEP_KEYS):
-  id, build, t0, t1, dur (seconds; t1/dur None if unknown), tool, prog, kind, mode,
-  cwd, in, out (list), exit, sig, rss (bytes or None), ut, st (CPU seconds or None),
-  argv (fingerprint), exe, args (compile steps), res, wait, est, src (memory
-  admission: bytes reserved, seconds waited for them, the estimate and where it came
-  from: history, prior or default), cpu_wait (seconds waited for a core under
-  `shim build`), oom, retry, low_memory (out-of-memory recovery),
-  timing: "measured" (spawned: shim waited), "ninja_log" (exec: the end came from
-  ninja's log) or "unknown", launcher (the launcher's program name: ccache, distcc),
-  cache (steps through ccache: "hit", "miss", or "uncached" when ccache ran the
-  compiler without its cache; None when unknown).
+A step is a dict with the fields of shim/reports/fields.py (STEP_KEYS): what every
+report consumes. `timing` says where its duration came from: "measured" (spawned: shim
+waited), "ninja_log" (exec: the end came from ninja's log) or "unknown".
 
 Exec steps end inside the tool, so their ledger record has only a start; their
 duration is taken from `.ninja_log` (found in the build dir, or in ninja's
@@ -30,56 +22,41 @@ import os
 import stat
 
 from shim import ledger
+from shim.reports import fields
 
-STEP_KEYS = ("id", "build", "t0", "t1", "dur", "tool", "prog", "kind", "mode", "cwd", "in", "out",
-             "exit", "sig", "rss", "ut", "st", "argv", "exe", "args", "res", "wait", "cpu_wait", "est", "src",
-             "oom", "retry", "low_memory", "timing", "launcher", "cache")
+STEP_KEYS = fields.NAMES
 SESSION_GAP = 30.0   # seconds between steps without a build id that start a new build
 CCACHE_STATS_LOG = "ccache-stats.log"   # in the ledger dir: toolchains/ccache.toml sets CCACHE_STATSLOG
 _CCACHE_HITS = frozenset(("direct_cache_hit", "preprocessed_cache_hit"))
 
 
-def _num(v):
-    return v is None or (type(v) in (int, float) and v == v)
+def _count(v):
+    return v is None or (type(v) is int and v >= 0)
 
 
-def _int(v):
-    return v is None or type(v) is int
-
-
-def _str(v):
-    return v is None or type(v) is str
-
-
-def _strs(v):
-    return v is None or (type(v) is list and all(type(x) is str for x in v))
-
-
-def _bool(v):
-    return v is None or type(v) is bool
-
-
-# What a value read back from the ledger may be, per key (any record kind); a record with
-# a value of another type is skipped like an unreadable line, so the reports, the
-# estimates index and `shim build` never see it.
-FIELDS = {
-    "id": _str, "b": _str, "t0": lambda v: v is not None and _num(v), "t1": _num, "dur": _num,
-    "pid": _int, "tool": _str, "prog": _str, "kind": _str, "mode": _str, "cwd": _str, "in": _str,
-    "out": _strs, "exit": _int, "sig": _int, "rss": _int, "ut": _num, "st": _num,
-    "argv": lambda v: _str(v) or _strs(v), "exe": _str, "args": _strs, "res": _int, "wait": _num,
-    "cpu_wait": _num, "est": _int, "src": _str, "oom": _bool, "retry": _int, "low_memory": _bool,
-    "launcher": _str, "budget": _int, "steps_budget": _int, "peak": _int, "jobs": _int,
-}
+# Keys of the ledger that are not step fields (shim/reports/fields.py): the `build` record's.
+_LEDGER_ONLY = {"pid": _count, "budget": _count, "steps_budget": _count, "peak": _count, "jobs": _count}
+_BY_LEDGER_KEY = {f.ledger or f.name: f for f in fields.FIELDS}
 
 
 def valid(rec) -> bool:
-    """Whether *rec* (parsed JSON) is a record this version can use."""
+    """Whether *rec* (parsed JSON) is a record this version can use: a known kind, and every
+    known key with a value of its declared type. Anything else is skipped like an unreadable
+    line, so the reports, the estimates index and `shim build` never see it."""
     if type(rec) is not dict or rec.get("rec") not in ledger.RECORD_KINDS:
         return False
     if rec["rec"] == "ledger":
         return True
-    return all(check(rec[key]) for key, check in FIELDS.items() if key in rec) and (
-        rec["rec"] == "end" or "t0" in rec)
+    for key, value in rec.items():
+        if key == "argv" and rec["rec"] == "build":
+            ok = type(value) is list and all(type(x) is str for x in value)
+        elif key in _BY_LEDGER_KEY:
+            ok = fields.fits(_BY_LEDGER_KEY[key], value)
+        else:
+            ok = _LEDGER_ONLY.get(key, lambda v: True)(value)
+        if not ok:
+            return False
+    return rec["rec"] == "end" or "t0" in rec
 
 
 def read(ledger_dir: str) -> list:
@@ -164,8 +141,7 @@ def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
     for r in records:
         if r.get("rec") not in ("start", "step") or not isinstance(r.get("t0"), (int, float)):
             continue
-        s = {key: r.get(key) for key in STEP_KEYS}
-        s["build"] = r.get("b")
+        s = {f.name: r.get(f.ledger or f.name) for f in fields.FIELDS}
         s["out"] = list(r.get("out") or [])
         if r["rec"] == "step":
             s["timing"] = "measured"

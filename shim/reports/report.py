@@ -8,13 +8,14 @@ a memory budget and ninja pool depths that would have kept the build under SIZE.
 import os
 
 from shim import size
+from shim.config.budget import reserve_for
+from shim.reports import fields, timeline
 
 TOP = 10
 
 
 def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: int = 0) -> dict:
     """Everything the report shows, as plain data (see SCHEMA)."""
-    from shim import timeline
     known = [s for s in steps if s["t1"] is not None]
     t0 = build["t0"] if build else (min(s["t0"] for s in steps) if steps else None)
     t1 = build["t1"] if build and build.get("t1") else (max(s["t1"] for s in known) if known else None)
@@ -25,7 +26,7 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: 
         by_timing[s["timing"]] = by_timing.get(s["timing"], 0) + 1
     measured = [s for s in steps if s["rss"] is not None]
     cpu = [s for s in steps if s["ut"] is not None]
-    failures = [s for s in steps if failed(s)]
+    failures = [s for s in steps if timeline.failed(s)]
     curve = timeline.memory_curve(steps)
     peak_at, peak_bytes = timeline.peak(curve) if curve else (None, None)
     return {
@@ -58,32 +59,14 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: 
     }
 
 
-def failed(step: dict) -> bool:
-    return step["sig"] is not None or (step["exit"] not in (None, 0))
-
-
-def _name(step: dict) -> str:
-    return (step["out"][0] if step["out"] else None) or step["in"] or step["tool"]
-
-
-def _seconds(value) -> str:
-    return "-" if value is None else ("%.3fs" % value if value < 10 else "%.1fs" % value)
-
-
-def _exit(step: dict) -> str:
-    if step["sig"] is not None:
-        return "sig%d" % step["sig"]
-    return "?" if step["exit"] is None else str(step["exit"])
-
-
 def _rows(steps: list) -> list:
-    cache = any(s.get("cache") for s in steps)     # the column only when ccache marked steps
-    head = ("duration", "peak rss", "kind", "mode", "exit") + (("cache",) if cache else ()) + ("output",)
-    form = "  %-9s %-9s %-10s %-6s %-5s " + ("%-8s " if cache else "") + "%s"
-    lines = [form % head]
-    for s in steps:
-        row = (_seconds(s["dur"]), size.format(s["rss"]), s["kind"], s["mode"], _exit(s))
-        lines.append(form % (row + ((s.get("cache") or "-",) if cache else ()) + (_name(s),)))
+    """The steps as table lines, columns fields.TERMINAL (cache only when ccache marked some)."""
+    names = [n for n in fields.TERMINAL if n != "cache" or any(s.get("cache") for s in steps)]
+    columns = [fields.COLUMNS[n] for n in names]
+    widths = [max([len(c.header)] + [len(c.text(s)) for s in steps]) for c in columns[:-1]]
+    lines = []
+    for row in [[c.header for c in columns]] + [[c.text(s) for c in columns] for s in steps]:
+        lines.append("  " + " ".join(t.ljust(w) for t, w in zip(row, widths)) + " " + row[-1])
     return lines
 
 
@@ -97,7 +80,7 @@ def render(data: dict, list_steps: bool = True) -> str:
     lines = ["shim report: %s in %s" % (head, data["build_dir"])]
     cpu = "-" if t["cpu_user"] is None else "%.2fs user + %.2fs sys (%d spawned steps)" % (
         t["cpu_user"], t["cpu_system"], t["cpu_steps"])
-    lines.append("  %d steps, wall %s, CPU %s" % (t["steps"], _seconds(t["wall"]), cpu))
+    lines.append("  %d steps, wall %s, CPU %s" % (t["steps"], fields.seconds(t["wall"]), cpu))
     lines.append("  kinds: %s;  modes: %s;  timing: %s" % (
         _counts(t["by_kind"]), _counts(t["by_mode"]), _counts(t["by_timing"])))
     lines.append("  peak RSS of one step: %s;  peak memory in use: %s (spawned steps only, %d measured)"
@@ -106,7 +89,7 @@ def render(data: dict, list_steps: bool = True) -> str:
     if cached:
         lines.append("  ccache: %s" % _counts({r: cached.count(r) for r in set(cached)}))
     lines.append("  failures: %s" % ("none" if not data["failures"] else
-                                      ", ".join("%s (%s)" % (_name(s), _exit(s)) for s in data["failures"])))
+                                      ", ".join("%s (%s)" % (fields.name_of(s), fields.exit_text(s)) for s in data["failures"])))
     if data["top_memory"]:
         lines += ["", "Top %d by peak memory:" % len(data["top_memory"])] + _rows(data["top_memory"])
     if data["top_duration"]:
@@ -129,11 +112,6 @@ def _counts(counts: dict) -> str:
 # --- --suggest ------------------------------------------------------------------------
 
 
-def reserve_for(ram: int) -> int:
-    """RAM kept out of the budget for the OS, ninja and page cache: 1/8, at least 256 MiB."""
-    return max(256 << 20, ram // 8)
-
-
 def suggest(steps: list, ram: int, cores: int = None) -> dict:
     """A budget and pool depths that keep *steps* under *ram*, with the reasoning."""
     cores = cores or os.cpu_count() or 1
@@ -151,9 +129,9 @@ def suggest(steps: list, ram: int, cores: int = None) -> dict:
         top = peaks[-1]
         heaviest = max((s for s in measured if s["kind"] == kind), key=lambda s: s["rss"])
         depth = max(1, min(cores, budget // top)) if top else cores
-        pools[kind] = {"depth": depth, "max_rss": top, "step": _name(heaviest), "count": len(peaks)}
+        pools[kind] = {"depth": depth, "max_rss": top, "step": fields.name_of(heaviest), "count": len(peaks)}
         reasons.append("%s steps (%d measured) peak at %s (%s): %d fit in the budget at once%s."
-                       % (kind, len(peaks), size.format(top), _name(heaviest), budget // top if top else 0,
+                       % (kind, len(peaks), size.format(top), fields.name_of(heaviest), budget // top if top else 0,
                           " (capped at %d cores)" % cores if top and budget // top > cores else ""))
     overall = max((s["rss"] for s in measured), default=0)
     jobs = max(1, min(cores, budget // overall)) if overall else cores
@@ -179,28 +157,7 @@ def render_suggestion(s: dict) -> str:
 
 _NUM = {"type": ["number", "null"]}
 _INT = {"type": ["integer", "null"]}
-_STR = {"type": ["string", "null"]}
-STEP_SCHEMA = {
-    "type": "object",
-    "required": ["id", "build", "t0", "t1", "dur", "tool", "prog", "kind", "mode", "cwd", "in", "out",
-                 "exit", "sig", "rss", "ut", "st", "argv", "res", "wait", "timing"],
-    "properties": {
-        "id": {"type": "string"}, "build": _STR, "t0": {"type": "number"}, "t1": _NUM,
-        "dur": {"type": ["number", "null"], "minimum": 0}, "tool": {"type": "string"},
-        "prog": {"type": "string"},
-        "kind": {"enum": ["compile", "link", "archive", "preprocess", "other"]},
-        "mode": {"enum": ["exec", "spawn"]}, "cwd": {"type": "string"}, "in": _STR,
-        "out": {"type": "array", "items": {"type": "string"}},
-        "exit": {"type": ["integer", "null"], "minimum": 0, "maximum": 255},
-        "sig": {"type": ["integer", "null"], "minimum": 1}, "rss": _INT, "ut": _NUM, "st": _NUM,
-        "argv": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
-        "exe": _STR, "args": {"type": ["array", "null"], "items": {"type": "string"}},
-        "res": _INT, "wait": _NUM, "cpu_wait": _NUM, "est": _INT, "src": {"enum": ["history", "prior", "default", None]},
-        "oom": {"type": ["boolean", "null"]}, "retry": _INT, "low_memory": {"type": ["boolean", "null"]},
-        "timing": {"enum": ["measured", "ninja_log", "unknown"]},
-        "launcher": _STR, "cache": {"enum": ["hit", "miss", "uncached", None]},
-    },
-}
+STEP_SCHEMA = fields.step_schema()
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "shim report --json",
@@ -226,6 +183,7 @@ SCHEMA = {
                 "by_mode": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "by_timing": {"type": "object", "additionalProperties": {"type": "integer"}},
             },
+            "additionalProperties": False,
         },
         "top_memory": {"type": "array", "maxItems": TOP, "items": STEP_SCHEMA},
         "top_duration": {"type": "array", "maxItems": TOP, "items": STEP_SCHEMA},
@@ -233,4 +191,5 @@ SCHEMA = {
         "steps": {"type": "array", "items": STEP_SCHEMA},
         "suggestion": {"type": "object"},
     },
+    "additionalProperties": False,
 }

@@ -8,7 +8,8 @@ import math
 from html import escape   # the standard library's: absolute imports never find this module
 from typing import Optional
 
-from shim import size, timeline
+from shim import size
+from shim.reports import fields, timeline
 
 KINDS = {"compile": "#4e79a7", "link": "#f28e2b", "archive": "#59a14f", "preprocess": "#b07aa1",
          "other": "#9c9c9c"}
@@ -74,11 +75,7 @@ def _e(value) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def seconds(value: Optional[float]) -> str:
-    """A duration for people: `850ms`, `12.3s`; `?` when unknown."""
-    if value is None:
-        return "?"
-    return "%dms" % round(value * 1000) if value < 0.9995 else "%.1fs" % value
+seconds = fields.seconds
 
 
 def _tick_step(span: float) -> float:
@@ -106,14 +103,8 @@ def _tooltip(step: dict) -> str:
              "%s %s, %s (%s)" % (step.get("kind"), step.get("mode"), seconds(step.get("dur")),
                                  step.get("timing")),
              "tool %s: %s" % (step.get("tool"), step.get("prog")),
-             "peak RSS %s, exit %s" % (size.format(step.get("rss")), _exit(step))]
+             "peak RSS %s, exit %s" % (fields.amount(step.get("rss")), fields.exit_text(step))]
     return "\n".join(lines)
-
-
-def _exit(step: dict) -> str:
-    if step.get("sig"):
-        return "signal %d" % step["sig"]
-    return "?" if step.get("exit") is None else str(step["exit"])
 
 
 def timeline_svg(steps: list[dict], origin: float, span: float) -> str:
@@ -168,30 +159,19 @@ def memory_svg(steps: list[dict], origin: float, span: float) -> str:
                seconds(t_peak - origin)))
 
 
-def _cpu(step: dict) -> Optional[float]:
-    times = [t for t in (step.get("ut"), step.get("st")) if t is not None]
-    return sum(times) if times else None
-
-
 def table(steps: list[dict]) -> str:
-    """The steps as a table whose headers sort it (each cell's data-v is its sort key)."""
-    heads = [("output", ""), ("kind", ""), ("mode", ""), ("duration", "num"), ("peak RSS", "num"),
-             ("CPU", "num"), ("exit", "num"), ("timing", "")]
-    rows = []
-    for s in steps:
-        out = (s.get("out") or [None])[0] or s.get("tool")
-        cpu = _cpu(s)
-        code = s.get("exit") if not s.get("sig") else 128 + s["sig"]
-        cells = [(out, out), (s.get("kind"), s.get("kind")), (s.get("mode"), s.get("mode")),
-                 (seconds(s.get("dur")), s.get("dur")), (size.format(s.get("rss")), s.get("rss")),
-                 (seconds(cpu) if cpu is not None else "-", cpu), (_exit(s), code),
-                 (s.get("timing"), s.get("timing"))]
-        rows.append('<tr data-id="%s"%s>%s</tr>' % (
-            _e(s.get("id")), ' class="failed"' if timeline.failed(s) else "",
-            "".join('<td%s data-v="%s">%s</td>' % (' class="num"' if kind else "", _e(key), _e(text))
-                    for (text, key), (_, kind) in zip(cells, heads))))
+    """The steps as a table whose headers sort it (each cell's data-v is its sort key);
+    the columns are fields.HTML."""
+    columns = [fields.COLUMNS[name] for name in fields.HTML]
+
+    def cell(c, s):
+        key = c.key(s)
+        return '<td%s data-v="%s">%s</td>' % (' class="num"' if c.numeric else "", _e(key), _e(c.text(s)))
+
+    rows = ['<tr data-id="%s"%s>%s</tr>' % (_e(s.get("id")), ' class="failed"' if timeline.failed(s) else "",
+                                            "".join(cell(c, s) for c in columns)) for s in steps]
     return ('<table id="steps"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
-            % ("".join('<th%s>%s</th>' % (' class="num"' if kind else "", name) for name, kind in heads),
+            % ("".join('<th%s>%s</th>' % (' class="num"' if c.numeric else "", c.header) for c in columns),
                "".join(rows)))
 
 
@@ -226,7 +206,6 @@ def render(steps: list[dict], build: Optional[dict] = None, title: str = "shim r
                timeline_svg(steps, origin, span), memory_svg(steps, origin, span), table(steps), SCRIPT))
 
 
-def write(path: str, steps: list[dict], build: Optional[dict] = None) -> None:
-    """Write the page for *steps* to *path* (UTF-8; undecodable path bytes shown as \\udcXX)."""
-    from shim import outfile
-    outfile.write(path, render(steps, build).encode("utf-8", "backslashreplace"), what="the HTML timeline")
+def encode(page: str) -> bytes:
+    """*page* as the bytes of the file: UTF-8, an undecodable byte of a path shown as \\udcXX."""
+    return page.encode("utf-8", "backslashreplace")

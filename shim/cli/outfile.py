@@ -1,5 +1,7 @@
 """Files a user asks shim to write (`-o`, `--html`, `--trace`, launchers, generated files).
 
+Domain code (shim/reports, shim/generators) returns text; the commands write it here.
+
 Written atomically with host.replace_file (a temporary file beside the target, renamed
 over it, and removed whatever goes wrong), so a reader never sees half a file and a
 failure leaves the old one. A target that exists but is not a regular file (/dev/stdout,
@@ -29,19 +31,11 @@ def write(path: str, data, mode: int = 0o644, what: str = "") -> str:
         else:
             host.replace_file(path, data, mode)
     except (OSError, ValueError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
-        raise ShimError("cannot write %s%s: %s" % (what + " " if what else "", path, reason),
-                        CANT_CREATE) from None
+        raise cannot(path, e, what) from None
     return path
 
 
-def makedirs(directory: str, what: str = "") -> None:
-    """Create *directory* and its parents (0755 less the umask); exit 73 if impossible."""
-    try:
-        host.makedirs(os.path.abspath(directory))
-    except OSError as e:
-        raise ShimError("cannot create %s%s: %s" % (what + " " if what else "", directory,
-                                                   e.strerror or e), CANT_CREATE) from None
-    if not os.path.isdir(directory):
-        raise ShimError("cannot create %s%s: not a directory" % (what + " " if what else "", directory),
-                        CANT_CREATE)
+def cannot(path: str, error: OSError, what: str = "", verb: str = "write") -> ShimError:
+    """The one-line error (exit 73) for an output *path* that could not be written."""
+    return ShimError("cannot %s %s%s: %s" % (verb, what + " " if what else "", path,
+                                            getattr(error, "strerror", None) or error), CANT_CREATE)

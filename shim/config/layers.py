@@ -1,7 +1,8 @@
 """Reading, validating and merging toolchain.toml layers (off the hot path).
 
 shim/toolchain.py finds the layers and caches what `build` returns; this module is
-imported only on a cache miss and by `shim config`. Errors name file, line and key:
+imported only on a cache miss and by `shim config`. The tool-rules shape it compiles
+tables into belongs to shim/rewrite.py (`rewrite.rules`). Errors name file, line and key:
 `toolchain.toml:7: unknown key 'tool.cc.progam' (did you mean 'program'?)`.
 """
 
@@ -9,7 +10,8 @@ import difflib
 import sys
 
 from shim import args as args_mod
-from shim import host, keys, pattern, size
+from shim import host, pattern, rewrite, size
+from shim.config import keys
 from shim.exit_status import CONFIG, ShimError
 
 if sys.version_info >= (3, 11):
@@ -268,9 +270,14 @@ def locate(text: str, dotted: tuple):
 # --- presets, merging, compiling -----------------------------------------------------
 
 
-def preset_dir() -> str:
-    from shim import toolchain
-    return toolchain.preset_dir()
+def preset_dir():
+    """toolchains/ as installed (shim/toolchains) or in a source checkout (../toolchains)."""
+    import os
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for d in (os.path.join(package, "toolchains"), os.path.join(os.path.dirname(package), "toolchains")):
+        if os.path.isfile(os.path.join(d, "gcc.toml")):
+            return d
+    return None
 
 
 def preset_names():
@@ -338,30 +345,9 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
             prog = host.join(base, prog)
         path_base = base_dirs.get(("tool", tool_id, "env", "path_prepend"), "")
         low = t.get("low_memory", {})
-        low_args, low_env = low.get("args", {}), low.get("env", {})
-        tools[tool_id] = {
-            "low_memory": {
-                "prepend": list(low_args.get("prepend", [])), "append": list(low_args.get("append", [])),
-                "drop": [d for d in low_args.get("drop", []) if not pattern.is_pattern(d)],
-                "drop_patterns": [d for d in low_args.get("drop", []) if pattern.is_pattern(d)],
-                "replace": {k: ([v] if isinstance(v, str) else list(v))
-                            for k, v in low_args.get("replace", {}).items()},
-                "env_set": dict(low_env.get("set", {})), "env_unset": [], "path_prepend": []},
-            "program": prog,
-            "launcher": t.get("launcher"),
-            "family": t.get("family"),
-            "kind": t.get("kind"),
-            "mode": t.get("mode"),
-            "prepend": list(a.get("prepend", [])),
-            "append": list(a.get("append", [])),
-            "drop": [d for d in a.get("drop", []) if not pattern.is_pattern(d)],
-            "drop_patterns": [d for d in a.get("drop", []) if pattern.is_pattern(d)],
-            "replace": {k: ([v] if isinstance(v, str) else list(v)) for k, v in a.get("replace", {}).items()},
-            "env_set": dict(e.get("set", {})),
-            "env_unset": list(e.get("unset", [])),
-            "path_prepend": [p if host.is_absolute(p) or not path_base else host.join(path_base, p)
-                             for p in e.get("path_prepend", [])],
-        }
+        tools[tool_id] = dict(rewrite.rules(a, e, path_base), program=prog, launcher=t.get("launcher"),
+                              family=t.get("family"), kind=t.get("kind"), mode=t.get("mode"),
+                              low_memory=rewrite.rules(low.get("args"), low.get("env")))
         for name in t.get("names", []):
             if pattern.is_pattern(name):
                 name_patterns.append((name, tool_id))

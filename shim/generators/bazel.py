@@ -21,10 +21,11 @@ import platform
 import subprocess
 import sys
 
-import click
 
-from shim import exit_status, launcher, program, rundir, toolchain
+from shim import admission, exit_status, host, program, rundir, toolchain
+from shim.config import layers
 from shim.exit_status import ShimError
+from shim.generators import launcher
 
 PACKAGE = "shim_toolchain"
 COPIED = ("BUILD", "cc_toolchain_config.bzl")      # from toolchains/bazel/, unchanged
@@ -44,35 +45,6 @@ TOOLCHAIN_TOML = """\
 # [step.link]
 # memory = "2GiB"          # expected peak of a link before shim has measured one
 """
-
-
-@click.group("bazel")
-def bazel_command():
-    """Use shim as the compiler and archiver of a Bazel cc_toolchain."""
-
-
-@bazel_command.command("init")
-@click.argument("directory", default=".", metavar="[DIR]", type=click.Path(file_okay=False))
-@click.option("--package", default=PACKAGE, show_default=True, metavar="NAME",
-              help="Workspace package to write the toolchain into.")
-@click.option("--toolchain", "toolchain_file", metavar="FILE", type=click.Path(dir_okay=False),
-              help="toolchain.toml for the actions (default: DIR/toolchain.toml if there is one, "
-                   "else NAME/toolchain.toml, written if missing).")
-@click.option("--budget", metavar="SIZE",
-              help="Also admit actions into this memory budget (6GiB, 75%, auto): "
-                   "adds --action_env=SHIM_MEMORY_BUDGET to the config.")
-@click.option("--bazelrc", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Write the build:shim config here instead of DIR/.bazelrc "
-                   "(e.g. a git-ignored user.bazelrc that .bazelrc try-imports).")
-def init(directory, package, toolchain_file, budget, bazelrc):
-    """Write a shim cc_toolchain and a `build:shim` config into Bazel workspace DIR.
-
-    Then `bazel build --config=shim //...` compiles, archives and links through
-    shim. Safe to re-run (after moving shim, or changing compilers).
-    """
-    for line in write_all(directory, package, toolchain_file, budget, bazelrc):
-        click.echo(line)
-    return 0
 
 
 def write_all(directory, package=PACKAGE, toolchain_file=None, budget=None, bazelrc=None) -> list:
@@ -125,7 +97,7 @@ def write_all(directory, package=PACKAGE, toolchain_file=None, budget=None, baze
     cache = toolchain.cache_dir(dict(os.environ)) or os.path.join(rundir.ensure({}), "cache")
     ledger = os.path.join(ws, ".shim")
     for d in (cache, ledger):      # Bazel refuses a --sandbox_writable_path that does not exist
-        os.makedirs(d, mode=0o700 if d == cache else 0o755, exist_ok=True)
+        host.makedirs(d, 0o700 if d == cache else 0o755)
     defaults = {"SHIM_TOOLCHAIN": toml, "SHIM_CACHE_DIR": cache}
     for name in WRAPPERS:
         path = os.path.join(pkg, name)
@@ -223,7 +195,7 @@ def _starlark(s: str) -> str:
 
 
 def _source_dir() -> str:
-    presets = toolchain.preset_dir()
+    presets = layers.preset_dir()
     d = os.path.join(presets, "bazel") if presets else ""
     if not all(os.path.isfile(os.path.join(d, name)) for name in COPIED):
         raise ShimError("shim's Bazel toolchain files are missing (%s): reinstall shim" % (d or "toolchains/bazel"),
@@ -256,11 +228,7 @@ def _tool_paths() -> dict:
 
 
 def _check_budget(text: str) -> None:
-    from shim import budget as budget_mod
-    try:
-        budget_mod.resolve(text)
-    except ValueError as e:
-        raise ShimError("--budget %s: %s" % (text, e), exit_status.USAGE) from None
+    admission.budget({}, {}, option=text)        # a bad request: one line naming --budget, exit 2
 
 
 def _read(path: str) -> str:
@@ -286,11 +254,7 @@ def _write(path: str, text: str, mode: int = None) -> str:
         if old_mode != mode:
             os.chmod(path, mode)
         return "unchanged"
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    host.makedirs(os.path.dirname(path))
+    host.replace_file(path, text.encode("utf-8", "surrogateescape"), mode)
+    os.chmod(path, mode)                 # exactly: a wrapper must stay executable whatever the umask
     return "wrote" if old_mode is None else "updated"
-

@@ -16,7 +16,7 @@ Both load the precompiled hot path from shim/_hotpath.bundle (shim/hotpath.py).
 import os
 import sys
 
-from shim import __version__, hotpath, outfile
+from shim import __version__, host, hotpath
 
 BODY = '''import sys
 try:
@@ -44,7 +44,8 @@ sp = {site_packages!r}
 
 def site_packages() -> str:
     """The directory holding the running shim package."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import shim
+    return os.path.dirname(os.path.dirname(os.path.abspath(shim.__file__)))
 
 
 def direct_text(python: str = None, packages: str = None, env_defaults: dict = None) -> str:
@@ -60,8 +61,8 @@ def direct_text(python: str = None, packages: str = None, env_defaults: dict = N
 
 
 def write(directory: str, name: str = "shim") -> str:
-    """Write (atomically, only if different) a direct launcher *directory*/*name*; ShimError
-    (exit 73) if it cannot be written."""
+    """Write (atomically, only if different) a direct launcher *directory*/*name*; OSError
+    if it cannot be written."""
     text = direct_text()
     path = os.path.join(directory, name)
     try:
@@ -70,14 +71,15 @@ def write(directory: str, name: str = "shim") -> str:
                 return path
     except OSError:
         pass
-    outfile.makedirs(directory, "the launcher directory")
-    return outfile.write(path, text, 0o755, "the launcher")
+    host.makedirs(os.path.abspath(directory))
+    host.replace_file(path, text.encode(), 0o755)
+    return path
 
 
 def bundled() -> bool:
     """Whether the running install has a hot-path bundle for this interpreter."""
     import importlib.util
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), hotpath.BUNDLE_NAME)
+    path = os.path.join(site_packages(), "shim", hotpath.BUNDLE_NAME)
     try:
         with open(path, "rb") as f:
             return f.read(4) == importlib.util.MAGIC_NUMBER

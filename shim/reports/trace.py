@@ -9,12 +9,12 @@ import json
 import os
 from typing import Optional
 
-from shim import timeline
+from shim.reports import fields, timeline
 
 PID = 1
 COUNTER = "memory in use"
 MIN_SLICE = 1e-6      # seconds a zero-length step holds its lane (see events)
-ARG_KEYS = ("tool", "prog", "mode", "in", "out", "exit", "sig", "rss", "ut", "st", "res", "wait", "timing")
+ARG_KEYS = fields.TRACE_ARGS
 
 
 def _us(seconds: float) -> int:
@@ -74,7 +74,6 @@ def events(steps: list[dict], build: Optional[dict] = None) -> dict:
     return {"traceEvents": trace, "displayTimeUnit": "ms", "otherData": other}
 
 
-def write(path: str, steps: list[dict], build: Optional[dict] = None) -> None:
-    """Write the trace of *steps* to *path* (ASCII JSON: odd bytes of paths stay escaped)."""
-    from shim import outfile
-    outfile.write(path, json.dumps(events(steps, build), separators=(",", ":")) + "\n", what="the trace")
+def render(steps: list[dict], build: Optional[dict] = None) -> str:
+    """The trace of *steps* as ASCII JSON text (odd bytes of paths stay escaped)."""
+    return json.dumps(events(steps, build), separators=(",", ":")) + "\n"

@@ -1,0 +1,42 @@
+"""`shim bazel init`: put shim into a Bazel workspace as its cc_toolchain's compiler and archiver.
+
+What gets written is shim/generators/bazel.py (it returns the lines printed here).
+"""
+
+import click
+
+from shim.cli import outfile
+from shim.generators import bazel as bazel_toolchain
+
+
+@click.group()
+def bazel():
+    """Use shim as the compiler and archiver of a Bazel cc_toolchain."""
+
+
+@bazel.command("init")
+@click.argument("directory", default=".", metavar="[DIR]", type=click.Path(file_okay=False))
+@click.option("--package", default=bazel_toolchain.PACKAGE, show_default=True, metavar="NAME",
+              help="Workspace package to write the toolchain into.")
+@click.option("--toolchain", "toolchain_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="toolchain.toml for the actions (default: DIR/toolchain.toml if there is one, "
+                   "else NAME/toolchain.toml, written if missing).")
+@click.option("--budget", metavar="SIZE",
+              help="Also admit actions into this memory budget (6GiB, 75%, auto): "
+                   "adds --action_env=SHIM_MEMORY_BUDGET to the config.")
+@click.option("--bazelrc", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write the build:shim config here instead of DIR/.bazelrc "
+                   "(e.g. a git-ignored user.bazelrc that .bazelrc try-imports).")
+def init(directory, package, toolchain_file, budget, bazelrc):
+    """Write a shim cc_toolchain and a `build:shim` config into Bazel workspace DIR.
+
+    Then `bazel build --config=shim //...` compiles, archives and links through
+    shim. Safe to re-run (after moving shim, or changing compilers).
+    """
+    try:
+        lines = bazel_toolchain.write_all(directory, package, toolchain_file, budget, bazelrc)
+    except OSError as e:
+        raise outfile.cannot(e.filename or directory, e) from None
+    for line in lines:
+        click.echo(line)
+    return 0

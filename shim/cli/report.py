@@ -1,0 +1,110 @@
+"""`shim report` and `shim compdb`: what the ledger of a build dir tells, for people and tools."""
+
+import os
+
+import click
+
+from shim import exit_status
+from shim.cli import outfile
+from shim.exit_status import ShimError
+
+
+def _ledger_for(directory: str):
+    """(ledger dir, build dir) for a build in *directory*, as its steps resolve it."""
+    from shim import ledger, toolchain
+    build_dir = os.path.abspath(directory)
+    env = dict(os.environ)
+    try:
+        config = toolchain.load(build_dir, env)
+    except ShimError:
+        config = {}
+    ledger_dir = ledger.directory(build_dir, env, config, require_build_dir=False)
+    if ledger_dir is None:
+        raise ShimError("the ledger is off here (SHIM_LEDGER or ledger.enabled = false)", exit_status.USAGE)
+    return ledger_dir, build_dir
+
+
+def _load_steps(directory: str, which: str):
+    from shim.reports import records
+    ledger_dir, build_dir = _ledger_for(directory)
+    build, steps, skipped = records.load_counted(ledger_dir, build_dir, which)
+    if not steps:
+        raise ShimError("no steps recorded in %s (run a build through shim first, or use -C DIR; "
+                        "steps record only in a build dir: build.ninja, a Makefile or .shim/ in it)"
+                        % ledger_dir, exit_status.USAGE)
+    return ledger_dir, build_dir, build, steps, skipped
+
+
+@click.command()
+@click.option("-C", "directory", default=".", metavar="DIR", type=click.Path(file_okay=False),
+              help="The build directory (where the steps ran).")
+@click.option("--all", "every", is_flag=True, help="Every recorded build, not only the last one.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (see --schema).")
+@click.option("--brief", is_flag=True, help="Summary and top lists only, not every step.")
+@click.option("--trace", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write a Chrome trace (Perfetto, chrome://tracing) to FILE.")
+@click.option("--html", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write a self-contained HTML timeline to FILE.")
+@click.option("--suggest", is_flag=True, help="Suggest a memory budget and pool depths (with --ram).")
+@click.option("--ram", metavar="SIZE", help="RAM of the machine to plan for (default: this one's).")
+@click.option("--schema", is_flag=True, help="Print the JSON schema of --json and exit.")
+def report(directory, every, as_json, brief, trace, html, suggest, ram, schema):
+    """Summarise the last build: steps, wall, CPU, memory, failures."""
+    import json
+    from shim import size
+    from shim.reports import report as report_mod
+    if schema:
+        click.echo(json.dumps(report_mod.SCHEMA, indent=2))
+        return 0
+    ledger_dir, build_dir, build, steps, skipped = _load_steps(directory, "all" if every else "last")
+    data = report_mod.summary(steps, build, build_dir, ledger_dir, skipped)
+    if suggest or ram:
+        try:
+            ram_bytes = size.parse(ram) if ram else _machine_ram()
+        except ValueError as e:
+            raise ShimError("--ram %s: %s" % (ram, e), exit_status.USAGE) from None
+        data["suggestion"] = report_mod.suggest(steps, ram_bytes)
+    if trace:
+        from shim.reports import trace as trace_mod
+        outfile.write(trace, trace_mod.render(steps, build), what="the trace")
+    if html:
+        from shim.reports import html as html_mod
+        outfile.write(html, html_mod.encode(html_mod.render(steps, build)), what="the HTML timeline")
+    if as_json:
+        click.echo(json.dumps(data, indent=1))
+    else:
+        click.echo(report_mod.render(data, list_steps=not brief), nl=False)
+        if "suggestion" in data:
+            click.echo()
+            click.echo(report_mod.render_suggestion(data["suggestion"]), nl=False)
+        for what, path in (("trace", trace), ("HTML timeline", html)):
+            if path:
+                click.echo("wrote %s: %s" % (what, path))
+    return 0
+
+
+def _machine_ram() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise ShimError("cannot read MemTotal from /proc/meminfo; pass --ram SIZE", exit_status.USAGE)
+
+
+@click.command()
+@click.option("-C", "directory", default=".", metavar="DIR", type=click.Path(file_okay=False),
+              help="The build directory (where the steps ran).")
+@click.option("-o", "output", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Write to FILE (e.g. compile_commands.json) instead of standard output.")
+def compdb(directory, output):
+    """Write compile_commands.json for the compile steps shim ran (all builds, newest wins)."""
+    import json
+    from shim.reports import compdb as compdb_mod
+    _ledger_dir, build_dir, _build, steps, _skipped = _load_steps(directory, "all")
+    text = json.dumps(compdb_mod.entries(steps, build_dir), indent=2) + "\n"
+    if output:
+        outfile.write(output, text, what="the compilation database")
+        click.echo("wrote %d entries to %s" % (text.count('"directory"'), output), err=True)
+    else:
+        click.echo(text, nl=False)
+    return 0

@@ -1,0 +1,95 @@
+"""The package's shape, as rules: the hot path is exactly what lies directly in shim/, click
+lives only under shim/cli/, nothing imports in a circle, the step record is declared once."""
+
+import ast
+import json
+
+import pytest
+
+from conftest import REPO, run_shim
+from shim import hotpath
+from shim.reports import fields, records
+
+PACKAGE = REPO / "shim"
+
+
+def module_name(path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(name: str):
+    """Every shim module *name* imports, at module level or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update("%s.%s" % (node.module, a.name) for a in node.names)
+    return {n for n in found if n in MODULES and n != name}
+
+
+def test_the_modules_directly_in_shim_are_exactly_the_hot_path():
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    hot = {"__init__" if m == "shim" else m.split(".", 1)[1] for m in hotpath.MODULES}
+    assert top == hot | set(hotpath.ALSO_TOP_LEVEL)
+    subpackages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert subpackages == {"cli", "config", "generators", "reports"}
+
+
+def test_click_is_imported_only_under_shim_cli():
+    users = {name for name, path in MODULES.items() if "click" in {
+        a.name.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
+        for a in (node.names if isinstance(node, ast.Import) else [])}}
+    assert users and all(name.startswith("shim.cli.") for name in users), sorted(users)
+
+
+def test_no_module_imports_itself_back_through_others():
+    graph = {name: imports_of(name) for name in MODULES}
+    state = {}
+
+    def visit(name, path):
+        if state.get(name) == "done":
+            return
+        assert state.get(name) != "open", "import cycle: " + " -> ".join(path + [name])
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            visit(dep, path + [name])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        visit(name, [])
+
+
+def test_hot_modules_import_only_hot_modules_at_module_level():
+    hot = set(hotpath.MODULES)
+    for name in hot:
+        tree = ast.parse(MODULES[name].read_text())
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("shim"):
+                targets = {node.module} | {"%s.%s" % (node.module, a.name) for a in node.names}
+                assert targets & set(MODULES) <= hot, (name, node.module)
+
+
+def test_the_step_schema_is_derived_from_the_one_declaration():
+    schema = fields.step_schema()
+    assert schema["additionalProperties"] is False
+    assert list(schema["properties"]) == list(records.STEP_KEYS) == [f.name for f in fields.FIELDS]
+    assert set(fields.TERMINAL) | set(fields.HTML) <= set(fields.COLUMNS)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["exec", "spawn"])
+def test_every_key_a_real_build_writes_is_declared(example, env, mode):
+    result = run_shim(["build", "-C", example, "--mode", mode], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = (example / ".shim" / "ledger-v1.jsonl").read_text().splitlines()[1:]
+    written = {key for line in lines for key in json.loads(line)}
+    declared = {f.ledger or f.name for f in fields.FIELDS} | set(records._LEDGER_ONLY) | {"rec"}
+    assert written <= declared, sorted(written - declared)
+    assert all(records.valid(json.loads(line)) for line in lines)
