@@ -8,10 +8,10 @@ cgroup v1 (a `memory` hierarchy, as on this project's machines): a child of this
 own memory cgroup with `memory.limit_in_bytes` and, when the kernel accounts swap,
 `memory.memsw.limit_in_bytes` set to the same figure (so the limit cannot spill into swap);
 OOM kills from `memory.oom_control` (`oom_kill N`, Linux >= 4.13), peak from
-`memory.max_usage_in_bytes`. cgroup v2: a child of this process's cgroup when the memory
-controller is delegated to its subtree (`cgroup.subtree_control`), `memory.max` and
-`memory.swap.max = 0`; OOM kills from `memory.events`, peak from `memory.peak` (Linux >= 5.19).
-Anything else (not root and not delegated, no memory hierarchy mounted, an old kernel)
+`memory.max_usage_in_bytes`. cgroup v2: a child of the nearest cgroup, this process's or an
+ancestor, whose `cgroup.subtree_control` enables memory (one holding processes cannot), with
+`memory.max` and `memory.swap.max = 0`; OOM kills from `memory.events`, peak from
+`memory.peak` (Linux >= 5.19). Anything else (not root and not delegated, no memory hierarchy mounted, an old kernel)
 raises `Unavailable` with the reason, for `pytest.skip`.
 
 A command enters the cgroup through `/bin/sh -c 'echo $$ > cgroup.procs; exec "$@"'`: the
@@ -70,13 +70,13 @@ def _directory(mount, path):
 
 
 def locate():
-    """("v1" or "v2", directory of this process's memory cgroup, its path in the hierarchy).
-
-    Raises Unavailable when no memory cgroup can be made beside this process."""
+    """("v1" or "v2", the directory to create cgroups in, its path in the hierarchy, the files a
+    new cgroup must have). Raises Unavailable when no memory cgroup can be made here."""
     try:
         own = _own_cgroups()
+        _read("/proc/self/mountinfo")
     except OSError as e:
-        raise Unavailable("cannot read /proc/self/cgroup (%s)" % e) from None
+        raise Unavailable("cannot read /proc/self/cgroup or mountinfo (%s)" % e.strerror) from None
     if "v1" in own:
         mount = _mount("cgroup", "memory")
         if mount is None:
@@ -89,19 +89,25 @@ def locate():
         if mount is None:
             raise Unavailable("cgroup v2 is not mounted")
         version, path = "v2", own["v2"]
-        directory = _directory(mount, path)
-        try:
-            delegated = "memory" in _read(os.path.join(directory, "cgroup.subtree_control")).split()
-        except OSError:
-            delegated = False
-        if not delegated:
-            raise Unavailable("the memory controller is not enabled for the children of %s "
-                              "(cgroup.subtree_control)" % directory)
+        # A v2 cgroup that holds processes (ours does: this one) cannot enable controllers for
+        # children, so the new cgroup goes under the nearest ancestor that does enable memory.
+        top = mount[1]
+        directory = start = _directory(mount, path)
+        while True:
+            try:
+                if "memory" in _read(os.path.join(directory, "cgroup.subtree_control")).split():
+                    break
+            except OSError:
+                pass
+            if os.path.normpath(directory) == os.path.normpath(top):
+                raise Unavailable("no cgroup from %s up to %s enables the memory controller for its children "
+                                  "(cgroup.subtree_control)" % (start, top))
+            directory, path = os.path.dirname(directory), os.path.dirname(path.rstrip("/")) or "/"
         needed = ("memory.max", "memory.events")
     else:
         raise Unavailable("this process is in no memory cgroup (/proc/self/cgroup)")
     if not os.path.isdir(directory):
-        raise Unavailable("%s (this process's memory cgroup) is not visible here" % directory)
+        raise Unavailable("%s (the memory cgroup to create one in) is not visible here" % directory)
     if not os.access(directory, os.W_OK):
         raise Unavailable("%s is not writable (not root, and the cgroup is not delegated to uid %d)"
                           % (directory, os.geteuid()))
@@ -114,11 +120,10 @@ class MemCg:
     """A fresh child memory cgroup limited to *limit* bytes (context manager: removed on exit)."""
 
     def __init__(self, limit: int, prefix: str = "shimtest-"):
-        self.version, parent, parent_path, needed = locate()
+        self.version, parent, _, needed = locate()
         self.limit = limit
         self.name = prefix + uuid.uuid4().hex[:8]
         self.path = os.path.join(parent, self.name)
-        self.cgroup_path = parent_path.rstrip("/") + "/" + self.name      # as the kernel names it
         try:
             os.mkdir(self.path)
         except OSError as e:
@@ -188,23 +193,27 @@ class MemCg:
             return None
         # Linux >= 4.19: "oom-kill:constraint=CONSTRAINT_MEMCG,...,oom_memcg=/a/b,task_memcg=/a/b,task=cc1,pid=42,uid=0"
         found = []
-        pattern = re.compile(r"oom-kill:.*\boom_memcg=%s,.*\btask=(.*),pid=(\d+),uid=" % re.escape(self.cgroup_path))
+        # (matched by the cgroup's own unique name: inside a cgroup namespace the log shows more of the path)
+        pattern = re.compile(r"oom-kill:.*\boom_memcg=[^,]*/%s,.*\btask=(.*),pid=(\d+),uid=" % re.escape(self.name))
         for line in log.stdout.splitlines():
             m = pattern.search(line)
             if m:
                 found.append((int(m.group(2)), m.group(1)))
         return found
 
+    def kill_all(self) -> None:
+        """SIGKILL every process inside (each one started by us, through wrap), by pid."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
     def close(self, timeout: float = 20.0) -> None:
-        """Kill what is still inside (started by us through wrap), then remove the cgroup."""
+        """Kill what is still inside, then remove the cgroup."""
         deadline = time.monotonic() + timeout
         while True:
-            left = self.pids()
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            self.kill_all()
             try:
                 os.rmdir(self.path)
                 return
