@@ -5,7 +5,7 @@ ccache's compopt.c), scanned once into a frozen ParsedArgs. Used for the ledger,
 the memory key and reports; the tool's own arguments are never changed here.
 """
 
-from shim import host, pattern, rsp
+from shim import host, pattern, rsp, rustc
 
 # Step kinds, in the order reports list them.
 KINDS = ("compile", "link", "archive", "preprocess", "other")
@@ -99,9 +99,11 @@ FAMILY_PATTERNS = (
     ("*-cc", "gcc"), ("*-c++", "gcc"), ("*-clang", "gcc"), ("*-clang++", "gcc"),
     ("ld", "ld"), ("ld.*", "ld"), ("*-ld", "ld"), ("*-ld.*", "ld"), ("lld", "ld"),
     ("ld64.lld", "ld"), ("mold", "ld"),
+    ("rustc", "rustc"), ("rustc-[0-9]*", "rustc"), ("*-rustc", "rustc"),
 )
-FAMILIES = ("gcc", "ar", "ld", "msvc", "msvc-link", "msvc-lib", "other")
-QUOTING = {"msvc": "msvc", "msvc-link": "msvc", "msvc-lib": "msvc"}   # others: "gcc"
+FAMILIES = ("gcc", "ar", "ld", "msvc", "msvc-link", "msvc-lib", "rustc", "other")
+# rustc's @argfiles hold one argument per line, unquoted.
+QUOTING = {"msvc": "msvc", "msvc-link": "msvc", "msvc-lib": "msvc", "rustc": "lines"}   # others: "gcc"
 
 
 def _index(table):
@@ -130,10 +132,10 @@ class ParsedArgs:
     """The frozen result of analysing one invocation. Paths are as the tool sees them."""
 
     __slots__ = ("family", "kind", "inputs", "outputs", "primary_input", "primary_output",
-                 "depfile", "rsp_files", "expanded")
+                 "depfile", "rsp_files", "expanded", "crate", "probe")
 
     def __init__(self, family, kind, inputs, outputs, primary_input, primary_output,
-                 depfile, rsp_files, expanded):
+                 depfile, rsp_files, expanded, crate=None, probe=False):
         s = object.__setattr__
         s(self, "family", family)
         s(self, "kind", kind)                    # one of KINDS
@@ -144,6 +146,8 @@ class ParsedArgs:
         s(self, "depfile", depfile)
         s(self, "rsp_files", rsp_files)          # @files read for the analysis
         s(self, "expanded", expanded)            # tuple: the arguments with @files expanded
+        s(self, "crate", crate)                  # rustc: the shim.rustc.Crate it builds, else None
+        s(self, "probe", probe)                  # only asks the tool something: not a build step
 
     def __setattr__(self, name, value):
         raise AttributeError("ParsedArgs is frozen")
@@ -159,6 +163,13 @@ def parse(args, family: str, cwd: str, kind: str = "") -> ParsedArgs:
     Raises ShimError (BAD_INPUT) when an @file cannot be read or split.
     """
     expanded, rsp_files = rsp.expand(args, QUOTING.get(family, "gcc"), cwd)
+    if family == "rustc":
+        crate = rustc.scan(expanded)
+        outputs, depfile = rustc.artifacts(crate)
+        inputs = tuple(crate.inputs)
+        return ParsedArgs(family, kind or rustc.kind(crate), inputs, outputs, inputs[0] if inputs else None,
+                          outputs[0] if outputs else None, depfile, rsp_files, tuple(expanded), crate,
+                          rustc.is_probe(crate))
     scan = _SCANNERS.get(family, _scan_other)
     inferred, inputs, output, depfile = scan(expanded)
     outputs = tuple(p for p in (output, depfile) if p)

@@ -1,7 +1,8 @@
 """Expected peak memory of a step, learned from the ledger.
 
 Key: tool id + primary output (build-dir relative, so a CI cache of `.shim/` works
-on the next machine). Value: the peaks of the last observations (spawned steps
+on the next machine), or tool id + unit for cargo's rustc steps (crate, type, target,
+profile: their file names change with every flag). Value: the peaks of the last observations (spawned steps
 only: exec'd steps cannot be measured) with the argv fingerprint and time of the
 newest. The estimate is a high percentile (p90) of those peaks, which for fewer
 than ten observations is their maximum.
@@ -29,7 +30,11 @@ def key(tool: str, output) -> str:
 
 
 def key_of(record: dict) -> str:
-    """The key of a ledger record or step: its tool and first output (else its input)."""
+    """The key of a ledger record or step: its tool and first output (else its input), or
+    its `unit` where it has one (cargo's file names carry hashes that change between
+    rebuilds of the same crate; shim/rustc.py unit)."""
+    if record.get("unit"):
+        return key(record["tool"], "unit:" + record["unit"])
     return key(record["tool"], record["out"][0] if record.get("out") else record.get("in"))
 
 
@@ -82,10 +87,13 @@ def percentile90(peaks) -> int:
     return ordered[max(0, -(-len(ordered) * 9 // 10) - 1)]
 
 
-def estimate(entry, kind: str, config: dict):
-    """(bytes, source) where source is "history", "prior" or "default"."""
+def estimate(entry, kind: str, config: dict, tool: dict = None):
+    """(bytes, source) where source is "history", "prior" (tool.<id>.memory, else
+    step.<kind>.memory) or "default"."""
     if entry:
         return percentile90(entry[0]), "history"
+    if tool and tool.get("memory"):
+        return tool["memory"], "prior"
     step = config["steps"].get(kind) or {}
     if step.get("memory"):
         return step["memory"], "prior"

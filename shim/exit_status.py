@@ -34,9 +34,10 @@ TABLE = (
 class Finished:
     """How a spawned tool ended, from wait4: exit code or signal, peak RSS, CPU times."""
 
-    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time", "forwarded", "stderr_tail")
+    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time", "forwarded", "stderr_tail", "noticed")
 
-    def __init__(self, code, signal, max_rss, user_time, system_time, forwarded=None, stderr_tail=b""):
+    def __init__(self, code, signal, max_rss, user_time, system_time, forwarded=None, stderr_tail=b"",
+                 noticed=None):
         self.code = code              # 0-255, or None when killed by a signal
         self.signal = signal          # signal number, or None
         self.max_rss = max_rss        # bytes: peak of the tool's process tree (sampled), or at
@@ -45,6 +46,7 @@ class Finished:
         self.system_time = system_time
         self.forwarded = forwarded    # a signal shim passed on to the tool, or None
         self.stderr_tail = stderr_tail   # the end of the tool's stderr, when it was captured
+        self.noticed = noticed        # when the watched text first passed on stderr (epoch s), or None
 
 
 class ShimError(Exception):

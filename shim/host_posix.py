@@ -22,6 +22,7 @@ __all__ = (
     "PLATFORM",
     "getcwd",
     "stat",
+    "exists",
     "getpid",
     "getuid",
     "open_file",
@@ -84,6 +85,15 @@ close = posix.close
 O_RDONLY = posix.O_RDONLY
 O_CLOEXEC = getattr(posix, "O_CLOEXEC", 0)
 O_NOFOLLOW = getattr(posix, "O_NOFOLLOW", 0)
+
+
+def exists(path: str) -> bool:
+    """Whether *path* names something (a bad path is no error: it names nothing)."""
+    try:
+        posix.stat(path)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def arch() -> str:
@@ -360,13 +370,15 @@ def _sample(pid: int, box: list) -> None:
 
 
 def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False,
-                  on_start=None, sample_tree: bool = False, die_with_parent: bool = False) -> Finished:
+                  on_start=None, sample_tree: bool = False, die_with_parent: bool = False,
+                  watch: bytes = None) -> Finished:
     """Run *path* as a child and wait for it, forwarding SIGINT/SIGTERM/SIGHUP to it.
 
     The child gets the signal dispositions shim was started with, so a tool that
     would have ignored SIGHUP under nohup still does. With *capture_stderr* the
     tool's stderr passes through a pipe: shim copies it to its own stderr as it
-    comes and keeps the last 64 KiB (to recognise out-of-memory messages). With
+    comes and keeps the last 64 KiB (to recognise out-of-memory messages), noting when
+    the bytes *watch* first pass (Finished.noticed: rustc's metadata notice). With
     *sample_tree* a thread samples the memory of the tool's whole process tree, and
     max_rss is the larger of that peak and wait4's. Raises OSError when the program
     cannot be started. *on_start* is called with the pid. With *die_with_parent* (Linux)
@@ -396,6 +408,7 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
             _signal.signal(signum, forward)
     flush_stdio()
     tail = b""
+    noticed = None
     try:
         actions = ()
         if capture_stderr:
@@ -419,7 +432,7 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
             forward(signum, None)
         if capture_stderr:
             try:
-                tail = _relay(r)
+                tail, noticed = _relay(r, watch)
             finally:
                 posix.close(r)
         _, status, usage = posix.wait4(pid, 0)   # EINTR is retried after `forward` runs (PEP 475)
@@ -432,7 +445,7 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
     else:
         code, sig = posix.WEXITSTATUS(status), None
     return Finished(code, sig, max(usage.ru_maxrss * _KB, box[0]), usage.ru_utime, usage.ru_stime,
-                    forwarded[0] if forwarded else None, tail)
+                    forwarded[0] if forwarded else None, tail, noticed)
 
 
 def _fork_exec_dying_with_parent(path: str, argv: list, env: dict, sigdef) -> int:
@@ -475,19 +488,24 @@ def _fork_exec_dying_with_parent(path: str, argv: list, env: dict, sigdef) -> in
     return pid
 
 
-def _relay(fd: int) -> bytes:
-    """Copy *fd* to stderr until EOF; return its last 64 KiB."""
+def _relay(fd: int, watch: bytes = None):
+    """Copy *fd* to stderr as it comes (a read returns what the tool has written so far:
+    cargo must see rustc's lines when rustc writes them) until EOF; return its last 64 KiB
+    and when *watch* first passed (or None)."""
     tail = b""
+    noticed = None
     while True:
         chunk = posix.read(fd, 65536)
         if not chunk:
-            return tail
+            return tail, noticed
         view = memoryview(chunk)
         while view:
             try:
                 view = view[posix.write(2, view):]
             except OSError:
                 break                     # stderr gone: keep reading so the tool is not blocked
+        if watch and noticed is None and watch in tail[-len(watch):] + chunk:
+            noticed = time.time()
         tail = (tail + chunk)[-65536:]
 
 

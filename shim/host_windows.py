@@ -11,6 +11,7 @@ import ntpath
 import os
 import subprocess
 import sys
+import time
 
 from shim.exit_status import Finished
 
@@ -22,6 +23,7 @@ __all__ = (
     "PLATFORM",
     "getcwd",
     "stat",
+    "exists",
     "getpid",
     "getuid",
     "open_file",
@@ -79,6 +81,15 @@ O_NOFOLLOW = 0
 
 def getuid() -> int:
     return 0
+
+
+def exists(path: str) -> bool:
+    """Whether *path* names something (a bad path is no error: it names nothing)."""
+    try:
+        os.stat(path)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def arch() -> str:
@@ -205,22 +216,29 @@ def exec_program(path: str, argv: list, env: dict):
 
 
 def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False,
-                  on_start=None, sample_tree: bool = False, die_with_parent: bool = False) -> Finished:
+                  on_start=None, sample_tree: bool = False, die_with_parent: bool = False,
+                  watch: bytes = None) -> Finished:
     flush_stdio()
     proc = subprocess.Popen(argv, executable=path, env=env,
                             stderr=subprocess.PIPE if capture_stderr else None)
     if on_start:
         on_start(proc.pid)
     tail = b""
+    noticed = None
     try:
         if capture_stderr:
-            for chunk in iter(lambda: proc.stderr.read(65536), b""):
+            # read1: what the tool has written so far, not a full 64 KiB (cargo must see rustc's
+            # lines as they come)
+            for chunk in iter(lambda: proc.stderr.read1(65536), b""):
                 sys.stderr.buffer.write(chunk)
+                sys.stderr.buffer.flush()
+                if watch and noticed is None and watch in tail[-len(watch):] + chunk:
+                    noticed = time.time()
                 tail = (tail + chunk)[-65536:]
         code = proc.wait()
     except KeyboardInterrupt:
         code = proc.wait()
-    return Finished(code & 0xFF, None, None, None, None, None, tail)
+    return Finished(code & 0xFF, None, None, None, None, None, tail, noticed)
 
 
 def die_of_signal(signum: int):

@@ -21,6 +21,7 @@ MODULES = (
     "shim.size",
     "shim.pattern",
     "shim.rsp",
+    "shim.rustc",
     "shim.args",
     "shim.program",
     "shim.rewrite",

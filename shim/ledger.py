@@ -52,7 +52,7 @@ def directory(cwd: str, env: dict, config: dict, require_build_dir: bool = True)
     if d:
         return d if host.is_absolute(d) else host.join(cwd, d)
     d = host.join(cwd, DIRNAME)
-    if not require_build_dir or any(_exists(host.join(cwd, name)) for name in (DIRNAME,) + BUILD_FILES):
+    if not require_build_dir or any(host.exists(host.join(cwd, name)) for name in (DIRNAME,) + BUILD_FILES):
         return d
     return None
 
@@ -60,14 +60,6 @@ def directory(cwd: str, env: dict, config: dict, require_build_dir: bool = True)
 DIRNAME = ".shim"
 # What makes a directory a build dir, for the default ledger location.
 BUILD_FILES = ("build.ninja", "Makefile", "makefile", "GNUmakefile")
-
-
-def _exists(path: str) -> bool:
-    try:
-        host.stat(path)
-        return True
-    except (OSError, ValueError):
-        return False
 
 
 def build_dir(ledger_dir: str) -> str:

@@ -5,7 +5,11 @@ shim itself forwarded a signal), exited 137 (a wrapper reporting a SIGKILLed
 child), or its driver said so on stderr: gcc's "Killed signal terminated program
 cc1plus", "virtual memory exhausted" and "out of memory allocating", clang's
 "unable to execute command: Killed", GNU ld's "memory exhausted", C++'s
-std::bad_alloc.
+std::bad_alloc; rustc's allocator ("memory allocation of N bytes failed", then SIGABRT),
+its LLVM ("LLVM ERROR: out of memory"), an mmap refused under an address-space limit
+("Cannot allocate memory (os error 12)", and the dynamic loader's "failed to map segment
+from shared object", exit 127). A signal death other than SIGKILL counts only with one
+of these messages.
 """
 
 SIGKILL = 9
@@ -17,6 +21,9 @@ TEXTS = (
     b"memory exhausted",
     b"std::bad_alloc",
     b"Cannot allocate memory",
+    b"memory allocation of ",
+    b"LLVM ERROR: out of memory",
+    b"failed to map segment from shared object",
 )
 
 
@@ -25,7 +32,7 @@ def ran_out(finished) -> bool:
         return False
     if finished.signal == SIGKILL or finished.code == 137:
         return True
-    if finished.code in (0, None):
+    if finished.code == 0 or (finished.code is None and finished.signal is None):
         return False
     tail = getattr(finished, "stderr_tail", b"") or b""
     return any(text in tail for text in TEXTS)

@@ -11,6 +11,7 @@ does (compile or link, which outputs), with the quoting of the tool's family:
 - "msvc": CommandLineToArgvW (cl, link, lib): whitespace separates; "..." groups;
   2n backslashes before a quote give n backslashes and a quote that toggles
   grouping, 2n+1 give n and a literal quote; other backslashes are literal.
+- "lines": rustc's @argfiles: one argument per line, no quoting, no nesting.
 """
 
 from shim import host
@@ -139,7 +140,15 @@ def split_msvc(text: str, origin: str) -> list:
     return args
 
 
-SPLITTERS = {"gcc": split_gcc, "msvc": split_msvc}
+def split_lines(text: str, origin: str) -> list:
+    """Split *text* as rustc reads an @argfile: one argument per line, taken as it is."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()                      # the newline that ends the last line
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+SPLITTERS = {"gcc": split_gcc, "msvc": split_msvc, "lines": split_lines}
 
 
 def expand(args, quoting: str, cwd: str):

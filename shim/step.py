@@ -14,7 +14,7 @@ import errno
 import sys
 import time
 
-from shim import admission, digest, estimates, host, ledger, oom, pattern, program, rewrite, rundir, size
+from shim import admission, digest, estimates, host, ledger, oom, pattern, program, rewrite, rundir, rustc, size
 from shim import args as args_mod
 from shim import toolchain
 from shim.exit_status import BAD_INPUT, NOT_EXECUTABLE, NOT_FOUND, OS_ERROR, USAGE, ShimError
@@ -59,7 +59,7 @@ def select_tool(config: dict, name: str):
 
 
 _NO_RULES = dict(rewrite.EMPTY, program=None, family=None, kind=None, mode=None, launcher=None,
-                 low_memory=rewrite.EMPTY)
+                 memory=None, low_memory=rewrite.EMPTY)
 _LAUNCHER_DEFAULTS = {"remote": False, "memory_factor": 1.0, "jobs": None, "env_set": {}}
 
 
@@ -122,12 +122,12 @@ class _Admission:
         self.source = ""
 
 
-def _plan(budget, config, env, ledger_dir, key, kind):
+def _plan(budget, config, env, ledger_dir, key, kind, tool):
     """Where to reserve and how much, or None when admission is off or impossible here."""
     plan = _Admission()
     if ledger_dir:
         plan.entry = estimates.lookup(ledger_dir, key, env)
-    plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config)
+    plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config, tool)
     plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"])
     try:
         plan.pool = admission.pool_path(rundir.ensure(env), plan.unit, plan.total)
@@ -177,7 +177,8 @@ def run(name: str, argv: list, env: dict):
         if record:
             ledger.append(step.ledger_dir, record, step.env)    # the end comes from .ninja_log later
         _execute(step, step.args, step.env, exec_=True)
-    finished = _execute(step, step.args, step.env, capture=bool(step.plan))
+    watch = _watch(step)
+    finished = _execute(step, step.args, step.env, capture=bool(step.plan or watch), watch=watch)
     retries = step.config["memory"]["oom_retries"] if step.plan else 0
     attempt = 0
     while oom.ran_out(finished) and attempt < retries:
@@ -201,20 +202,32 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
     except OSError as e:
         raise ShimError("cannot get the current directory: %s" % (e.strerror or e), OS_ERROR) from None
     s = _Step()
-    s.config = config = toolchain.load(cwd, env)
+    # cargo runs each rustc in its package's own directory (a registry crate's source): the
+    # build it belongs to is the one its --out-dir lies in (shim/rustc.py cargo_build).
+    cargo = rustc.cargo_build(argv, cwd) if "CARGO" in env else None
+    base = cargo[0] if cargo else cwd
+    s.config = config = toolchain.load(base, env)
     s.tool_id, s.tool, prog = select_tool(config, name)
     if depth >= MAX_DEPTH:
         raise ShimError("shim is running itself in a loop (%d levels deep at tool %r, program %r): "
                         "check PATH and tool.%s.program" % (depth, name, prog, s.tool_id or name), USAGE)
     s.name = s.tool_id or host.program_stem(name)
-    s.parsed = args_mod.parse(argv, s.tool["family"] or args_mod.family_of(prog), cwd, s.tool["kind"] or "")
+    family, tool_args = s.tool["family"] or args_mod.family_of(prog), argv
+    if family == "other" and argv and args_mod.family_of(argv[0]) == "rustc":
+        family, tool_args = "rustc", argv[1:]     # a wrapper in front of rustc (RUSTC_WORKSPACE_WRAPPER)
+    s.parsed = args_mod.parse(tool_args, family, cwd, s.tool["kind"] or "")
     s.args = rewrite.arguments(s.tool, argv)
     s.env = env = rewrite.environment(s.tool, env)
     self_ids = _self_ids()
     s.path = program.resolve(prog, s.tool_id or name, env.get("PATH", ""), cwd, self_ids)
     env["SHIM_DEPTH"] = str(depth + 1)
-    s.ledger_dir = ledger.directory(cwd, env, config)
+    # A probe (rustc -vV, cargo's `___`) only asks the tool something: it leaves no record.
+    s.ledger_dir = None if s.parsed.probe else ledger.directory(base, env, config, require_build_dir=not cargo)
     s.record = _record(s.name, prog, s.path, s.parsed, cwd, s.ledger_dir, s.args, env) if s.ledger_dir else None
+    if s.record and s.parsed.crate:
+        c = s.parsed.crate
+        s.record.update(crate=c.name, crate_type=",".join(c.types) or ("test" if c.test else None),
+                        target=c.target, unit=rustc.unit(c, env, cargo[1] if cargo else None))
     s.owner = "%s %s" % (s.name, s.parsed.primary_output or "")
     s.oom_score = oom_score(env, config)
     chain = launcher_of(config, s.tool, s.parsed.kind)
@@ -233,12 +246,15 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
 
 def _admit(s: _Step) -> None:
     """Choose the mode, then wait for memory slots and a CPU slot as the step needs."""
+    s.plan = s.cpu = None
+    if s.parsed.probe:                  # straight through: nothing to measure, admit or record
+        s.mode = choose_mode("exec", host.EXEC_SUPPORTED)
+        return
     budget = admission.budget(s.env, s.config)
-    s.plan = None
     if budget:
         k = estimates.key_of(s.record) if s.record else estimates.key(
             s.name, s.parsed.primary_output or s.parsed.primary_input)
-        s.plan = _plan(budget, s.config, s.env, s.ledger_dir, k, s.parsed.kind)
+        s.plan = _plan(budget, s.config, s.env, s.ledger_dir, k, s.parsed.kind, s.tool)
         if s.plan and s.launcher["memory_factor"] != 1.0 and s.plan.source != "history":
             # A measured peak already is what ran here; only a prior needs scaling down.
             s.plan.estimate = int(s.plan.estimate * s.launcher["memory_factor"])
@@ -280,13 +296,23 @@ def _retry_alone(s: _Step, failed, attempt: int):
                         argv=digest.fingerprint("\0".join(retry_args)), low_memory=True)
         if "args" in s.record:
             s.record["args"] = retry_args
-    return _execute(s, retry_args, retry_env, capture=True)
+    return _execute(s, retry_args, retry_env, capture=True, watch=_watch(s))
+
+
+def _watch(s: _Step):
+    """What to note the time of in a recorded rustc's stderr (which then passes through
+    shim, line by line as rustc writes it): the notice that the crate's metadata is ready,
+    on which cargo starts the crates that depend on it. Shown in the trace."""
+    crate = s.parsed.crate
+    return rustc.METADATA_NOTICE if s.record and crate and "metadata" in crate.emit else None
 
 
 def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
     """Complete and append the record of a spawned attempt."""
     record.update(rec="step", t1=ledger.now(), exit=finished.code, sig=finished.signal,
                   rss=finished.max_rss, ut=finished.user_time, st=finished.system_time)
+    if finished.noticed is not None:
+        record["meta"] = finished.noticed
     record["dur"] = record["t1"] - record["t0"]
     if oom.ran_out(finished):
         record["oom"] = True
@@ -295,7 +321,7 @@ def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
     ledger.append(ledger_dir, record, env)
 
 
-def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool = False):
+def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool = False, watch=None):
     """exec or spawn the tool (through its launcher); a failure to start it becomes a
     ShimError (127/126/71)."""
     # The tool inherits a raised oom_score_adj; a spawning shim takes its own back at once.
@@ -304,7 +330,8 @@ def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool
         if exec_:
             host.exec_program(s.run_path, s.prefix + args, env)
         return host.spawn_program(s.run_path, s.prefix + args, env, capture_stderr=capture, sample_tree=True,
-                                  on_start=None if was is None else lambda pid: host.restore_oom_score(was))
+                                  on_start=None if was is None else lambda pid: host.restore_oom_score(was),
+                                  watch=watch)
     except ValueError as e:        # a NUL in an argument or the environment
         raise ShimError("tool %r: cannot execute %s: %s" % (s.name, s.run_path, e), BAD_INPUT) from None
     except OSError as e:

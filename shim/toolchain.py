@@ -16,7 +16,7 @@ from shim import __version__, digest, host, rundir
 from shim.exit_status import CONFIG, ShimError
 
 FILENAME = "toolchain.toml"
-_FORMAT = 3   # bump when the cached structure changes
+_FORMAT = 4   # bump when the cached structure changes
 
 
 def user_config_path(env: dict):

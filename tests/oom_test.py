@@ -149,3 +149,33 @@ def test_under_shim_build_ninja_keeps_its_score_and_younger_steps_score_higher(t
     later = scores(tmp_path / "later")[0]
     assert ninja_name == "ninja" and ninja_score == 0
     assert 500 <= first <= 501 and later >= first + 2
+
+
+# --- rustc's ways of running out (what it printed under prlimit, /tmp/rust-lab/REPORT.md §6) ----
+
+
+@pytest.mark.parametrize("code, sig, stderr", [
+    (None, 6, b"memory allocation of 266256 bytes failed\nstack backtrace:\n"),
+    (None, 6, b"rustc-LLVM ERROR: out of memory\nAllocation failed\n"),
+    (1, None, b'{"$message_type":"diagnostic","message":"failed to create encoded metadata from file: '
+              b'Cannot allocate memory (os error 12)"}\n'),
+    (127, None, b"rustc: error while loading shared libraries: libLLVM.so.22.1-rust-1.95.0-stable: "
+                b"failed to map segment from shared object\n"),
+    (None, 9, b""),
+])
+def test_rustc_running_out_of_memory_is_recognised(code, sig, stderr):
+    from shim import oom
+    from shim.exit_status import Finished
+    assert oom.ran_out(Finished(code, sig, 0, 0.0, 0.0, None, stderr))
+
+
+@pytest.mark.parametrize("code, sig, stderr", [
+    (None, 6, b"thread 'rustc' panicked at compiler/rustc_middle/src/ty.rs\n"),   # an ICE's abort
+    (None, 11, b""),
+    (1, None, b'{"$message_type":"diagnostic","level":"error","message":"cannot find value `x`"}\n'),
+    (None, 9, b""),                                   # forwarded by shim: the user's ^C, not the kernel
+])
+def test_other_rustc_failures_are_not_taken_for_running_out(code, sig, stderr):
+    from shim import oom
+    from shim.exit_status import Finished
+    assert not oom.ran_out(Finished(code, sig, 0, 0.0, 0.0, 9 if sig == 9 else None, stderr))

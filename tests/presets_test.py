@@ -7,6 +7,7 @@ as POSIX allows: the tools they define, how their arguments and @files are read,
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,27 @@ def runtime_config(tmp_path: Path, text: str, path: str = "/usr/bin:/bin") -> di
     return config.build([("env", str(layer))], path)[0]
 
 
+def c_tools(config: dict) -> dict:
+    """The tools a preset defines itself: all but rustc, which every one gets from rust.toml."""
+    return {t: rules for t, rules in config["tools"].items() if t != "rustc"}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_reads_rustc_with_the_rustc_family_and_a_measured_prior(tmp_path, name):
+    config = runtime_config(tmp_path, 'preset = "%s"\n' % name)
+    rustc = config["tools"]["rustc"]
+    assert (rustc["program"], rustc["family"], config["names"]["rustc"]) == ("rustc", "rustc", "rustc")
+    assert 128 << 20 <= rustc["memory"] <= 1 << 30
+    if sys.platform.startswith("linux"):            # GNU ld keeping less in memory, on a retry
+        assert "link-arg=-Wl,--no-keep-memory" in rustc["low_memory"]["append"]
+
+
 @pytest.mark.e2e
 def test_every_preset_file_passes_config_check():
     result = run_shim(["config", "check"] + [REPO / "toolchains" / (name + ".toml") for name in PRESETS])
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["ok: %s" % (REPO / "toolchains" / (n + ".toml")) for n in PRESETS]
-    assert {"gcc", "clang", "ccache", "distcc", "zig", "msvc", "clang-cl"} <= set(PRESETS)
+    assert {"gcc", "clang", "ccache", "distcc", "zig", "msvc", "clang-cl", "rust"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -37,7 +53,8 @@ def test_every_preset_can_be_picked_and_config_show_names_it_and_its_base(tmp_pa
     result = run_shim(["config", "show"], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
-    base = " on gcc" if name in ("ccache", "distcc") else ""
+    # every base preset lies on rust.toml (rustc), ccache and distcc on gcc
+    base = {"ccache": " on gcc on rust", "distcc": " on gcc on rust", "rust": ""}.get(name, " on rust")
     assert first == "# preset: %s%s (preset = %r in toolchain.toml)" % (name, base, name)
 
 
@@ -45,11 +62,11 @@ def test_the_default_is_gcc_when_gcc_is_installed_and_config_show_says_why(tmp_p
     env["PATH"] = "%s:/usr/bin:/bin" % SHIM.parent
     result = run_shim(["config", "show"], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "# preset: gcc (gcc found at /usr/bin/gcc)"
+    assert result.stdout.splitlines()[0] == "# preset: gcc on rust (gcc found at /usr/bin/gcc)"
     env["PATH"] = str(SHIM.parent)                  # neither gcc nor clang
     result = run_shim(["config", "show"], cwd=tmp_path, env=env)
     assert result.stdout.splitlines()[0] == \
-        "# preset: gcc (neither gcc nor clang found on PATH; gcc is the fallback)"
+        "# preset: gcc on rust (neither gcc nor clang found on PATH; gcc is the fallback)"
 
 
 def test_the_ccache_preset_is_gcc_with_ccache_in_front_of_compiles_and_a_stats_log(tmp_path):
@@ -77,7 +94,7 @@ def test_the_distcc_preset_is_remote_needs_little_local_memory_and_widens_the_bu
 def test_the_zig_preset_runs_zig_subcommands_and_looks_beside_shim_first(tmp_path):
     from shim.config import layers
     config = runtime_config(tmp_path, 'preset = "zig"\n')
-    tools = config["tools"]
+    tools = c_tools(config)
     assert {t: (tools[t]["program"], tools[t]["family"], tools[t]["prepend"]) for t in tools} == {
         "cc": ("zig", "gcc", ["cc"]), "cxx": ("zig", "gcc", ["c++"]), "link": ("zig", "gcc", ["cc"]),
         "ar": ("zig", "ar", ["ar"]), "ld": ("zig", "ld", ["ld.lld"])}
@@ -95,7 +112,7 @@ def test_the_zig_preset_runs_zig_subcommands_and_looks_beside_shim_first(tmp_pat
 ])
 def test_the_msvc_presets_define_cl_link_and_lib_with_msvc_argument_families(tmp_path, preset, programs):
     config = runtime_config(tmp_path, 'preset = "%s"\n' % preset)
-    tools = config["tools"]
+    tools = c_tools(config)
     assert {t: tools[t]["program"] for t in tools} == programs
     assert {t: tools[t]["family"] for t in tools} == {
         "cc": "msvc", "cxx": "msvc", "link": "msvc-link", "ar": "msvc-lib"}

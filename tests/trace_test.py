@@ -42,6 +42,8 @@ def sample_steps(seed: int = 20261124, n: int = 40) -> list:
                  timing="unknown" if unknown else ("measured" if mode == "spawn" else "ninja_log"))
         if mode == "spawn":
             s.update(rss=rng.randint(1, 900) << 20, ut=dur * 0.9, st=0.05)
+            if i % 4 == 0 and not unknown:         # a crate whose metadata rustc reported midway
+                s.update(tool="rustc", crate="crate_%d" % i, meta=t0 + dur / 3)
         steps.append(s)
     steps[3]["exit"] = 1
     steps[5].update(exit=None, sig=9)
@@ -72,7 +74,7 @@ METADATA_ARGS = {"process_name": ("name", str), "thread_name": ("name", str),
 
 
 def problems(doc) -> list:
-    """What makes *doc* not a trace of the subset shim writes (X, C and M events); [] if none."""
+    """What makes *doc* not a trace of the subset shim writes (X, i, C and M events); [] if none."""
     found = []
     if not isinstance(doc, dict) or not isinstance(doc.get("traceEvents"), list):
         return ["not an object with a traceEvents array"]
@@ -83,8 +85,8 @@ def problems(doc) -> list:
     number = (int, float)
     for i, e in enumerate(doc["traceEvents"]):
         where = "event %d" % i
-        if not isinstance(e, dict) or e.get("ph") not in ("X", "C", "M"):
-            found.append("%s: ph must be X, C or M" % where)
+        if not isinstance(e, dict) or e.get("ph") not in ("X", "i", "C", "M"):
+            found.append("%s: ph must be X, i, C or M" % where)
             continue
         if not isinstance(e.get("name"), str) or not isinstance(e.get("pid"), int):
             found.append("%s: needs a string name and an integer pid" % where)
@@ -96,6 +98,9 @@ def problems(doc) -> list:
                     found.append("%s: %s must be a finite number >= 0" % (where, key))
             if not isinstance(e.get("tid"), int) or not isinstance(e.get("cat", ""), str):
                 found.append("%s: a complete event needs an integer tid and a string cat" % where)
+        elif e["ph"] == "i":
+            if type(e.get("ts")) not in number or not math.isfinite(e["ts"]) or e.get("s", "t") not in "gpt":
+                found.append("%s: an instant needs a finite ts and a scope g, p or t" % where)
         elif e["ph"] == "C":
             if type(e.get("ts")) not in number or not e.get("args") or \
                     any(type(v) not in number for v in e["args"].values()):
@@ -294,6 +299,21 @@ def test_metadata_names_the_process_build_and_each_lane_slot_n():
     assert doc["displayTimeUnit"] in ("ms", "ns")
 
 
+def test_a_rustc_step_marks_when_its_metadata_was_ready_on_its_own_lane():
+    steps = sample_steps()
+    doc = trace.events(steps, BUILD)
+    origin = timeline.bounds(steps, BUILD)[0]
+    slots = dict(zip((s["id"] for s in steps), timeline.lanes(steps, min_duration=trace.MIN_SLICE)))
+    instants = kinds(doc, "i")
+    assert len(instants) == len([s for s in steps if s["meta"] is not None]) > 0
+    by_id = {s["id"]: s for s in steps}
+    for e in instants:
+        step = by_id[e["args"]["step"]]
+        assert (e["name"], e["s"], e["tid"]) == (trace.METADATA, "t", slots[step["id"]] + 1)
+        assert e["ts"] == us(step["meta"] - origin) and e["args"]["crate"] == step["crate"]
+        assert us(step["t0"] - origin) <= e["ts"] <= us(step["t1"] - origin)
+
+
 def test_failed_and_unknown_end_steps_are_marked():
     steps = sample_steps()
     for s, e in zip(steps, kinds(trace.events(steps), "X")):
@@ -333,6 +353,7 @@ def test_the_written_file_is_strict_json_of_the_trace_event_format(tmp_path):
     lambda d: kinds(d, "X")[1].update(tid="slot 1"),
     lambda d: kinds(d, "C")[0].update(args={"bytes": "1G"}),
     lambda d: kinds(d, "M")[0].update(name="process_title"),
+    lambda d: kinds(d, "i")[0].update(s="x"),
     lambda d: d["traceEvents"].append({"ph": "Q", "name": "x", "pid": 1}),
 ])
 def test_the_strict_check_finds_a_broken_trace(breakage):
@@ -350,7 +371,11 @@ def test_perfetto_reads_every_step_counter_and_name_without_errors(tmp_path):
         "slices": "select s.ts, s.dur, s.depth, s.name, s.category, t.tid, t.name as thread,"
                   " extract_arg(s.arg_set_id, 'args.id') as id,"
                   " extract_arg(s.arg_set_id, 'args.failed') as failed"
-                  " from slice s join thread_track tt on s.track_id = tt.id join thread t using (utid)",
+                  " from slice s join thread_track tt on s.track_id = tt.id join thread t using (utid)"
+                  " where s.name != '%s'" % trace.METADATA,
+        "instants": "select s.ts, s.dur, t.tid, extract_arg(s.arg_set_id, 'args.step') as step"
+                    " from slice s join thread_track tt on s.track_id = tt.id join thread t using (utid)"
+                    " where s.name = '%s' order by s.ts" % trace.METADATA,
         "counters": "select c.ts, c.value, t.name from counter c join counter_track t on c.track_id = t.id"
                     " order by c.ts",
         "processes": "select pid, name from process where pid = %d" % trace.PID,
@@ -371,6 +396,9 @@ def test_perfetto_reads_every_step_counter_and_name_without_errors(tmp_path):
         assert (row["tid"], row["thread"]) == (lane + 1, "slot %d" % (lane + 1))
         assert row["name"] == (os.path.basename(s["out"][0]) if s["out"] else s["tool"])
         assert row["category"] == s["kind"] and bool(row["failed"]) is timeline.failed(s)
+    lane_of = {s["id"]: lane for s, lane in zip(steps, slots)}
+    assert [(r["ts"], r["dur"], r["tid"], r["step"]) for r in got["instants"]] == sorted(
+        (us(s["meta"] - origin) * 1000, 0, lane_of[s["id"]] + 1, s["id"]) for s in steps if s["meta"] is not None)
     curve = timeline.memory_curve(steps)
     assert [(r["ts"], r["value"]) for r in got["counters"]] == \
         [(us(t - origin) * 1000, level) for t, level in curve]

@@ -18,7 +18,7 @@ PLATFORMS = ("linux", "darwin", "windows", "freebsd")
 # (path, type, default, doc)
 KEYS = (
     ("preset", "preset", None,
-     "Built-in preset to start from: gcc, clang, ccache, distcc, zig, msvc, clang-cl (toolchains/). "
+     "Built-in preset to start from: gcc, clang, ccache, distcc, zig, msvc, clang-cl, rust (toolchains/; each includes rust: the rustc tool). "
      "Default: gcc if installed, else clang."),
     ("defaults.mode", "mode", None,
      "How steps run: exec (shim becomes the tool), spawn (shim waits: peak RSS, CPU times, OOM retry), "
@@ -34,9 +34,11 @@ KEYS = (
     ("tool.<id>.names", "list[str]", [],
      "Program names (wildcards allowed) that select this tool in launcher form, e.g. `shim g++ -c ...`."),
     ("tool.<id>.family", "family", None,
-     "How to read the arguments (gcc, ar, ld, msvc, msvc-link, msvc-lib, other). Default: from the program name."),
+     "How to read the arguments (gcc, ar, ld, msvc, msvc-link, msvc-lib, rustc, other). Default: from the program name."),
     ("tool.<id>.kind", "kind", None, "Force the step kind instead of inferring it from the arguments."),
     ("tool.<id>.mode", "mode", None, "Mode for this tool; wins over step.<kind>.mode."),
+    ("tool.<id>.memory", "size", None,
+     "Expected peak memory of this tool's steps before shim has measured them; wins over step.<kind>.memory."),
     ("tool.<id>.launcher", "list[str]", [],
      "Programs run in front of this tool (a launcher chain, exec'd as one: `ccache gcc ...`); "
      "wins over step.<kind>.launcher. [] turns a step kind's launcher off for this tool."),

@@ -347,6 +347,7 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
         low = t.get("low_memory", {})
         tools[tool_id] = dict(rewrite.rules(a, e, path_base), program=prog, launcher=t.get("launcher"),
                               family=t.get("family"), kind=t.get("kind"), mode=t.get("mode"),
+                              memory=size.parse(t["memory"]) if "memory" in t else None,
                               low_memory=rewrite.rules(low.get("args"), low.get("env")))
         for name in t.get("names", []):
             if pattern.is_pattern(name):

@@ -60,11 +60,21 @@ FIELDS = (
     Field("oom", ("boolean", "null"), "it ran out of memory", required=False),
     Field("retry", ("integer", "null"), "which retry after running out of memory", required=False),
     Field("low_memory", ("boolean", "null"), "run with the tool's low_memory rewrites", required=False),
-    Field("timing", ("string",), "where the duration came from", enum=("measured", "ninja_log", "unknown"),
-          trace=True),
+    Field("timing", ("string",), "where the duration came from: measured (spawned), ninja_log, outputs "
+          "(the newest mtime of its outputs: exec'd steps outside ninja, e.g. cargo's) or unknown",
+          enum=("measured", "ninja_log", "outputs", "unknown"), trace=True),
     Field("launcher", ("string", "null"), "launcher program in front of the tool (ccache, distcc)",
           required=False),
     Field("cache", ("string", "null"), "ccache's answer", required=False, enum=("hit", "miss", "uncached", None)),
+    Field("crate", ("string", "null"), "rustc: the crate's name (build_script_build for a build script)",
+          required=False, trace=True),
+    Field("crate_type", ("string", "null"), "rustc: its crate types, comma-separated (lib, bin, proc-macro...)",
+          required=False, trace=True),
+    Field("target", ("string", "null"), "rustc: the --target triple (null: the host)", required=False),
+    Field("unit", ("string", "null"), "cargo's rustc: package, version, crate type, target and profile "
+          "(its memory estimate's key: cargo's file names change with every flag)", required=False, trace=True),
+    Field("meta", ("number", "null"), "rustc: when the crate's metadata was ready, seconds since the epoch "
+          "(cargo starts the crates that depend on it then)", required=False),
 )
 
 NAMES = tuple(f.name for f in FIELDS)
@@ -127,8 +137,9 @@ def exit_text(step: dict) -> str:
 
 
 def name_of(step: dict) -> str:
-    """What a step is called in a table: its first output, else its input, else its tool."""
-    return (step.get("out") or [None])[0] or step.get("in") or str(step.get("tool") or "step")
+    """What a step is called in a table: cargo's unit (`serde 1.0.152 build-script debug`:
+    its file names are hashes), else its first output, else its input, else its tool."""
+    return step.get("unit") or (step.get("out") or [None])[0] or step.get("in") or str(step.get("tool") or "step")
 
 
 def cpu(step: dict) -> Optional[float]:

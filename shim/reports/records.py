@@ -2,12 +2,16 @@
 
 A step is a dict with the fields of shim/reports/fields.py (STEP_KEYS): what every
 report consumes. `timing` says where its duration came from: "measured" (spawned: shim
-waited), "ninja_log" (exec: the end came from ninja's log) or "unknown".
+waited), "ninja_log" (exec: the end came from ninja's log), "outputs" (exec, no ninja:
+the newest mtime of its outputs) or "unknown".
 
 Exec steps end inside the tool, so their ledger record has only a start; their
 duration is taken from `.ninja_log` (found in the build dir, or in ninja's
 `builddir`), matched by output path, provided the output's mtime there is not
-older than the step's start (so an entry of an earlier build is never used).
+older than the step's start (so an entry of an earlier build is never used). Outside
+ninja (cargo runs rustc), the newest record of an output takes its end from the files
+it wrote, when all of them were written after it started; a crate's .rmeta then also
+tells when its metadata was ready (`meta`).
 
 ccache (>= 4) appends one entry per compilation to its stats log (`# <source>`, then
 the counters it bumped), which toolchains/ccache.toml puts at `<ledger dir>/
@@ -138,6 +142,7 @@ def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
     ends = {r["id"]: r for r in records if r.get("rec") == "end" and "id" in r}
     log = None
     steps = []
+    unlogged = []
     for r in records:
         if r.get("rec") not in ("start", "step") or not isinstance(r.get("t0"), (int, float)):
             continue
@@ -161,11 +166,42 @@ def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
                     s["t1"] = s["t0"] + s["dur"]
                     s["exit"] = 0              # ninja logs only commands that succeeded
                     s["timing"] = "ninja_log"
+                else:
+                    unlogged.append(s)
         steps.append(s)
     steps.sort(key=lambda s: s["t0"])
+    _time_by_outputs(unlogged, build_dir)
     if ledger_dir:
         mark_cache(steps, read_ccache_stats(os.path.join(ledger_dir, CCACHE_STATS_LOG)), build_dir)
     return steps
+
+
+MTIME_SLACK = 0.02   # seconds: file times come from a coarser clock than time.time()
+
+
+def _time_by_outputs(steps: list, build_dir: str) -> None:
+    """Exec'd steps without a ninja log entry end when their last output was written: for
+    the newest step of each output (an older one's files have been rewritten since), if
+    every output exists and was written after the step started."""
+    newest = {}
+    for s in steps:
+        if s["t0"] >= newest.get(s["out"][0], s)["t0"]:
+            newest[s["out"][0]] = s
+    for s in newest.values():
+        times = {}
+        for out in s["out"]:
+            try:
+                times[out] = os.stat(os.path.join(build_dir, out)).st_mtime
+            except OSError:
+                break
+        if len(times) < len(s["out"]) or min(times.values()) < s["t0"] - MTIME_SLACK:
+            continue
+        s["t1"] = max(s["t0"], max(times.values()))
+        s["dur"] = s["t1"] - s["t0"]
+        s["timing"] = "outputs"
+        rmeta = [t for out, t in times.items() if out.endswith(".rmeta")]
+        if s["meta"] is None and rmeta:
+            s["meta"] = max(s["t0"], rmeta[0])
 
 
 def read_ccache_stats(path: str) -> list:

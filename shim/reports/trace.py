@@ -1,8 +1,10 @@
 """A build as a Chrome trace (JSON Object Format), for ui.perfetto.dev and chrome://tracing.
 
 One complete ("X") event per step on a thread per lane ("slot N") of one process ("build"),
-and a counter ("C") track "memory in use" from timeline.memory_curve. Times are microseconds
-from the build's start. Cold path: never imported by a build step.
+an instant ("i") event "metadata" on the lane of each rustc step at the moment its crate's
+metadata was ready (cargo starts the dependent crates then: pipelining), and a counter
+("C") track "memory in use" from timeline.memory_curve. Times are microseconds from the
+build's start. Cold path: never imported by a build step.
 """
 
 import json
@@ -13,6 +15,7 @@ from shim.reports import fields, timeline
 
 PID = 1
 COUNTER = "memory in use"
+METADATA = "metadata"
 MIN_SLICE = 1e-6      # seconds a zero-length step holds its lane (see events)
 ARG_KEYS = fields.TRACE_ARGS
 
@@ -24,8 +27,11 @@ def _us(seconds: float) -> int:
 
 
 def name_of(step: dict) -> str:
-    """What a step is called in a report: its first output's base name, else its tool."""
+    """What a step is called in a report: cargo's unit (its file names are hashes), else its
+    first output's base name, else its tool."""
     out = step.get("out") or []
+    if step.get("unit"):
+        return step["unit"]
     return os.path.basename(out[0]) if out else str(step.get("tool") or step.get("prog") or "step")
 
 
@@ -52,8 +58,9 @@ def events(steps: list[dict], build: Optional[dict] = None) -> dict:
     Metadata events name process PID "build" and each lane's thread "slot N" (tid N;
     timeline.lanes, a zero-length step holding its lane for 1 µs);
     each step is one "X" event (ts/dur in µs from the build start, dur 0 if its end is
-    unknown, cname "terrible" and args.failed if it failed); each point of the memory
-    curve is one "C" event with args {"bytes": level}.
+    unknown, cname "terrible" and args.failed if it failed); a step with `meta` also has an
+    "i" event (thread scope) named "metadata" at that time on its lane; each point of the
+    memory curve is one "C" event with args {"bytes": level}.
     """
     origin, _ = timeline.bounds(steps, build)
     # A zero-length step (unknown end) holds its lane for 1 µs: Perfetto would nest any
@@ -66,6 +73,9 @@ def events(steps: list[dict], build: Optional[dict] = None) -> dict:
         trace.append({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": lane + 1,
                       "args": {"sort_index": lane + 1}})
     trace.extend(_step_event(s, lane, origin) for s, lane in zip(steps, slots))
+    trace.extend({"ph": "i", "s": "t", "name": METADATA, "pid": PID, "tid": lane + 1,
+                  "ts": _us(s["meta"] - origin), "args": {"step": s.get("id"), "crate": s.get("crate")}}
+                 for s, lane in zip(steps, slots) if s.get("meta") is not None)
     trace.extend({"ph": "C", "name": COUNTER, "pid": PID, "tid": 0, "ts": _us(t - origin),
                   "args": {"bytes": level}} for t, level in timeline.memory_curve(steps))
     other = {"origin": origin, "steps": len(steps)}

@@ -1,0 +1,52 @@
+"""Reading the ledger back (shim/reports/records.py): exec'd steps outside ninja timed by the
+files they wrote."""
+
+import os
+
+from shim import ledger
+from shim.reports import records
+
+T0 = 1_800_000_000.0
+
+
+def exec_record(n: int, t0: float, out: list) -> dict:
+    return {"rec": "start", "id": "s%d" % n, "b": None, "t0": t0, "pid": 1, "tool": "rustc", "prog": "rustc",
+            "kind": "compile", "mode": "exec", "cwd": ".", "in": "src/lib.rs", "out": out,
+            "argv": "0123456789abcdef"}
+
+
+def write(tmp_path, name: str, mtime: float) -> str:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+    os.utime(path, (mtime, mtime))
+    return name
+
+
+def steps(tmp_path, *recs):
+    for r in recs:
+        ledger.append(str(tmp_path / ".shim"), r, {})
+    return {s["id"]: s for s in records.load(str(tmp_path / ".shim"), str(tmp_path), "all")[1]}
+
+
+def test_an_exec_step_outside_ninja_ends_when_its_last_output_was_written(tmp_path):
+    out = [write(tmp_path, "deps/libx.rlib", T0 + 3.0), write(tmp_path, "deps/libx.rmeta", T0 + 1.25),
+           write(tmp_path, "deps/x.d", T0 + 0.1)]
+    s = steps(tmp_path, exec_record(1, T0, out))["s1"]
+    assert (s["timing"], s["t1"], s["dur"]) == ("outputs", T0 + 3.0, 3.0)
+    assert s["meta"] == T0 + 1.25                   # the .rmeta: when its metadata was ready
+    assert s["exit"] is None                         # a written file does not say how it ended
+
+
+def test_outputs_older_than_the_step_or_missing_say_nothing_about_it(tmp_path):
+    old = [write(tmp_path, "a.rlib", T0 - 60), write(tmp_path, "a.d", T0 + 1)]
+    missing = [write(tmp_path, "b.rlib", T0 + 1), "b.d"]
+    found = steps(tmp_path, exec_record(1, T0, old), exec_record(2, T0, missing))
+    assert all((s["timing"], s["t1"], s["meta"]) == ("unknown", None, None) for s in found.values())
+
+
+def test_only_the_newest_step_of_an_output_takes_its_time(tmp_path):
+    out = [write(tmp_path, "c.rlib", T0 + 100.5)]
+    found = steps(tmp_path, exec_record(1, T0, out), exec_record(2, T0 + 100, out))
+    assert (found["s1"]["timing"], found["s2"]["timing"]) == ("unknown", "outputs")
+    assert found["s2"]["dur"] == 0.5
