@@ -10,6 +10,7 @@ that command runs.
 # the listing needs no import; tests/cli_test.py keeps it equal to the command's own help.
 COMMANDS = (
     ("build", "shim.cli.build", "build", "Run ninja in DIR, admitting its steps into a memory budget."),
+    ("cargo", "shim.cli.cargo", "cargo", "Run cargo with every rustc through shim, under a memory budget."),
     ("report", "shim.cli.report", "report", "Summarise the last build: steps, wall, CPU, memory, failures."),
     ("compdb", "shim.cli.report", "compdb",
      "Write compile_commands.json for the compile steps shim ran (all builds, newest wins)."),

@@ -70,7 +70,7 @@ _ENCODING = sys.getfilesystemencoding()
 _RESTORE_DEFAULT = tuple(getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, name))
 _FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 _KB = 1 if sys.platform == "darwin" else 1024   # ru_maxrss is bytes on macOS, KiB elsewhere
-_PROC_CHILDREN = sys.platform.startswith("linux")   # /proc/PID/task/PID/children
+_PROC_CHILDREN = sys.platform.startswith("linux")   # /proc/PID/task/TID/children
 
 osapi = posix      # the low-level os functions both platforms share (open, write, link...)
 getcwd = posix.getcwd
@@ -331,7 +331,9 @@ def tree_rss(pid: int) -> int:
 
     A compile is several processes at once (gcc -pipe runs cc1plus and as together),
     and wait4's ru_maxrss is only the largest of them: a reservation sized by it
-    undercounts (measured: 538 MiB by ru_maxrss, 775 MiB for the tree).
+    undercounts (measured: 538 MiB by ru_maxrss, 775 MiB for the tree). A child is
+    listed under the thread that started it: cargo starts rustc from its worker threads,
+    so every thread's list is read, not only the main thread's.
     """
     total = 0
     todo = [pid]
@@ -340,7 +342,8 @@ def tree_rss(pid: int) -> int:
         try:
             statm = _read_small("/proc/%d/statm" % p)
             total += int(statm.split()[1]) * _PAGE
-            todo.extend(int(c) for c in _read_small("/proc/%d/task/%d/children" % (p, p)).split())
+            for task in posix.listdir("/proc/%d/task" % p):
+                todo.extend(int(c) for c in _read_small("/proc/%d/task/%s/children" % (p, task)).split())
         except (OSError, ValueError, IndexError):
             continue
     return total

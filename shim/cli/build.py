@@ -100,11 +100,11 @@ SHIM_FOOTPRINT = 10 << 20        # a waiting or spawning shim (measured 8.8 MiB)
 BUILD_FOOTPRINT = 24 << 20       # shim build itself and ninja
 
 
-def for_steps(budget: int, in_flight: int) -> int:
+def for_steps(budget: int, in_flight: int, footprint: int = BUILD_FOOTPRINT) -> int:
     """What the steps' reservations may add up to: the budget is for the whole build,
     so the shims that wait or spawn beside the tools (one per edge in flight, at most)
-    and this process and ninja come off it first."""
-    return max(budget - BUILD_FOOTPRINT - in_flight * SHIM_FOOTPRINT, budget // 2, 1 << 20)
+    and this process and the build tool (*footprint*: ninja, cargo) come off it first."""
+    return max(budget - footprint - in_flight * SHIM_FOOTPRINT, budget // 2, 1 << 20)
 
 
 def _jobs(ninja_args, cores: int) -> int:
@@ -210,8 +210,8 @@ def rewrap(directory: str, ninja: str, env: dict, spawn=host.spawn_program) -> i
 class Plan:
     """What `shim build` decided before starting ninja."""
 
-    def __init__(self, build_dir: str, env: dict):
-        self.build_dir, self.env = build_dir, env
+    def __init__(self, build_dir: str, env: dict, runner: str = "ninja"):
+        self.build_dir, self.env, self.runner = build_dir, env, runner
         self.config = self.ledger_dir = self.jobserver = None
         self.budget = self.steps_budget = None
         self.build_id = ""
@@ -222,39 +222,52 @@ def run(directory: str, ninja: str, ninja_args: list, env: dict, budget_option=N
     """Build in *directory*; returns ninja's exit status (or dies of its signal). *spawn*
     runs ninja (host.spawn_program's signature): tests pass a stand-in."""
     plan = Plan(os.path.abspath(directory), env)
-    # First: what shim build warns about, and its steps, is then "this build" (warned once).
-    plan.build_id = env["SHIM_BUILD_ID"] = "%x-%d" % (int(time.time() * 1e6), os.getpid())
-    _put_launcher_first(plan)
+    start(plan)
     if rewrap_first:
         status = rewrap(directory, ninja, env, spawn)
         if status:
             return status
-    _choose_budget(plan, budget_option)
+    choose_budget(plan, budget_option)
     _serve_jobs(plan, ninja_args)
     in_flight = plan.jobserver.tokens + 1 if plan.jobserver else _jobs(ninja_args, cores())
     plan.steps_budget = for_steps(plan.budget, in_flight) if plan.budget else None
     env["SHIM_MEMORY_BUDGET"] = str(plan.steps_budget) if plan.budget else "off"
     t0 = time.time()
-    finished, peak = _run_ninja(plan, ninja, [ninja, "-C", directory] + list(ninja_args), spawn)
-    _record(plan, directory, ninja_args, t0, time.time(), finished, peak)
+    finished, peak = run_sampled(plan, ninja, [ninja, "-C", directory] + list(ninja_args), spawn)
+    jobs = plan.jobserver.tokens + 1 if plan.jobserver else None
+    record_build(plan, ["-C", directory] + list(ninja_args), t0, time.time(), finished, peak, jobs)
+    return finish(finished)
+
+
+def start(plan: Plan) -> str:
+    """Name the build (SHIM_BUILD_ID: what it warns about, and its steps, are then "this
+    build", warned once) and put the fast launcher first on PATH; returns its path."""
+    plan.build_id = plan.env["SHIM_BUILD_ID"] = "%x-%d" % (int(time.time() * 1e6), os.getpid())
+    return _put_launcher_first(plan)
+
+
+def finish(finished) -> int:
+    """The build tool's exit status, or die of its signal as it did."""
     if finished.signal is not None:
         host.die_of_signal(finished.signal)
     return finished.code
 
 
-def _put_launcher_first(plan: Plan) -> None:
-    """The fast launcher in .shim/bin, first on ninja's PATH (so `shim` costs the least)."""
+def _put_launcher_first(plan: Plan) -> str:
+    """The fast launcher in .shim/bin, first on the build tool's PATH (so `shim` costs the
+    least); returns its path."""
     from shim.generators import launcher
     try:
-        bindir = os.path.dirname(launcher.write(os.path.join(plan.build_dir, ".shim", "bin")))
+        path = launcher.write(os.path.join(plan.build_dir, ".shim", "bin"))
     except OSError as e:   # a read-only build dir: the installed launcher still works
         warn("cannot write the fast launcher in %s/.shim/bin (%s); using the installed one"
              % (plan.build_dir, e.strerror or e))
-        bindir = os.path.dirname(os.path.abspath(os.environ.get("_", "") or "shim"))
-    plan.env["PATH"] = bindir + os.pathsep + plan.env.get("PATH", "")
+        path = os.path.join(os.path.dirname(os.path.abspath(os.environ.get("_", "") or "shim")), "shim")
+    plan.env["PATH"] = os.path.dirname(path) + os.pathsep + plan.env.get("PATH", "")
+    return path
 
 
-def _choose_budget(plan: Plan, option) -> None:
+def choose_budget(plan: Plan, option) -> None:
     """The budget (admission.budget, `auto` by default) and, under one, the estimates index
     rebuilt from the ledger so steps are admitted by their measured peaks."""
     from shim import estimates, toolchain
@@ -293,8 +306,8 @@ def _serve_jobs(plan: Plan, ninja_args: list) -> None:
         plan.jobserver = None
 
 
-def _run_ninja(plan: Plan, ninja: str, argv: list, spawn):
-    """(how ninja ended, sampled peak of its process tree)."""
+def run_sampled(plan: Plan, program: str, argv: list, spawn):
+    """(how the build tool ended, sampled peak of its process tree)."""
     child = []
     sampler = Sampler(lambda: child[0] if child else None)
 
@@ -303,7 +316,7 @@ def _run_ninja(plan: Plan, ninja: str, argv: list, spawn):
         sampler.start()          # only now: ninja is forked from a process with no other thread
 
     try:
-        finished = spawn(ninja, argv, plan.env, on_start=started, die_with_parent=True)
+        finished = spawn(program, argv, plan.env, on_start=started, die_with_parent=True)
     finally:
         if child:
             sampler.stop()
@@ -312,22 +325,23 @@ def _run_ninja(plan: Plan, ninja: str, argv: list, spawn):
     return finished, sampler.peak
 
 
-def _record(plan: Plan, directory, ninja_args, t0, t1, finished, peak) -> None:
-    """The `build` record in the ledger, and the closing summary."""
+def record_build(plan: Plan, argv, t0, t1, finished, peak, jobs, what: str = "edges") -> None:
+    """The `build` record in the ledger (*argv*: what the build tool was given), and the
+    closing summary (*jobs* of *what* in flight, when shim chose the parallelism)."""
     if not plan.ledger_dir:
         return
-    jobs = plan.jobserver.tokens + 1 if plan.jobserver else None
-    ledger.append(plan.ledger_dir, {"rec": "build", "id": plan.build_id, "b": plan.build_id, "t0": t0, "t1": t1,
+    ledger.append(plan.ledger_dir, {"rec": "build", "id": plan.build_id, "b": plan.build_id, "runner": plan.runner,
+                                    "t0": t0, "t1": t1,
                                     "exit": finished.code, "sig": finished.signal,
-                                    "argv": ["-C", directory] + list(ninja_args), "budget": plan.budget,
+                                    "argv": list(argv), "budget": plan.budget,
                                     "steps_budget": plan.steps_budget, "peak": peak, "jobs": jobs}, plan.env)
-    for line in summary(plan.ledger_dir, plan.build_dir, plan.build_id, t1 - t0, plan.budget, peak, jobs):
+    for line in summary(plan.ledger_dir, plan.build_dir, plan.build_id, t1 - t0, plan.budget, peak, jobs, what):
         click.echo(line)
 
 
-def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs) -> list:
+def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs, what: str = "edges") -> list:
     """The closing lines of `shim build`."""
-    from shim.reports import records
+    from shim.reports import fields, records
     recs = [r for r in records.read(ledger_dir) if r.get("b") == build_id]
     steps = records.steps_of(recs, build_dir)
     waited = [s for s in steps if (s.get("wait") or 0) >= 0.05]
@@ -338,7 +352,7 @@ def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs) -> list:
         over = " - %s OVER the budget" % size.format(peak - budget)
     lines = ["shim: %d steps in %.1fs; budget %s; peak memory in use %s (sampled%s)%s" % (
         len(steps), wall, size.format(budget) if budget else "off", size.format(peak), over,
-        "; %d edges in flight on %d cores" % (jobs, cores()) if jobs else "")]
+        "; %d %s in flight on %d cores" % (jobs, what, cores()) if jobs else "")]
     lines.append("shim: %d steps waited for memory (longest %.1fs), %d for a core; %d out-of-memory retries"
                  % (len(waited), max((s["wait"] for s in waited), default=0.0), len(cpu_waited), len(retries)))
     known = [(s["rss"], "") if s["rss"] else (s["est"], "~") if s.get("src") == "history" else (None, "")
@@ -346,6 +360,6 @@ def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs) -> list:
     top = sorted(((m, mark, s) for (m, mark), s in zip(known, steps) if m), key=lambda x: -x[0])[:3]
     if top:
         lines.append("shim: top memory: " + ", ".join(
-            "%s%s %s" % (mark, size.format(m), s["out"][0] if s["out"] else s["tool"]) for m, mark, s in top)
+            "%s%s %s" % (mark, size.format(m), fields.name_of(s)) for m, mark, s in top)
             + (" (~ learned earlier: exec'd steps are not measured)" if any(mark for _, mark, _ in top) else ""))
     return lines

@@ -39,7 +39,8 @@ def _count(v):
 
 
 # Keys of the ledger that are not step fields (shim/reports/fields.py): the `build` record's.
-_LEDGER_ONLY = {"pid": _count, "budget": _count, "steps_budget": _count, "peak": _count, "jobs": _count}
+_LEDGER_ONLY = {"pid": _count, "budget": _count, "steps_budget": _count, "peak": _count, "jobs": _count,
+                "runner": lambda v: v is None or type(v) is str}
 _BY_LEDGER_KEY = {f.ledger or f.name: f for f in fields.FIELDS}
 
 

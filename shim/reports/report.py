@@ -76,7 +76,8 @@ def render(data: dict, list_steps: bool = True) -> str:
     b = data["build"]
     head = "build %s" % b["id"] if b else "steps without a `shim build` (grouped by time)"
     if b and (b.get("exit") is not None or b.get("sig") is not None):
-        head += ", ninja exit %s" % (b["exit"] if b.get("sig") is None else "signal %d" % b["sig"])
+        head += ", %s exit %s" % (b.get("runner") or "ninja",
+                                  b["exit"] if b.get("sig") is None else "signal %d" % b["sig"])
     lines = ["shim report: %s in %s" % (head, data["build_dir"])]
     cpu = "-" if t["cpu_user"] is None else "%.2fs user + %.2fs sys (%d spawned steps)" % (
         t["cpu_user"], t["cpu_system"], t["cpu_steps"])

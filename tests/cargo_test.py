@@ -1,0 +1,291 @@
+"""cargo through shim: `RUSTC_WRAPPER=shim cargo build` and `shim cargo build` (shim/cli/cargo.py).
+
+The end-to-end tests build tests/fixtures/cargo, a workspace of a library on regex and serde and a
+program on it and serde_json, with the real cargo and rustc, offline: its .cargo/config.toml takes
+the crates from Debian's librust-*-dev packages (.ci/run installs them). One workspace per module:
+the first build (spawn mode, --timings, JSON messages) is checked for records, learned peaks and
+pipelining; the second (`shim cargo build` under a budget smaller than the two largest crates)
+is admitted by what the first learned. The driver's decisions are unit-tested without cargo.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, REPO, run_shim, write_toml
+from shim import estimates, size
+from shim.reports import records
+
+CARGO = shutil.which("cargo")
+REGISTRY = Path("/usr/share/cargo/registry")
+CRATES = ("regex-1.7.1", "aho-corasick-0.7.19", "serde_json-1.0.87", "serde_derive-1.0.152")
+MISSING = ("cargo is not installed" if not CARGO else
+           "Debian's crates are missing from %s (.ci/run installs librust-regex+default-dev "
+           "librust-serde-json-dev librust-serde-derive-dev)" % REGISTRY
+           if not all((REGISTRY / c).is_dir() for c in CRATES) else None)
+needs_cargo = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
+MIB = 1 << 20
+
+
+def e2e(test):
+    return pytest.mark.e2e(needs_cargo(test))
+
+
+def cargo_env(tmp: Path) -> dict:
+    """The environment of a build: no SHIM_*/CARGO_*/RUSTC_* of ours, a private HOME, runtime dir
+    and CARGO_HOME; rustup's toolchains where they are."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SHIM_", "XDG_", "CARGO", "RUSTC", "RUSTFLAGS", "MAKEFLAGS"))}
+    for name in ("home", "run", "cargo-home"):
+        (tmp / name).mkdir(mode=0o700, exist_ok=True)
+    env.update(HOME=str(tmp / "home"), XDG_RUNTIME_DIR=str(tmp / "run"), CARGO_HOME=str(tmp / "cargo-home"),
+               RUSTUP_HOME=os.environ.get("RUSTUP_HOME") or str(Path.home() / ".rustup"),
+               CARGO_TERM_COLOR="never", PATH="%s%s%s" % (BIN, os.pathsep, os.environ.get("PATH", "")))
+    return env
+
+
+def workspace_copy(tmp: Path) -> Path:
+    ws = tmp / "ws"
+    shutil.copytree(REPO / "tests" / "fixtures" / "cargo", ws)
+    return ws
+
+
+def cargo(args, cwd, env, timeout=600):
+    return subprocess.run([CARGO] + args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout)
+
+
+def unit_data(html: str) -> list:
+    """The units of cargo's --timings page: `const UNIT_DATA = [...]` in its script (cargo 1.95:
+    start, duration, unblocked_rmeta_units; older cargos the same keys)."""
+    found = re.search(r"\bconst\s+UNIT_DATA\s*=\s*", html)
+    assert found, "no UNIT_DATA in cargo's timing report"
+    return json.JSONDecoder().raw_decode(html, found.end())[0]
+
+
+class Build:
+    """A finished build: the workspace, cargo's result, its artifacts, shim's steps."""
+
+    def __init__(self, ws: Path, env: dict, result):
+        self.ws, self.env, self.result = ws, env, result
+        assert result.returncode == 0, result.stderr[-4000:]
+        self.ledger = ws / ".shim"
+        self.steps = records.load(str(self.ledger), str(ws), "all")[1]
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """The workspace built once with RUSTC_WRAPPER=shim, every rustc spawned (measured) under a
+    roomy budget, -j4 on 2 cores so that crates can start on their dependencies' metadata."""
+    tmp = tmp_path_factory.mktemp("cargo")
+    ws = workspace_copy(tmp)
+    env = dict(cargo_env(tmp), RUSTC_WRAPPER="shim", SHIM_MODE="spawn", SHIM_MEMORY_BUDGET="16GiB")
+    build = Build(ws, env, cargo(["build", "-j4", "--timings", "--message-format=json"], ws, env))
+    messages = [json.loads(line) for line in build.result.stdout.splitlines() if line.startswith("{")]
+    build.artifacts = [m for m in messages if m["reason"] == "compiler-artifact"]
+    build.units = unit_data((ws / "target" / "cargo-timings" / "cargo-timing.html").read_text())
+    return build
+
+
+@e2e
+def test_every_rustc_of_the_build_has_a_record_with_its_crate_kind_and_artifacts(first):
+    assert len(first.steps) == len(first.artifacts) == 23        # 15 crates, 8 build scripts; no probes
+    unmatched = list(first.steps)
+    for artifact in first.artifacts:
+        target = artifact["target"]
+        crate = target["name"].replace("-", "_")             # build-script-build -> build_script_build
+        kind = "link" if set(target["kind"]) & {"bin", "proc-macro", "custom-build"} else "compile"
+        # cargo names the files it hard-links into place (target/debug/app); rustc wrote them
+        step = next((s for s in unmatched if s["crate"] == crate and all(
+            any(os.path.samefile(name, first.ws / out) for out in s["out"] if (first.ws / out).exists())
+            for name in artifact["filenames"])), None)
+        assert step is not None, artifact
+        unmatched.remove(step)
+        assert (step["tool"], step["kind"], step["exit"]) == ("rustc", kind, 0), step
+        assert step["crate_type"] == ",".join(target["crate_types"])
+        package = artifact["package_id"].rpartition("#")[2]
+        assert package.replace("@", " ").split()[-1] in step["unit"].split(), (package, step["unit"])
+        if crate == "build_script_build":
+            assert step["unit"].endswith(" build-script debug")
+        assert all(not out.startswith("/") and out.startswith("target/debug/") for out in step["out"])
+    assert not unmatched
+
+
+@e2e
+def test_the_program_runs(first):
+    done = subprocess.run([str(first.ws / "target" / "debug" / "app"), "héllo wörld 42 foo"],
+                          stdout=subprocess.PIPE, text=True, check=True)
+    assert json.loads(done.stdout) == [{"text": "héllo", "start": 0}, {"text": "wörld", "start": 7},
+                                       {"text": "foo", "start": 17}]
+
+
+@e2e
+def test_the_jobserver_reaches_rustc_through_a_spawning_shim(first):
+    assert "jobserver" not in first.result.stderr + first.result.stdout     # rendered, or JSON messages
+    assert all(s["mode"] == "spawn" for s in first.steps)
+
+
+@e2e
+def test_every_crates_peak_is_learned_under_a_key_that_survives_a_rebuild(first):
+    for s in first.steps:
+        assert s["rss"] and 50 * MIB < s["rss"] < 2048 * MIB, s
+        entry = estimates.lookup(str(first.ledger), estimates.key_of(s))
+        assert entry and entry[0][-1] == s["rss"], s["unit"]
+    assert len({s["unit"] for s in first.steps}) == len(first.steps)
+
+
+@e2e
+def test_a_crate_starts_on_its_dependencys_metadata_before_that_rustc_exits(first):
+    units = {u["i"]: u for u in first.units}
+    early = [(u["name"], units[j]["name"], u["start"] + u["duration"] - units[j]["start"])
+             for u in first.units for j in (u.get("unblocked_rmeta_units") or [])
+             if units[j]["start"] < u["start"] + u["duration"] - 0.05]
+    assert early, "no crate started before the rustc it depends on had exited: pipelining is broken"
+    libs = [s for s in first.steps if s["crate_type"] == "lib"]
+    assert libs and all(s["t0"] < s["meta"] < s["t1"] for s in libs)    # shim relayed the notice midway
+
+
+@e2e
+def test_the_trace_marks_each_crates_metadata_point(first, tmp_path):
+    trace = tmp_path / "trace.json"
+    result = run_shim(["report", "-C", first.ws, "--all", "--trace", trace], env=first.env)
+    assert result.returncode == 0, result.stderr
+    marks = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "i"]
+    assert sorted(e["args"]["crate"] for e in marks) == sorted(s["crate"] for s in first.steps if s["meta"])
+    report = run_shim(["report", "-C", first.ws, "--all"], env=first.env).stdout
+    assert "regex-syntax 0.6.27 lib debug" in report and "serde 1.0.152 build-script debug" in report
+
+
+@pytest.fixture(scope="module")
+def warm(first):
+    """The same workspace, clean, built again with `shim cargo build` under a budget smaller than
+    its two largest crates together: the second build knows every peak from the first."""
+    peaks = sorted((s["rss"] for s in first.steps), reverse=True)
+    budget = peaks[0] + peaks[1] // 2
+    shutil.rmtree(first.ws / "target")
+    env = {k: v for k, v in first.env.items() if not k.startswith(("SHIM_", "RUSTC"))}
+    result = run_shim(["cargo", "--budget", str(budget), "build"], cwd=first.ws, env=env, timeout=600)
+    build = Build(first.ws, env, result)
+    build.budget, build.peaks = budget, peaks
+    build.record = [r for r in records.read(str(build.ledger)) if r["rec"] == "build"][-1]
+    build.steps = [s for s in build.steps if s["build"] == build.record["id"]]
+    return build
+
+
+@e2e
+def test_under_a_budget_smaller_than_two_of_its_largest_crates_the_warm_build_stays_within_it(warm):
+    assert warm.budget < warm.peaks[0] + warm.peaks[1]
+    assert len(warm.steps) == 23 and all(s["src"] == "history" for s in warm.steps)
+    written = [json.loads(line) for line in (warm.ledger / "ledger-v1.jsonl").read_text().splitlines()[1:]]
+    assert len([r for r in written if r.get("b") == warm.record["id"] and r["rec"] != "build"]) == 23  # no probes
+    assert 0 < warm.record["peak"] <= warm.budget, (size.format(warm.record["peak"]), size.format(warm.budget))
+    assert any(s["wait"] >= 0.05 for s in warm.steps)          # admission held some crates back
+    assert "OVER the budget" not in warm.result.stdout
+
+
+@e2e
+def test_shim_cargo_build_and_plain_rustc_wrapper_share_one_ledger_and_known_crates_exec(warm):
+    assert (warm.record["runner"], warm.record["argv"]) == ("cargo", ["build"])
+    # auto mode: known crates exec'd (timed by the files they wrote); links spawned, as the presets
+    # spawn every link (bins, proc-macros, build scripts)
+    assert all((s["mode"], s["timing"]) == ("exec", "outputs") and s["dur"] > 0
+               for s in warm.steps if s["kind"] == "compile")
+    assert all((s["mode"], s["timing"]) == ("spawn", "measured") for s in warm.steps if s["kind"] == "link")
+    assert "jobserver" not in warm.result.stderr
+    summary = [line for line in warm.result.stdout.splitlines() if line.startswith("shim: ")]
+    assert summary[0].startswith("shim: 23 steps in ") and "regex-syntax 0.6.27 lib debug" in summary[-1]
+    assert subprocess.run([str(warm.ws / "target" / "debug" / "app"), "x"], stdout=subprocess.PIPE,
+                          text=True).stdout.strip() == '[{"text":"x","start":0}]'
+
+
+@e2e
+def test_rustc_that_runs_out_of_memory_is_retried_alone_with_the_low_memory_rewrites(tmp_path):
+    if not shutil.which("prlimit"):
+        pytest.skip("prlimit (util-linux) is not installed")
+    ws = workspace_copy(tmp_path)
+    # The first attempt runs with 550 MB of address space: regex-syntax needs ~280 MiB resident but
+    # more address space, and rustc's allocator aborts ("memory allocation of N bytes failed").
+    limit = tmp_path / "limit"
+    limit.write_text('#!/bin/sh\n[ -n "$UNLIMITED" ] && exec "$@"\nexec prlimit --as=550000000 "$@"\n')
+    limit.chmod(0o755)
+    write_toml(ws / "toolchain.toml", """
+        [tool.rustc]
+        launcher = ["%s"]
+        low_memory.env.set = { UNLIMITED = "1" }
+        """ % limit)
+    env = dict(cargo_env(tmp_path), RUSTC_WRAPPER="shim", SHIM_MEMORY_BUDGET="2GiB")
+    result = cargo(["build", "-p", "regex-syntax"], ws, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "memory allocation of" in result.stderr                   # rustc's own words reach cargo
+    first, retry = [s for s in records.load(str(ws / ".shim"), str(ws), "all")[1]]
+    assert (first["crate"], first["sig"], first["oom"]) == ("regex_syntax", 6, True)
+    assert (retry["exit"], retry["retry"], retry["low_memory"], retry["res"]) == (0, 1, True, 2 << 30)
+    assert "link-arg=-Wl,--no-keep-memory" in retry["args"]
+
+
+# --- the driver, without cargo: a stand-in process runner -----------------------------------------
+
+
+def stand_in(seen: dict, code: int = 0):
+    from shim.exit_status import Finished
+
+    def spawn(path, argv, env, on_start=None, die_with_parent=False, **_):
+        seen.update(path=path, argv=argv, env=dict(env), dies_with_us=die_with_parent)
+        return Finished(code, None, 0, 0.0, 0.0)
+    return spawn
+
+
+def driver_env(tmp_path: Path) -> dict:
+    (tmp_path / "run").mkdir(mode=0o700)
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+
+
+def test_shim_cargo_hands_cargo_the_fast_launcher_as_rustc_wrapper_two_jobs_per_core_and_a_budget(tmp_path):
+    from shim.cli import build, cargo as driver
+    (tmp_path / "Cargo.toml").write_text("[workspace]\n")
+    seen = {}
+    env = dict(driver_env(tmp_path), RUSTC_WRAPPER="sccache")
+    status = driver.run("/no/cargo", ["build", "--release"], env, "2GiB", spawn=stand_in(seen, 3),
+                        where=str(tmp_path / "target"))
+    assert status == 3 and seen["dies_with_us"] and seen["argv"] == ["/no/cargo", "build", "--release"]
+    launcher = tmp_path / ".shim" / "bin" / "shim"                  # in the workspace: the build dir
+    assert seen["env"]["RUSTC_WRAPPER"] == str(launcher) and os.access(launcher, os.X_OK)
+    cores = build.cores()
+    assert (seen["env"]["CARGO_BUILD_JOBS"], seen["env"]["SHIM_CPU_SLOTS"]) == (str(2 * cores), str(cores))
+    steps_budget = int(seen["env"]["SHIM_MEMORY_BUDGET"])
+    assert steps_budget == build.for_steps(2 << 30, 2 * cores, driver.CARGO_FOOTPRINT) < 2 << 30
+    record = [r for r in records.read(str(tmp_path / ".shim")) if r["rec"] == "build"][-1]
+    assert (record["runner"], record["argv"], record["exit"], record["jobs"]) == (
+        "cargo", ["build", "--release"], 3, 2 * cores)
+
+
+@pytest.mark.parametrize("args, given", [
+    (["build", "-j", "3"], {}), (["build", "-j3"], {}), (["test", "--jobs=3"], {}),
+    (["build"], {"CARGO_BUILD_JOBS": "3"}),
+])
+def test_jobs_the_user_chose_are_left_alone(tmp_path, args, given):
+    from shim.cli import cargo as driver
+    seen = {}
+    driver.run("/no/cargo", args, dict(driver_env(tmp_path), **given), "off", spawn=stand_in(seen),
+               where=str(tmp_path / "target"))
+    assert seen["env"].get("CARGO_BUILD_JOBS") == given.get("CARGO_BUILD_JOBS")
+    assert "SHIM_CPU_SLOTS" not in seen["env"] and seen["env"]["SHIM_MEMORY_BUDGET"] == "off"
+
+
+def test_jobs_after_a_double_dash_belong_to_the_program_not_to_cargo():
+    from shim.cli import cargo as driver
+    assert driver.given_jobs(["run", "--", "-j", "8"], {}) is None
+
+
+def test_a_target_dir_outside_the_workspace_is_its_own_build_dir(tmp_path):
+    from shim.cli import cargo as driver
+    seen = {}
+    driver.run("/no/cargo", ["build"], driver_env(tmp_path), "off", spawn=stand_in(seen),
+               where=str(tmp_path / "elsewhere" / "target"))
+    assert seen["env"]["RUSTC_WRAPPER"] == str(tmp_path / "elsewhere" / "target" / ".shim" / "bin" / "shim")
