@@ -342,13 +342,7 @@ def report(projects: dict, rounds: dict, loads: list, others: list, figures: dic
 def write_corpus_section(path: str, text: str) -> None:
     sys.path.insert(0, HERE)
     from overhead import write_section
-    with open(path) as f:
-        doc = f.read()
-    if BEGIN not in doc:
-        with open(path, "a") as f:
-            f.write("%s\n%s\n%s\n%s\n%s\n" % ("" if doc.endswith("\n\n") else "\n", HEADING, INTRO.strip() + "\n",
-                                             BEGIN, END))
-    write_section(path, text, BEGIN, END)
+    write_section(path, text, BEGIN, END, HEADING, INTRO)
 
 
 def main(argv=None) -> int:

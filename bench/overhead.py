@@ -115,10 +115,15 @@ def report(table, samples, rounds: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
-    """Replace the text between the markers *begin* and *end* in file *path*."""
+def write_section(path: str, text: str, begin: str = BEGIN, end: str = END, heading: str = None,
+                  intro: str = "") -> None:
+    """Replace the text between the markers *begin* and *end* in file *path*; a file without
+    them gets them at its end, under *heading* and *intro*, if given."""
     with open(path) as f:
         doc = f.read()
+    if begin not in doc and heading:
+        doc += "%s\n%s\n%s\n%s\n%s\n" % ("" if doc.endswith("\n\n") else "\n", heading, intro.strip() + "\n",
+                                         begin, end)
     if begin not in doc:
         raise SystemExit("%s has no %s ... %s section" % (path, begin, end))
     head, _, rest = doc.partition(begin)

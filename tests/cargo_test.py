@@ -24,11 +24,11 @@ from shim.reports import records
 
 CARGO = shutil.which("cargo")
 REGISTRY = Path("/usr/share/cargo/registry")
-CRATES = ("regex-1.7.1", "aho-corasick-0.7.19", "serde_json-1.0.87", "serde_derive-1.0.152")
-MISSING = ("cargo is not installed" if not CARGO else
+CRATES = ("regex-1.*", "aho-corasick-0.*", "serde_json-1.*", "serde_derive-1.*")
+MISSING = ("cargo is not installed (.ci/run installs it)" if not CARGO else
            "Debian's crates are missing from %s (.ci/run installs librust-regex+default-dev "
            "librust-serde-json-dev librust-serde-derive-dev)" % REGISTRY
-           if not all((REGISTRY / c).is_dir() for c in CRATES) else None)
+           if not all(any(REGISTRY.glob(c)) for c in CRATES) else None)
 needs_cargo = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 MIB = 1 << 20
 

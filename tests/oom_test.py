@@ -151,7 +151,7 @@ def test_under_shim_build_ninja_keeps_its_score_and_younger_steps_score_higher(t
     assert 500 <= first <= 501 and later >= first + 2
 
 
-# --- rustc's ways of running out (what it printed under prlimit, /tmp/rust-lab/REPORT.md §6) ----
+# --- rustc's ways of running out (what rustc 1.95 printed here under prlimit --as) ---------------
 
 
 @pytest.mark.parametrize("code, sig, stderr", [

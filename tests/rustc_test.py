@@ -1,10 +1,18 @@
 """Reading a rustc invocation (shim/rustc.py, args.py's `rustc` family): crate, kind, the files
-rustc writes, probes, @argfiles, and the cargo build a call belongs to. The command lines are
-the ones cargo 1.95 and Meson 1.12 passed on this project's machine (/tmp/rust-lab/REPORT.md)."""
+rustc writes, probes, @argfiles, and the cargo build a call belongs to; then rustc from ninja, in
+a real Meson project (RUSTC="shim rustc", and `shim wrap`). The command lines are the ones cargo
+1.95 and Meson 1.12 passed to rustc on this project's machine."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
+from conftest import BIN, REPO, run_shim
 from shim import args, rustc
+from shim.reports import records
 
 T = "/w/target"
 CFG = ["--cfg", 'feature="default"', "--check-cfg", 'cfg(feature, values("default", "std"))']
@@ -198,3 +206,58 @@ def test_the_unit_names_package_version_type_target_and_profile_not_cargos_hashe
     assert rustc.unit(tool, {"CARGO_PKG_NAME": "tools", "CARGO_PKG_VERSION": "2.0.0"}, "debug") == \
         "tools 2.0.0 fmt_tool bin aarch64-unknown-linux-gnu debug"
     assert rustc.unit(crate, {}, "debug") is None and rustc.unit(crate, env, None) is None
+
+
+# --- rustc from ninja: Meson's Rust support -------------------------------------------------------
+
+RUSTC = shutil.which("rustc")
+
+
+@pytest.fixture
+def meson_project(env, tmp_path):
+    """A copy of tests/fixtures/meson-rust (a static library and a program) and an environment
+    with rustup's toolchains (the env fixture's HOME is private)."""
+    if not RUSTC:
+        pytest.skip("rustc is not installed")
+    env["RUSTUP_HOME"] = os.environ.get("RUSTUP_HOME") or str(Path.home() / ".rustup")
+    source = tmp_path / "src"
+    shutil.copytree(REPO / "tests" / "fixtures" / "meson-rust", source)
+    return source
+
+
+def meson(args, cwd, env):
+    done = subprocess.run([str(BIN / "meson")] + [str(a) for a in args], cwd=cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout
+    return done.stdout
+
+
+def assert_built_through_shim(build: Path):
+    steps = records.load(str(build / ".shim"), str(build), "all")[1]
+    assert sorted((s["crate"], s["crate_type"], s["kind"], s["out"][0]) for s in steps) == [
+        ("greet", "rlib", "compile", "libgreet.rlib"), ("hello", "bin", "link", "hello")]
+    assert all(s["tool"] == "rustc" and s["exit"] == 0 and s["unit"] is None for s in steps)
+    done = subprocess.run([str(build / "hello")], stdout=subprocess.PIPE, text=True, check=True)
+    assert done.stdout == "hello, meson\n"
+
+
+def test_meson_builds_a_rust_library_and_program_with_rustc_shim_rustc(meson_project, env, tmp_path):
+    env["RUSTC"] = "shim rustc"
+    build = tmp_path / "build"
+    assert "Rust compiler for the host machine: shim rustc" in meson(["setup", build, meson_project], tmp_path, env)
+    assert not (build / ".shim").exists()              # its probes (rustc --version, sanity checks) left nothing
+    result = run_shim(["build", "-C", build], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_built_through_shim(build)
+
+
+def test_shim_wrap_routes_mesons_rust_rule_through_shim(meson_project, env, tmp_path):
+    build = tmp_path / "build"
+    meson(["setup", build, meson_project], tmp_path, env)
+    wrapped = run_shim(["wrap", build], env=env)
+    assert "wrapped rule rust_COMPILER (rustc)" in wrapped.stdout, wrapped.stdout + wrapped.stderr
+    assert "command = shim rustc " in (build / "build.ninja").read_text()
+    done = subprocess.run([str(BIN / "ninja"), "-C", str(build)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    assert done.returncode == 0, done.stdout
+    assert_built_through_shim(build)
