@@ -211,11 +211,17 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
     if depth >= MAX_DEPTH:
         raise ShimError("shim is running itself in a loop (%d levels deep at tool %r, program %r): "
                         "check PATH and tool.%s.program" % (depth, name, prog, s.tool_id or name), USAGE)
-    s.name = s.tool_id or host.program_stem(name)
-    family, tool_args = s.tool["family"] or args_mod.family_of(prog), argv
+    family = s.tool["family"] or args_mod.family_of(prog)
+    wrapped = []
     if family == "other" and argv and args_mod.family_of(argv[0]) == "rustc":
-        family, tool_args = "rustc", argv[1:]     # a wrapper in front of rustc (RUSTC_WORKSPACE_WRAPPER)
-    s.parsed = args_mod.parse(tool_args, family, cwd, s.tool["kind"] or "")
+        # A wrapper in front of rustc (cargo runs `shim W /path/rustc ARGS` when RUSTC_WORKSPACE_WRAPPER
+        # is W): the step is rustc's, with rustc's rules, run as `W /path/rustc ARGS`.
+        wrapped, argv, family = argv[:1], argv[1:], "rustc"
+        tool_id, tool, _ = select_tool(config, wrapped[0])
+        if tool_id:
+            s.tool_id, s.tool = tool_id, tool
+    s.name = s.tool_id or host.program_stem(name)
+    s.parsed = args_mod.parse(argv, family, cwd, s.tool["kind"] or "")
     s.args = rewrite.arguments(s.tool, argv)
     s.env = env = rewrite.environment(s.tool, env)
     self_ids = _self_ids()
@@ -232,12 +238,12 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
     s.oom_score = oom_score(env, config)
     chain = launcher_of(config, s.tool, s.parsed.kind)
     s.launcher = _LAUNCHER_DEFAULTS
-    s.run_path, s.prefix = s.path, [s.path]
+    s.run_path, s.prefix = s.path, [s.path] + wrapped
     if chain:
         lname = host.program_stem(chain[0])
         s.launcher = config["launchers"].get(lname, _LAUNCHER_DEFAULTS)
         s.run_path = program.resolve(chain[0], "launcher %s" % lname, env.get("PATH", ""), cwd, self_ids)
-        s.prefix = [s.run_path] + list(chain[1:]) + [s.path]   # exec'd as one: `ccache /usr/bin/gcc ...`
+        s.prefix = [s.run_path] + list(chain[1:]) + [s.path] + wrapped   # exec'd as one: `ccache /usr/bin/gcc ...`
         _launch_env(s.launcher, env, s.ledger_dir)
         if s.record:
             s.record["launcher"] = lname

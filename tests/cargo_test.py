@@ -229,6 +229,26 @@ def test_rustc_that_runs_out_of_memory_is_retried_alone_with_the_low_memory_rewr
     assert "link-arg=-Wl,--no-keep-memory" in retry["args"]
 
 
+@e2e
+def test_cargo_check_through_a_workspace_wrapper_records_metadata_only_compiles(tmp_path):
+    ws = workspace_copy(tmp_path)
+    wrapper = tmp_path / "lint-driver"                 # what clippy-driver is to `cargo clippy`
+    wrapper.write_text('#!/bin/sh\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    env = dict(cargo_env(tmp_path), RUSTC_WRAPPER="shim", RUSTC_WORKSPACE_WRAPPER=str(wrapper))
+    result = cargo(["check", "-j2"], ws, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = records.load(str(ws / ".shim"), str(ws), "all")[1]
+    members = {s["crate"]: s for s in steps if s["prog"] == "lint-driver"}
+    assert sorted(members) == ["app", "textkit"]         # cargo runs `shim lint-driver /path/rustc ...` for them
+    assert all(s["tool"] == "rustc" and s["kind"] == "compile" and s["out"][0].endswith(".rmeta")
+               for s in members.values())
+    assert members["app"]["unit"] == "app 0.1.0 bin check debug"
+    scripts = [s for s in steps if s["crate"] == "build_script_build"]
+    assert scripts and all(s["kind"] == "link" for s in scripts)         # still built and run in a check
+    assert all(s["kind"] == "compile" for s in steps if s["crate"] not in ("build_script_build", "serde_derive"))
+
+
 # --- the driver, without cargo: a stand-in process runner -----------------------------------------
 
 
