@@ -1,10 +1,16 @@
 """Rust: cargo through shim, on regex + serde_json (tests/fixtures/cargo, Debian's crates, offline).
 
-    .venv/bin/python bench/cargo.py [--rounds 8] [--budget-rounds 3] [--lowmem-rounds 2]
-                                    [--parts overhead,budget,lowmem] [--write BENCHMARKS.md]
+    .venv/bin/python bench/cargo.py [--rounds 8] [--percall-rounds 40] [--budget-rounds 3]
+                                    [--lowmem-rounds 2] [--parts percall,overhead,budget,lowmem]
+                                    [--write BENCHMARKS.md]
 
-Three parts, written together into the Rust section of BENCHMARKS.md:
+Four parts, written together into the Rust section of BENCHMARKS.md:
 
+- percall: one tiny crate compiled as cargo compiles a crate (CARGO set, --out-dir in a target
+  dir, JSON artifacts), by the toolchain's rustc directly and through the direct launcher in
+  exec and spawn mode, alternating, N rounds: what shim adds to one rustc call, in wall and CPU
+  time, and what that makes of the 23 calls of the build below at -j2 (a figure the build's own
+  run-to-run noise, several per cent here, would hide).
 - overhead: clean `cargo build -j2` unwrapped, and with RUSTC_WRAPPER = the direct launcher
   (`shim launcher DIR`, what `shim cargo` uses) with SHIM_MODE=exec and =spawn (ledger on,
   SHIM_MEMORY_BUDGET=off: the wrapper's cost, not admission). Each variant builds its own copy
@@ -139,6 +145,80 @@ def quiet_run(argv, cwd, env, log, echo, sample=False):
             return result
         echo("  other processes took %.1f s of CPU meanwhile: built again" % result[2])
     raise SystemExit("%s failed three times" % " ".join(argv))
+
+
+# --- per call --------------------------------------------------------------------------------------
+
+
+def _once(argv: list, env: dict) -> tuple:
+    start = time.perf_counter()
+    pid = os.posix_spawn(argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+    _, status, usage = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("%s failed" % " ".join(argv))
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
+
+
+def percall(work: str, rounds: int, echo) -> dict:
+    ws = os.path.join(work, "tiny")
+    deps = os.path.join(ws, "target", "debug", "deps")
+    os.makedirs(deps)
+    with open(os.path.join(ws, "Cargo.toml"), "w") as f:
+        f.write('[package]\nname = "tiny"\nversion = "0.1.0"\n')
+    with open(os.path.join(ws, "target", "CACHEDIR.TAG"), "w") as f:
+        f.write("Signature: 8a477f597d28d172789f06886806bc55\n")
+    with open(os.path.join(ws, "lib.rs"), "w") as f:
+        f.write("pub fn answer() -> u32 { 42 }\n")
+    sysroot = subprocess.run(["rustc", "--print", "sysroot"], stdout=subprocess.PIPE, text=True,
+                             check=True).stdout.strip()
+    rustc = os.path.join(sysroot, "bin", "rustc")       # what cargo passes: the toolchain's, not rustup's proxy
+    args = ["--crate-name", "tiny", "--edition=2021", os.path.join(ws, "lib.rs"), "--error-format=json",
+            "--json=diagnostic-rendered-ansi,artifacts,future-incompat", "--crate-type", "lib",
+            "--emit=dep-info,metadata,link", "-C", "embed-bitcode=no", "-C", "debuginfo=2",
+            "-C", "metadata=0123456789abcdef", "-C", "extra-filename=-0123456789abcdef", "--out-dir", deps,
+            "-L", "dependency=" + deps]
+    launcher_dir = os.path.join(work, "fast-percall")
+    subprocess.run([os.path.join(BIN, "shim"), "launcher", launcher_dir], check=True, stdout=subprocess.DEVNULL)
+    env = dict(base_env(work), CARGO=CARGO, CARGO_PKG_NAME="tiny", CARGO_PKG_VERSION="0.1.0",
+               SHIM_MEMORY_BUDGET="off")
+    variants = {"direct": ([rustc] + args, env),
+                "exec": ([os.path.join(launcher_dir, "shim"), rustc] + args, dict(env, SHIM_MODE="exec")),
+                "spawn": ([os.path.join(launcher_dir, "shim"), rustc] + args, dict(env, SHIM_MODE="spawn"))}
+    for argv, e in variants.values():
+        _once(argv, e)                                   # warm: page cache, the toolchain cache
+    wait_until_quiet(echo)
+    times = {name: [] for name in variants}
+    for r in range(rounds):
+        for name, (argv, e) in variants.items():
+            times[name].append(_once(argv, e))
+    echo("percall: %s" % ", ".join("%s %.1f ms" % (n, statistics.median(w for w, _ in t) * 1000)
+                                   for n, t in times.items()))
+    return {"times": times, "rounds": rounds}
+
+
+def percall_text(p: dict, o: dict = None) -> list:
+    times = p["times"]
+    wall0 = statistics.median(w for w, _ in times["direct"])
+    cpu0 = statistics.median(c for _, c in times["direct"])
+    lines = ["| rustc of a tiny crate, as cargo runs it | median wall | added wall | median CPU | added CPU |",
+             "|---|---:|---:|---:|---:|",
+             "| direct | %.1f ms | | %.1f ms | |" % (wall0 * 1000, cpu0 * 1000)]
+    for name in ("exec", "spawn"):
+        wall = statistics.median(w for w, _ in times[name])
+        cpu = statistics.median(c for _, c in times[name])
+        lines.append("| through shim, %s | %.1f ms | %+.1f ms | %.1f ms | %+.1f ms |"
+                     % (name, wall * 1000, (wall - wall0) * 1000, cpu * 1000, (cpu - cpu0) * 1000))
+    note = "%d alternating rounds, medians; the ledger on." % p["rounds"]
+    if o:
+        plain = statistics.median(o["variants"][0]["wall"])
+        shares = []
+        for name in ("exec", "spawn"):
+            added = statistics.median(c for _, c in times[name]) - cpu0
+            shares.append("%s %+.1f %% (target %+.0f %%)" % (name, added * o["steps"] / 2 / plain * 100,
+                                                              (TARGETS[name] - 1) * 100))
+        note += (" Over the %d rustc calls of the build below, spread on 2 cores, that CPU is, against its "
+                 "%.2f s unwrapped wall: %s." % (o["steps"], plain, ", ".join(shares)))
+    return lines + ["", note]
 
 
 # --- overhead ------------------------------------------------------------------------------------
@@ -302,10 +382,14 @@ def lowmem_text(m: dict) -> list:
 def report(args, parts: dict) -> str:
     version = subprocess.run([CARGO, "--version"], stdout=subprocess.PIPE, text=True).stdout.strip()
     rustc = subprocess.run(["rustc", "--version"], stdout=subprocess.PIPE, text=True).stdout.strip()
-    lines = ["Command: `%s bench/cargo.py --rounds %d --budget-rounds %d --lowmem-rounds %d --parts %s` on %s, "
-             "%s, %s, %d CPUs" % (os.path.relpath(sys.executable, REPO), args.rounds, args.budget_rounds,
-                                  args.lowmem_rounds, ",".join(parts), time.strftime("%Y-%m-%d"), version, rustc,
-                                  os.cpu_count())]
+    lines = ["Command: `%s bench/cargo.py --rounds %d --percall-rounds %d --budget-rounds %d --lowmem-rounds %d "
+             "--parts %s` on %s, %s, %s, %d CPUs" % (os.path.relpath(sys.executable, REPO), args.rounds,
+                                                     args.percall_rounds, args.budget_rounds, args.lowmem_rounds,
+                                                     ",".join(parts), time.strftime("%Y-%m-%d"), version, rustc,
+                                                     os.cpu_count())]
+    if "percall" in parts:
+        lines += ["", "### What shim adds to one rustc call", ""] + percall_text(parts["percall"],
+                                                                                 parts.get("overhead"))
     if "overhead" in parts:
         lines += ["", "### Wrapped vs unwrapped: clean `cargo build -j2`", ""] + overhead_text(parts["overhead"])
     if "budget" in parts:
@@ -318,10 +402,11 @@ def report(args, parts: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=8, help="overhead rounds, the first cold (default 8)")
+    parser.add_argument("--percall-rounds", type=int, default=40, help="rounds of the per-call part (default 40)")
     parser.add_argument("--budget-rounds", type=int, default=3, help="rounds of the budget part (default 3)")
     parser.add_argument("--lowmem-rounds", type=int, default=2, help="rounds of the rewrites part (default 2)")
     parser.add_argument("--budget", default="448MiB", help="the budget of `shim cargo build` (default 448MiB)")
-    parser.add_argument("--parts", default="overhead,budget,lowmem", help="which parts (default all three)")
+    parser.add_argument("--parts", default="percall,overhead,budget,lowmem", help="which parts (default all four)")
     parser.add_argument("--write", metavar="FILE", help="replace the cargo section of FILE (BENCHMARKS.md)")
     args = parser.parse_args(argv)
     if not CARGO:
@@ -334,6 +419,8 @@ def main(argv=None) -> int:
     echo = lambda s: print(s, flush=True)             # noqa: E731
     parts = {}
     try:
+        if "percall" in chosen:
+            parts["percall"] = percall(work, args.percall_rounds, echo)
         if "overhead" in chosen:
             parts["overhead"] = overhead(work, args.rounds, echo)
         if "budget" in chosen:

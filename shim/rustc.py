@@ -292,6 +292,12 @@ def cargo_build(argv, cwd: str):
     return None
 
 
+def facts(c: Crate, env: dict, profile) -> dict:
+    """What a step's ledger record says about the crate (shim/reports/fields.py)."""
+    return {"crate": c.name, "crate_type": ",".join(c.types) or ("test" if c.test else None), "target": c.target,
+            "unit": unit(c, env, profile)}
+
+
 def unit(c: Crate, env: dict, profile):
     """A name for what this call builds that stays the same across rebuilds, for the memory
     estimates: the -C metadata and extra-filename hashes in cargo's file names change

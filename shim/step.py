@@ -231,9 +231,7 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
     s.ledger_dir = None if s.parsed.probe else ledger.directory(base, env, config, require_build_dir=not cargo)
     s.record = _record(s.name, prog, s.path, s.parsed, cwd, s.ledger_dir, s.args, env) if s.ledger_dir else None
     if s.record and s.parsed.crate:
-        c = s.parsed.crate
-        s.record.update(crate=c.name, crate_type=",".join(c.types) or ("test" if c.test else None),
-                        target=c.target, unit=rustc.unit(c, env, cargo[1] if cargo else None))
+        s.record.update(rustc.facts(s.parsed.crate, env, cargo[1] if cargo else None))
     s.owner = "%s %s" % (s.name, s.parsed.primary_output or "")
     s.oom_score = oom_score(env, config)
     chain = launcher_of(config, s.tool, s.parsed.kind)
@@ -290,6 +288,7 @@ def _retry_alone(s: _Step, failed, attempt: int):
         _finish(s.record, failed, s.ledger_dir, s.env)
         s.record = dict(s.record, id="%s-r%d" % (s.record["id"], attempt), retry=attempt, t0=ledger.now())
         s.record.pop("oom", None)
+        s.record.pop("meta", None)
     plan = s.plan
     plan.reservation.release()
     plan.reservation = admission.acquire(plan.pool, plan.total, plan.total, plan.unit, 0.0,

@@ -115,6 +115,21 @@ def test_one_rect_per_step_in_its_lane_marked_failed_or_unknown():
         assert ("unknown" in classes) is (s["t1"] is None)
 
 
+def test_a_rustc_steps_metadata_point_is_a_mark_across_its_bar():
+    steps = sample_steps()
+    crates = [s for s in steps if s["t1"] is not None][:3]
+    for s in crates:
+        s.update(tool="rustc", crate="c<%s>" % s["id"], meta=s["t0"] + (s["t1"] - s["t0"]) / 2)
+    found = Elements(html.render(steps))
+    rects = {r["data-id"]: r for r in found.all("rect", "step")}
+    marks = {m["data-id"]: m for m in found.all("line", "meta")}
+    assert sorted(marks) == sorted(s["id"] for s in crates)
+    for s in crates:
+        bar, mark = rects[s["id"]], marks[s["id"]]
+        middle = float(bar["x"]) + float(bar["width"]) / 2
+        assert abs(float(mark["x1"]) - middle) < 0.02 and mark["x1"] == mark["x2"] and mark["y1"] == bar["y"]
+
+
 def test_every_ledger_string_is_escaped():
     steps = sample_steps()
     page = html.render(steps, title=HOSTILE)

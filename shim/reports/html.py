@@ -27,6 +27,7 @@ h1{font-size:18px;margin:0 0 6px}h2{font-size:15px;margin:14px 0 2px}
 svg{width:100%;height:auto;display:block;margin:6px 0 14px}
 .step{stroke:#fff;stroke-width:.5}
 .failed{stroke:#d62728;stroke-width:2}
+.meta{stroke:#fff;stroke-width:1.5}
 .unknown{fill:#fff;stroke:#444;stroke-dasharray:2 1}
 .axis line{stroke:#bbb}.axis text,.peak text{font-size:10px;fill:#555}
 .memory{fill:#cfe1f2;stroke:#4e79a7}.peak circle{fill:#d62728}
@@ -128,6 +129,12 @@ def timeline_svg(steps: list[dict], origin: float, span: float) -> str:
                      % (_e(" ".join(classes)), _e(step.get("id")), LEFT + (step["t0"] - origin) * scale,
                         lane * (ROW + GAP), width, ROW, KINDS.get(step.get("kind"), KINDS["other"]),
                         _e(_tooltip(step))))
+        if step.get("meta") is not None:         # rustc: its crate's metadata ready (dependents start)
+            x = LEFT + (step["meta"] - origin) * scale
+            parts.append('<line class="meta" data-id="%s" x1="%.2f" y1="%d" x2="%.2f" y2="%d">'
+                         '<title>metadata of %s ready</title></line>'
+                         % (_e(step.get("id")), x, lane * (ROW + GAP), x, lane * (ROW + GAP) + ROW,
+                            _e(step.get("crate"))))
     parts.append("</svg>")
     return "".join(parts)
 
