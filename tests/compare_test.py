@@ -1,18 +1,21 @@
-"""Comparing two builds, the CI gate, estimates vs reality (shim/compare.py): synthetic steps,
-plus one pair of real builds of examples/ninja."""
+"""Comparing two builds, the CI gate, estimates vs reality, and the Markdown page (shim/compare.py,
+shim/markdown.py): synthetic steps, plus one pair of real builds of examples/ninja."""
 
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jsonschema  # noqa: E402
 import pytest  # noqa: E402
+from markdown_it import MarkdownIt  # noqa: E402
 
-from shim import compare, records  # noqa: E402
+from shim import compare, markdown, records, report  # noqa: E402
 
 MiB = 1 << 20
 T0 = 1_700_000_000.0
+PIPE_PATH = "obj/a|b`c<script>x</script>.o"
 
 
 def step(out, dur=1.0, rss=100 * MiB, at=0.0, **fields) -> dict:
@@ -247,6 +250,91 @@ def test_the_comparison_validates_against_its_schema_which_allows_nothing_extra(
     extra = dict(compare.compare(old, new), surprise=1)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(extra, compare.SCHEMA)
+
+
+class Tables(HTMLParser):
+    """The <table>s of an HTML page: [(header cells, [row cells])], text unescaped."""
+
+    def __init__(self, page: str):
+        super().__init__(convert_charrefs=True)
+        self.tables, self.cell, self.row = [], None, None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append(([], []))
+        elif tag == "tr":
+            self.row = []
+        elif tag in ("th", "td"):
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            self.row.append(self.cell)
+            self.cell = None
+        elif tag == "tr":
+            head, rows = self.tables[-1]
+            (rows.append(self.row) if head else head.extend(self.row))
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+
+def rendered(text: str):
+    """(tables, tokens) of *text* rendered by markdown-it-py with GFM tables."""
+    md = MarkdownIt("commonmark").enable("table")
+    tokens = md.parse(text)
+    return Tables(md.render(text)).tables, tokens + [c for t in tokens for c in (t.children or [])]
+
+
+def test_markdown_renders_real_tables_with_a_pipe_in_a_path_and_no_raw_html():
+    old, new = planted()
+    new[1][5].update(exit=2)
+    new = build(new[1] + [step(PIPE_PATH, dur=0.5, rss=400 * MiB, at=9.0)] +
+                [step("obj/%d.o" % i, dur=0.01, rss=MiB, at=9.0) for i in range(100, 130)])
+    summary = report.summary(new[1], new[0], "/b", "/b/.shim")
+    misses = compare.estimate_misses([dict(s, res=64 * MiB, est=64 * MiB, src="prior") for s in new[1]])
+    text = markdown.document(summary, compare.compare(old, new), misses)
+    tables, tokens = rendered(text)
+    assert not [t for t in tokens if t.type in ("html_block", "html_inline")]
+    by_head = {}
+    for head, rows in tables:
+        by_head.setdefault(tuple(head), []).append(rows)
+    (totals,) = by_head[("steps", "wall", "CPU", "peak memory in use", "largest step peak", "failures")]
+    assert totals == [["43", "9.5s", "19.4s", "954.0MiB", "400.0MiB", "1"]]
+    memory, duration = by_head[("step", "kind", "peak RSS", "duration")]
+    assert memory[0] == [PIPE_PATH, "compile", "400.0MiB", "500ms"] and len(memory) == 5
+    assert duration[0][0] == "obj/3.o" and len(duration) == 5
+    (changes,) = by_head[("measure", "old", "new", "change")]
+    assert [row[0] for row in changes] == ["wall", "CPU (spawned steps)", "peak memory in use",
+                                           "peak memory, sampled", "largest step peak", "steps", "failures"]
+    assert changes[-1] == ["failures", "0", "1", "+1"]
+    slower, more = by_head[("step", "old", "new", "change")]
+    assert slower[0] == ["obj/3.o", "1.3s", "3.9s", "+2.6s (+200.0%)"] and more[0][0] == "obj/7.o"
+    (estimates,) = by_head[("step", "peak RSS", "reserved", "estimate (source)", "over")]
+    assert len(estimates) == 10 and estimates[0][0] == PIPE_PATH and estimates[0][3] == "64.0MiB (prior)"
+    assert "1 failed:" in text and "31 new steps: obj/100.o, obj/101.o, obj/102.o and 28 more" in text
+    assert max(len(rows) for heads in by_head.values() for rows in heads) <= markdown.MAX_ROWS
+
+
+def test_markdown_lists_at_most_ten_failures_and_counts_the_rest():
+    steps = [step("obj/%d.o" % i, exit=1) for i in range(12)]
+    text = markdown.document(report.summary(steps, None, "/b", "/b/.shim"))
+    assert "**12 failed:**" in text and "- obj/9.o (exit 1)\n- … and 2 more\n" in text
+    assert text.startswith("### shim: steps without a `shim build`\n")
+
+
+def test_markdown_of_a_build_alone_has_no_comparison():
+    old, _new = planted()
+    text = markdown.document(report.summary(old[1], old[0], "/b", "/b/.shim"))
+    tables, _tokens = rendered(text)
+    assert [head for head, _ in tables] == [
+        ["steps", "wall", "CPU", "peak memory in use", "largest step peak", "failures"],
+        ["step", "kind", "peak RSS", "duration"], ["step", "kind", "peak RSS", "duration"]]
+    assert "No failures." in text and "Compared" not in text and "Estimates" not in text
+    assert "No measured step peaked beyond what the budget expected." in markdown.document(
+        report.summary(old[1], old[0], "/b", "/b/.shim"), misses=[])
 
 
 # --- one real pair of builds ------------------------------------------------------------------
