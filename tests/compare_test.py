@@ -11,7 +11,7 @@ import jsonschema  # noqa: E402
 import pytest  # noqa: E402
 from markdown_it import MarkdownIt  # noqa: E402
 
-from shim import compare, markdown, records, report  # noqa: E402
+from shim.reports import compare, markdown, records, report  # noqa: E402
 
 MiB = 1 << 20
 T0 = 1_700_000_000.0
@@ -162,10 +162,10 @@ def test_the_gate_fails_when_wall_or_peak_grew_past_the_limit_and_says_which():
     status, message = compare.gate(compare.compare(old, new), 10)
     assert status == 1 and "\n" not in message
     assert message.startswith("grew more than 10%: ") and "wall +" in message
-    assert "peak memory in use +" in message.split(";")[0]
+    assert "sampled build peak +33.3%" in message.split(";")[0]     # both builds ran under shim build
     slower_only = build(edited(old[1], **{"obj/11.o": {"dur": 6.0}}))
     status, message = compare.gate(compare.compare(old, slower_only), 10)
-    assert status == 1 and "wall +" in message.split(";")[0] and "peak memory in use +0.0%" in message
+    assert status == 1 and "wall +" in message.split(";")[0] and "concurrent step peaks +0.0%" in message
 
 
 def test_the_gate_passes_within_the_limit_with_one_ok_line():
@@ -182,7 +182,7 @@ def test_the_gate_says_what_cannot_be_compared_instead_of_dividing_by_zero():
     instant = build([step("a.o", dur=0.0, rss=None)])
     status, message = compare.gate(compare.compare(instant, new), 10)
     assert status == 0 and "wall cannot be compared (0 in the old build" in message
-    assert "peak memory in use cannot be compared (unknown in the old build)" in message
+    assert "concurrent step peaks cannot be compared (unknown in the old build)" in message
 
 
 # --- estimates vs reality ---------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_the_terminal_rendering_shows_totals_then_the_steps_that_changed():
     lines = compare.render(compare.compare(old, new))
     assert lines[1].split() == ["old", "new", "change"]
     assert lines[2].split()[0] == "wall" and lines[2].split()[3].startswith("+")
-    assert any(line.split()[:3] == ["peak", "memory,", "sampled"] for line in lines)
+    assert any(line.split()[:3] == ["sampled", "build", "peak"] for line in lines)
     slower = lines.index("Slower: 1 step")
     assert lines[slower + 2].split()[-1] == "obj/3.o"
     assert lines.index("More memory: 1 step") > slower
@@ -301,14 +301,14 @@ def test_markdown_renders_real_tables_with_a_pipe_in_a_path_and_no_raw_html():
     by_head = {}
     for head, rows in tables:
         by_head.setdefault(tuple(head), []).append(rows)
-    (totals,) = by_head[("steps", "wall", "CPU", "peak memory in use", "largest step peak", "failures")]
+    (totals,) = by_head[("steps", "wall", "CPU", "concurrent step peaks", "largest step peak", "failures")]
     assert totals == [["43", "9.5s", "19.4s", "954.0MiB", "400.0MiB", "1"]]
     memory, duration = by_head[("step", "kind", "peak RSS", "duration")]
     assert memory[0] == [PIPE_PATH, "compile", "400.0MiB", "500ms"] and len(memory) == 5
     assert duration[0][0] == "obj/3.o" and len(duration) == 5
     (changes,) = by_head[("measure", "old", "new", "change")]
-    assert [row[0] for row in changes] == ["wall", "CPU (spawned steps)", "peak memory in use",
-                                           "peak memory, sampled", "largest step peak", "steps", "failures"]
+    assert [row[0] for row in changes] == ["wall", "CPU (spawned steps)", "concurrent step peaks",
+                                           "sampled build peak", "largest step peak", "steps", "failures"]
     assert changes[-1] == ["failures", "0", "1", "+1"]
     slower, more = by_head[("step", "old", "new", "change")]
     assert slower[0] == ["obj/3.o", "1.3s", "3.9s", "+2.6s (+200.0%)"] and more[0][0] == "obj/7.o"
@@ -330,7 +330,7 @@ def test_markdown_of_a_build_alone_has_no_comparison():
     text = markdown.document(report.summary(old[1], old[0], "/b", "/b/.shim"))
     tables, _tokens = rendered(text)
     assert [head for head, _ in tables] == [
-        ["steps", "wall", "CPU", "peak memory in use", "largest step peak", "failures"],
+        ["steps", "wall", "CPU", "concurrent step peaks", "largest step peak", "failures"],
         ["step", "kind", "peak RSS", "duration"], ["step", "kind", "peak RSS", "duration"]]
     assert "No failures." in text and "Compared" not in text and "Estimates" not in text
     assert "No measured step peaked beyond what the budget expected." in markdown.document(

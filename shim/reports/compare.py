@@ -12,7 +12,8 @@ doubled, and a 4 GiB link that grew by 20 MiB has grown, but neither is news.
 
 from typing import Optional
 
-from shim import report, size
+from shim import size
+from shim.reports import fields, report
 
 TOP = 10
 THRESHOLDS = {"pct": 10.0, "seconds": 0.05, "bytes": 16 << 20}
@@ -142,16 +143,22 @@ def compare(old: tuple, new: tuple, thresholds: Optional[dict] = None, top: int 
 
 # --- the CI gate --------------------------------------------------------------------------
 
-GATED = (("wall", "wall", "seconds"), ("peak_memory_in_use", "peak memory in use", "bytes"))
+def gated(comparison: dict) -> tuple:
+    """What the gate watches: wall time, and the build's aggregate peak: the peak `shim build`
+    sampled of the whole tree when both builds have one, else the concurrent step peaks."""
+    sampled = comparison["totals"]["sampled_peak"]
+    peak = ("sampled_peak", "sampled build peak") if sampled["old"] is not None and sampled["new"] is not None \
+        else ("peak_memory_in_use", "concurrent step peaks")
+    return (("wall", "wall", "seconds"), peak + ("bytes",))
 
 
 def gate(comparison: dict, fail_over_pct: float) -> tuple:
-    """(status, one-line message): 1 when wall time or peak memory in use grew by more than
-    *fail_over_pct* percent, else 0. A measure the old build lacks (no wall, a zero or
+    """(status, one-line message): 1 when wall time or the aggregate peak (gated) grew by more
+    than *fail_over_pct* percent, else 0. A measure the old build lacks (no wall, a zero or
     unmeasured peak) cannot be compared: the message says so and it fails nothing, so a first
     run without a baseline passes."""
     over, within, blind = [], [], []
-    for name, label, unit in GATED:
+    for name, label, unit in gated(comparison):
         c = comparison["totals"][name]
         if c["pct"] is None:
             blind.append("%s cannot be compared (%s)" % (label, _why_blind(c, unit)))
@@ -207,25 +214,24 @@ def _miss(step: dict, min_bytes: int) -> Optional[dict]:
 
 
 def fmt(value, unit: str) -> str:
-    """*value* for people: seconds as `850ms`/`12.3s`, bytes as sizes, counts as integers."""
-    if value is None:
-        return "-"
-    if unit == "seconds":
-        return "%.0fms" % (value * 1000) if abs(value) < 1 else "%.1fs" % value
-    return size.format(value) if unit == "bytes" else "%d" % value
+    """*value* for people, as every report writes it (shim/reports/fields.py): seconds as
+    `850ms`/`12.3s`, bytes as sizes, counts as integers; `?` when unknown."""
+    if value is None or unit == "seconds":
+        return fields.seconds(value)
+    return fields.amount(value) if unit == "bytes" else "%d" % value
 
 
 def fmt_change(c: dict, unit: str) -> str:
     """A change for people: `+1.2s (+15.0%)`, `-64.0MiB (-12.5%)`, `-` when unknown."""
     if c["delta"] is None:
-        return "-"
+        return "?"
     text = ("+" if c["delta"] > 0 else "") + fmt(c["delta"], unit)
     return text + ("" if c["pct"] is None else " (%+.1f%%)" % c["pct"])
 
 
 TOTAL_LABELS = (("wall", "wall", "seconds"), ("cpu", "CPU (spawned steps)", "seconds"),
-                ("peak_memory_in_use", "peak memory in use", "bytes"),
-                ("sampled_peak", "peak memory, sampled", "bytes"),
+                ("peak_memory_in_use", "concurrent step peaks", "bytes"),
+                ("sampled_peak", "sampled build peak", "bytes"),
                 ("max_rss", "largest step peak", "bytes"), ("steps", "steps", "count"),
                 ("failures", "failures", "count"))
 SECTIONS = (("duration", "regressions", "Slower", "seconds"), ("duration", "improvements", "Faster", "seconds"),
@@ -314,6 +320,15 @@ def render_estimates(rows: list, top: int = TOP) -> list:
 
 
 # --- the JSON schema ----------------------------------------------------------------------
+
+
+def report_schema() -> dict:
+    """The schema of `shim report --json` with its comparison and estimates vs reality filled in."""
+    full = dict(report.SCHEMA, properties=dict(report.SCHEMA["properties"]))
+    full["properties"]["comparison"] = {k: v for k, v in SCHEMA.items() if k not in ("$schema", "title")}
+    full["properties"]["estimate_misses"] = {k: v for k, v in ESTIMATES_SCHEMA.items() if k not in ("$schema", "title")}
+    return full
+
 
 _NUM = {"type": ["number", "null"]}
 _INT = {"type": ["integer", "null"]}

@@ -6,7 +6,8 @@ escaped, so a path can neither break a table (`|`), start a code span or emphasi
 in HTML: the page is made of Markdown alone, no raw HTML.
 """
 
-from shim import compare, size
+from shim import size
+from shim.reports import compare, fields
 
 MAX_ROWS = 10
 TOP = 5                     # steps listed per "top" table of a single build
@@ -39,19 +40,13 @@ def failure_lines(failures: list) -> list:
     """Lines: the failed steps, at most MAX_ROWS of them, or `No failures.`"""
     if not failures:
         return ["No failures."]
-    items = ["- %s (%s)" % (escape(compare.step_key(s)), _exit(s)) for s in failures[:MAX_ROWS]]
+    items = ["- %s (exit %s)" % (escape(compare.step_key(s)), fields.exit_text(s)) for s in failures[:MAX_ROWS]]
     more = ["- … and %d more" % (len(failures) - MAX_ROWS)] if len(failures) > MAX_ROWS else []
     return ["**%d failed:**" % len(failures), ""] + items + more
 
 
-def _exit(step: dict) -> str:
-    if step.get("sig") is not None:
-        return "signal %d" % step["sig"]
-    return "exit ?" if step.get("exit") is None else "exit %d" % step["exit"]
-
-
 def _step_rows(steps: list) -> list:
-    return [(escape(compare.step_key(s)), escape(s["kind"]), size.format(s["rss"]), _seconds(s["dur"]))
+    return [(escape(compare.step_key(s)), escape(s["kind"]), fields.amount(s["rss"]), _seconds(s["dur"]))
             for s in steps[:TOP]]
 
 
@@ -62,9 +57,9 @@ def build_summary(data: dict) -> list:
     title = "build %s" % escape(b["id"]) if b else "steps without a `shim build`"
     cpu = None if t["cpu_user"] is None else t["cpu_user"] + t["cpu_system"]
     lines = ["### shim: %s" % title, ""]
-    lines += table(("steps", "wall", "CPU", "peak memory in use", "largest step peak", "failures"),
-                   [("%d" % t["steps"], _seconds(t["wall"]), _seconds(cpu), size.format(t["peak_memory_in_use"]),
-                     size.format(t["max_rss"]), "%d" % t["failures"])], numeric=(0, 1, 2, 3, 4, 5))
+    lines += table(("steps", "wall", "CPU", "concurrent step peaks", "largest step peak", "failures"),
+                   [("%d" % t["steps"], _seconds(t["wall"]), _seconds(cpu), fields.amount(t["peak_memory_in_use"]),
+                     fields.amount(t["max_rss"]), "%d" % t["failures"])], numeric=(0, 1, 2, 3, 4, 5))
     lines += [""] + failure_lines(data["failures"])
     head = ("step", "kind", "peak RSS", "duration")
     for title, steps in (("peak memory", data["top_memory"]), ("duration", data["top_duration"])):
