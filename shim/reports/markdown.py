@@ -6,7 +6,6 @@ escaped, so a path can neither break a table (`|`), start a code span or emphasi
 in HTML: the page is made of Markdown alone, no raw HTML.
 """
 
-from shim import size
 from shim.reports import compare, fields
 
 MAX_ROWS = 10
