@@ -1,12 +1,16 @@
 """Per-step overhead of shim: a tiny real compile, direct vs through shim, ccache as the peer.
 
-    .venv/bin/python bench/overhead.py [--rounds 40] [--write BENCHMARKS.md]
+    .venv/bin/python bench/overhead.py [--rounds 40] [--baseline VENV] [--write BENCHMARKS.md]
 
 Each round runs every variant once, in a rotating order (so drift and caches hit
 all variants alike), timing fork-to-wait with posix_spawn + wait4. Reports the
 median wall per variant, the added wall over the direct compile, and that figure
 as a multiple of the floor: `python -I -S -c pass` with the interpreter shim is
 installed in. Targets (issue 2): exec <= 1.15 x floor, spawn <= 1.3 x floor.
+
+--baseline VENV adds the fast-launcher variants of another install (e.g. an earlier commit,
+`git archive REV | tar -x -C /tmp/b && python3 -m venv /tmp/b/.venv && /tmp/b/.venv/bin/pip
+install /tmp/b`) to the same alternating rounds: before and after under the same load.
 """
 
 import argparse
@@ -23,7 +27,7 @@ BIN = os.path.dirname(sys.executable)
 BEGIN, END = "<!-- overhead:begin -->", "<!-- overhead:end -->"
 
 
-def variants(work: str, fast: str):
+def variants(work: str, fast: str, baseline_fast: str = None):
     gcc = shutil.which("gcc")
     compile_args = ["-c", "tiny.c", "-o", "tiny.o"]
     installed = os.path.join(BIN, "shim")
@@ -36,6 +40,10 @@ def variants(work: str, fast: str):
         ("shim cc, exec (installed bin/shim)", [installed, "cc"] + compile_args, {"SHIM_MODE": "exec"}),
         ("shim cc, spawn (installed bin/shim)", [installed, "cc"] + compile_args, {"SHIM_MODE": "spawn"}),
     ]
+    if baseline_fast:
+        out += [("baseline: shim cc, exec (its launcher)", [baseline_fast, "cc"] + compile_args, {"SHIM_MODE": "exec"}),
+                ("baseline: shim cc, spawn (its launcher)", [baseline_fast, "cc"] + compile_args,
+                 {"SHIM_MODE": "spawn"})]
     ccache = shutil.which("ccache")
     if ccache:
         out.append(("ccache gcc, CCACHE_DISABLE=1", [ccache, gcc] + compile_args, {"CCACHE_DISABLE": "1"}))
@@ -61,7 +69,7 @@ def _spawn_in(argv, env, cwd):
         os.chdir(old)
 
 
-def measure(rounds: int):
+def measure(rounds: int, baseline: str = None):
     work = tempfile.mkdtemp(prefix="shim-bench-")
     with open(os.path.join(work, "tiny.c"), "w") as f:
         f.write("int twice(int x) { return 2 * x; }\n")
@@ -70,9 +78,14 @@ def measure(rounds: int):
     subprocess.run([os.path.join(BIN, "shim"), "launcher", os.path.join(work, "fast")], check=True,
                    stdout=subprocess.DEVNULL)
     fast = os.path.join(work, "fast", "shim")
+    baseline_fast = None
+    if baseline:
+        subprocess.run([os.path.join(baseline, "bin", "shim"), "launcher", os.path.join(work, "base")],
+                       check=True, stdout=subprocess.DEVNULL)
+        baseline_fast = os.path.join(work, "base", "shim")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SHIM_", "CCACHE_"))}
     base.update(HOME=home, CCACHE_DIR=os.path.join(work, "ccache"))
-    table = variants(work, fast)
+    table = variants(work, fast, baseline_fast)
     samples = {name: [] for name, _, _ in table}
     for name, argv, extra in table:          # warm-up: page cache, toolchain cache
         for _ in range(3):
@@ -102,11 +115,11 @@ def report(table, samples, rounds: int) -> str:
         m = med[name]
         added = m - direct
         target = ""
-        if name.startswith("shim"):
+        if name.startswith(("shim", "baseline")):
             limit = targets["spawn" if "spawn" in name else "exec"]
             target = "<= %.2f: %s" % (limit, "met" if added / floor <= limit else
                                        "MISSED by %.2f ms" % (added - limit * floor))
-        shown_added = "" if name.startswith(("floor", "python")) or name.startswith("gcc") else "%+.2f ms" % added
+        shown_added = "" if name.startswith(("floor", "python", "gcc")) else "%+.2f ms" % added
         ratio = "" if not shown_added else "%.2f" % (added / floor)
         lines.append("| %s | %.2f ms | %s | %s | %s |" % (name, m, shown_added, ratio, target))
     lines.append("")
@@ -136,8 +149,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=40, help="alternating rounds (default 40, >= 30)")
     parser.add_argument("--write", metavar="FILE", help="replace the overhead section of FILE (BENCHMARKS.md)")
+    parser.add_argument("--baseline", metavar="VENV", help="also time another install's launcher (before/after)")
     args = parser.parse_args(argv)
-    table, samples = measure(args.rounds)
+    table, samples = measure(args.rounds, args.baseline)
     text = report(table, samples, args.rounds)
     print(text)
     if args.write:

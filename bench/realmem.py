@@ -62,7 +62,8 @@ def shim_bin():
 
 def steps_budget(limit: int) -> int:
     """What `shim build` in a cgroup of *limit* lets its steps reserve with 4 edges in flight."""
-    from shim import budget, build
+    from shim.cli import build
+    from shim.config import budget
     return build.for_steps(limit - budget.reserve_for(limit), 4)
 
 
@@ -168,7 +169,7 @@ def build_once(project, config, directory, env, limit, logs, say) -> Run:
 
 
 def read_ledger(directory):
-    from shim import records
+    from shim.reports import records
     ledger = os.path.join(directory, ".shim")
     return records.read(ledger) if os.path.isdir(ledger) else []
 

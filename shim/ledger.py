@@ -24,10 +24,9 @@ carries the learned memory of the last run to the next machine.
 """
 
 import errno
-import sys
 import time
 
-from shim import digest, host, rundir
+from shim import host, rundir
 from shim.host import osapi
 
 FILENAME = "ledger-v1.jsonl"

@@ -12,9 +12,8 @@ record. Imports are limited to shim/hotpath.py's list.
 
 import errno
 import sys
-import time
 
-from shim import admission, digest, estimates, host, ledger, oom, pattern, program, rewrite, rundir, rustc, size
+from shim import admission, digest, estimates, host, ledger, oom, pattern, program, rewrite, rundir, rustc
 from shim import args as args_mod
 from shim import toolchain
 from shim.exit_status import BAD_INPUT, NOT_EXECUTABLE, NOT_FOUND, OS_ERROR, USAGE, ShimError

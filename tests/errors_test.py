@@ -252,3 +252,11 @@ def test_an_output_that_cannot_be_written_is_one_line_and_73(ledger_with_a_step,
     one_error_line(run_shim(command, cwd=ledger_with_a_step, env=env), 73, "cannot write" if
                    command[0] != "launcher" else "cannot create", command[-1])
     assert not [p for p in ledger_with_a_step.rglob("*.tmp")]
+
+
+def test_shim_build_names_a_missing_directory_and_does_not_suggest_the_c_it_was_given(project, env, tmp_path):
+    one_error_line(run_shim(["build", "-C", tmp_path / "nowhere"], env=env), USAGE,
+                   "-C %s: no such directory" % (tmp_path / "nowhere"))
+    line = one_error_line(run_shim(["build", "-C", project], env=env), USAGE, "no build.ninja in %s" % project)
+    assert "use -C" not in line
+    assert "(use -C DIR)" in one_error_line(run_shim(["build"], cwd=project, env=env), USAGE, "no build.ninja")

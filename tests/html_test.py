@@ -156,7 +156,7 @@ def test_summary_counts_steps_wall_peak_and_failures():
     origin, end = timeline.bounds(steps)
     _, top = timeline.peak(timeline.memory_curve(steps))
     for label, value in (("steps", len(steps)), ("wall", html.seconds(end - origin)),
-                         ("peak memory", size.format(top)),
+                         ("concurrent step peaks", size.format(top)),
                          ("failures", sum(timeline.failed(s) for s in steps))):
         assert "<span>%s <b>%s</b></span>" % (label, value) in page
     assert ">peak %s at " % size.format(top) in page
@@ -239,3 +239,21 @@ def test_clicking_a_header_sorts_the_table_and_again_reverses_it(tmp_path):
     assert body["data-duration-up"] == ids(up)
     assert body["data-duration-down"] == ids(down)
     assert body["data-output-up"] == ids(sorted(down, key=lambda s: s["out"][0] if s["out"] else s["tool"]))
+
+
+@needs_chromium
+def test_chromium_renders_two_builds_one_above_the_other_on_one_time_scale(tmp_path):
+    new = sample_steps(seed=7)
+    old = [dict(s, id="old-" + s["id"], t0=s["t0"] - 1000, t1=None if s["t1"] is None else s["t1"] - 1000 + s["dur"],
+                dur=None if s["dur"] is None else 2 * s["dur"]) for s in new]      # the earlier build: all twice as slow
+    page = tmp_path / "compared.html"
+    page.write_text(html.render(new, earlier=(None, old), compared=[("wall", "12.0s", "6.0s", "-6.0s (-50.0%)")]))
+    dom, errors = chromium_dump(page, tmp_path)
+    assert errors == []
+    svgs = re.findall(r'<svg class="timeline".*?</svg>', dom, re.S)
+    assert len(svgs) == 2
+    rects = [{e["data-id"]: float(e["width"]) for e in Elements(svg).all("rect", "step")} for svg in svgs]
+    assert set(rects[0]) == {s["id"] for s in old} and set(rects[1]) == {s["id"] for s in new}
+    timed = [s for s in new if s["dur"] and s["dur"] * 1000 > 10]
+    assert timed and all(abs(rects[0]["old-" + s["id"]] / rects[1][s["id"]] - 2) < 0.05 for s in timed)
+    assert "<td>wall</td>" in dom and "-50.0%" in dom

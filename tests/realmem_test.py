@@ -17,7 +17,7 @@ import pytest
 
 import memcg
 from conftest import SHIM
-from shim import records
+from shim.reports import records
 
 NINJA = Path(sys.executable).parent / "ninja"
 MIB = 1 << 20

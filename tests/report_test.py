@@ -1,6 +1,7 @@
 """`shim report` and `shim compdb` on real builds of examples/ninja."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from shim.reports import fields, records
 from shim.reports import report
 
 NINJA = Path(sys.executable).parent / "ninja"
+MIB = 1 << 20
 KINDS = {"compile": 6, "archive": 1, "link": 1}
 
 
@@ -43,7 +45,7 @@ def built(example, env):
 def test_report_shows_every_step_with_durations_from_ninja_log_and_the_links_peak_rss(built, env):
     out = run_shim(["report", "-C", built], env=env).stdout
     logged = ninja_log(built)
-    listed = out.split("Steps, in start order:\n")[1].splitlines()[1:]
+    listed = out.split("Steps, in start order:\n")[1].split("\n\n")[0].splitlines()[1:]
     assert len(listed) == len(logged) == 8
     for line in listed:
         duration, rss, kind, mode, exit_code, output = line.split()
@@ -60,8 +62,9 @@ def test_report_shows_every_step_with_durations_from_ninja_log_and_the_links_pea
 def test_report_json_validates_against_its_schema_field_by_field(built, env):
     result = run_shim(["report", "-C", built, "--json"], env=env)
     data = json.loads(result.stdout)
+    from shim.reports import compare
     schema = json.loads(run_shim(["report", "--schema"], env=env).stdout)
-    assert schema == report.SCHEMA
+    assert schema == compare.report_schema() and schema["properties"]["steps"]["items"] == report.STEP_SCHEMA
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(data, schema)
 
@@ -167,3 +170,100 @@ def test_clangd_consumes_the_compdb(built, env):
 def test_records_module_reads_what_the_build_wrote(built):
     build, steps = records.load(str(built / ".shim"))
     assert build["exit"] == 0 and len(steps) == 8
+
+
+# --- comparing two builds: terminal, JSON, HTML, Markdown, the CI gate ----------------------------
+
+
+def heavy_source(statements=1200) -> str:
+    """A C function gcc takes seconds to optimise (and more memory at -O2 than at -O0)."""
+    body = ["  a = (a * %d + b) ^ (c >> %d); b += a %% %d; c ^= b * %d;"
+            % (i % 97 + 3, i % 7 + 1, i % 13 + 2, i % 31 + 5) for i in range(statements)]
+    return "\n".join(["int heavy(int *v) {", "  int a = v[0], b = v[1], c = v[2];"] + body
+                     + ["  return a + b + c;", "}"]) + "\n"
+
+
+@pytest.fixture
+def three_builds(example, env):
+    """examples/ninja plus lib/heavy.c, built clean three times through `shim build`: heavy.o
+    at -O0, then at -O2 (the planted regression: slower and bigger), then at -O2 again."""
+    (example / "lib" / "heavy.c").write_text(heavy_source())
+    manifest = example / "build.ninja"
+    base = manifest.read_text() + "\nbuild $builddir/obj/heavy.o: cc lib/heavy.c\n  cflags = {}\ndefault $builddir/obj/heavy.o\n"
+    for opt in ("-O0", "-O2", "-O2"):
+        manifest.write_text(base.replace("{}", opt))
+        shutil.rmtree(example / "build", ignore_errors=True)          # a clean build each time
+        result = run_shim(["build", "-C", example, "--mode", "spawn"], env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    groups, _ = records.load_builds(str(example / ".shim"))
+    assert len(groups) == 3
+    return example, [g[0]["id"] for g in groups]
+
+
+def test_a_planted_regression_shows_in_the_terminal_json_and_html_comparison(three_builds, env, tmp_path):
+    from shim.reports import compare
+    example, ids = three_builds
+    against_first = ["report", "-C", example, "--compare", ids[0]]        # the last (-O2) vs the -O0 one, by id
+    data = json.loads(run_shim(against_first + ["--json"], env=env).stdout)
+    jsonschema.validate(data, compare.report_schema())
+    assert data["build"]["id"] == ids[2]
+    c = data["comparison"]
+    (slower,) = [r for r in c["duration"]["regressions"] if r["key"] == "build/obj/heavy.o"]
+    (bigger,) = [r for r in c["memory"]["regressions"] if r["key"] == "build/obj/heavy.o"]
+    assert slower["new"] > 1.3 * slower["old"] and bigger["delta"] > 16 * MIB
+    assert c["duration"]["regressions"][0]["key"] == "build/obj/heavy.o"   # the largest change first
+    assert (c["matched"], c["new"], c["gone"]) == (9, [], [])
+
+    text = run_shim(against_first, env=env)
+    assert text.returncode == 0, text.stderr
+    assert "build/obj/heavy.o" in text.stdout.split("Slower:")[1].split("\n\n")[0]
+    assert "build/obj/heavy.o" in text.stdout.split("More memory:")[1].split("\n\n")[0]
+    assert "matched steps unchanged" in text.stdout
+
+    page = tmp_path / "compared.html"
+    assert run_shim(against_first + ["--html", page], env=env).returncode == 0
+    html_text = page.read_text()
+    assert '<table class="compared">' in html_text
+    timelines = [svg.split("</svg>")[0] for svg in html_text.split('<svg class="timeline"')[1:]]
+    assert len(timelines) == 2                                             # the earlier build above
+    groups = records.load_builds(str(example / ".shim"))[0]
+    (old_heavy,) = [s for s in groups[0][1] if s["out"][0] == "build/obj/heavy.o"]
+    (new_heavy,) = [s for s in groups[2][1] if s["out"][0] == "build/obj/heavy.o"]
+
+    def width(svg, step):
+        return float(re.search(r'data-id="%s" x="[^"]+" y="[^"]+" width="([^"]+)"' % step["id"], svg).group(1))
+
+    # One time scale for both: the bars' widths are in the ratio of the durations.
+    ratio = width(timelines[0], old_heavy) / width(timelines[1], new_heavy)
+    assert abs(ratio - old_heavy["dur"] / new_heavy["dur"]) < 0.02, ratio
+
+
+def test_fail_over_exits_1_on_the_planted_regression_and_0_without_one(three_builds, env):
+    example, ids = three_builds
+    regressed = run_shim(["report", "-C", example, "--compare", ids[0], "--fail-over", "20", "--brief"], env=env)
+    assert regressed.returncode == 1, regressed.stderr
+    (line,) = [l for l in regressed.stderr.splitlines() if l.startswith("shim: ")]
+    assert line.startswith("shim: grew more than 20%: wall +"), line
+    steady = run_shim(["report", "-C", example, "--fail-over", "60", "--brief"], env=env)    # vs the build before
+    assert steady.returncode == 0, steady.stderr
+    assert steady.stderr.startswith("shim: OK, within 60%: wall ")
+
+
+def test_markdown_of_a_comparison_renders_as_tables(three_builds, env, tmp_path):
+    from markdown_it import MarkdownIt
+    example, ids = three_builds
+    md = run_shim(["report", "-C", example, "--compare", ids[0], "--markdown"], env=env)
+    assert md.returncode == 0 and md.stdout.startswith("### shim: build ")
+    html_text = MarkdownIt("commonmark").enable("table").render(md.stdout)
+    assert html_text.count("<table>") >= 3 and "heavy.o" in html_text
+    assert "<th>measure</th>" in html_text and "<td>wall</td>" in html_text
+    out = tmp_path / "summary.md"
+    assert run_shim(["report", "-C", example, "--compare", "--markdown", out], env=env).returncode == 0
+    assert out.read_text().startswith("### shim: build ")
+
+
+def test_compare_names_what_it_cannot_find_in_one_line(example, env, tmp_path):
+    assert run_shim(["build", "-C", example], env=env).returncode == 0
+    one_error_line(run_shim(["report", "-C", example, "--compare"], env=env), 2, "only one build")
+    one_error_line(run_shim(["report", "-C", example, "--compare", tmp_path / "nowhere"], env=env), 2,
+                   "neither a build id", "nor a directory with a ledger")

@@ -350,7 +350,7 @@ def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs, what: str
     over = ""
     if budget and peak > budget:
         over = " - %s OVER the budget" % size.format(peak - budget)
-    lines = ["shim: %d steps in %.1fs; budget %s; peak memory in use %s (sampled%s)%s" % (
+    lines = ["shim: %d steps in %.1fs; budget %s; sampled build peak %s (ninja and all under it%s)%s" % (
         len(steps), wall, size.format(budget) if budget else "off", size.format(peak), over,
         "; %d %s in flight on %d cores" % (jobs, what, cores()) if jobs else "")]
     lines.append("shim: %d steps waited for memory (longest %.1fs), %d for a core; %d out-of-memory retries"

@@ -44,43 +44,115 @@ def _load_steps(directory: str, which: str):
 @click.option("--trace", metavar="FILE", type=click.Path(dir_okay=False),
               help="Also write a Chrome trace (Perfetto, chrome://tracing) to FILE.")
 @click.option("--html", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Also write a self-contained HTML timeline to FILE.")
+              help="Also write a self-contained HTML timeline to FILE (both builds' with --compare).")
+@click.option("--compare", "compare_ref", is_flag=False, flag_value="", default=None, metavar="[REF]",
+              help="Compare the last build with REF: a build id of this ledger, a directory holding a "
+                   "ledger (another build dir, a restored CI cache), or alone the build before the last.")
+@click.option("--fail-over", type=click.FloatRange(min=0), metavar="PCT",
+              help="Exit 1 when wall time or the aggregate peak grew by more than PCT percent against "
+                   "the compared build (a CI gate; implies --compare).")
+@click.option("--markdown", is_flag=False, flag_value="-", default=None, metavar="[FILE]",
+              help="GitHub-flavoured Markdown of the summary (and the comparison) to FILE, or alone "
+                   "to standard output instead of the report: >> $GITHUB_STEP_SUMMARY.")
 @click.option("--suggest", is_flag=True, help="Suggest a memory budget and pool depths (with --ram).")
 @click.option("--ram", metavar="SIZE", help="RAM of the machine to plan for (default: this one's).")
 @click.option("--schema", is_flag=True, help="Print the JSON schema of --json and exit.")
-def report(directory, every, as_json, brief, trace, html, suggest, ram, schema):
+def report(directory, every, as_json, brief, trace, html, compare_ref, fail_over, markdown, suggest, ram,
+           schema):
     """Summarise the last build: steps, wall, CPU, memory, failures."""
     import json
     from shim import size
+    from shim.reports import compare
     from shim.reports import report as report_mod
     if schema:
-        click.echo(json.dumps(report_mod.SCHEMA, indent=2))
+        click.echo(json.dumps(compare.report_schema(), indent=2))
         return 0
+    if fail_over is not None and compare_ref is None:
+        compare_ref = ""
+    if every and compare_ref is not None:
+        raise ShimError("--all and --compare do not go together: a comparison is of one build with another",
+                        exit_status.USAGE)
     ledger_dir, build_dir, build, steps, skipped = _load_steps(directory, "all" if every else "last")
     data = report_mod.summary(steps, build, build_dir, ledger_dir, skipped)
+    data["estimate_misses"] = compare.estimate_misses(steps)
+    earlier = None
+    if compare_ref is not None:
+        earlier = _earlier(compare_ref, ledger_dir, build_dir)
+        data["comparison"] = compare.compare(earlier, (build, steps))
     if suggest or ram:
         try:
             ram_bytes = size.parse(ram) if ram else _machine_ram()
         except ValueError as e:
             raise ShimError("--ram %s: %s" % (ram, e), exit_status.USAGE) from None
         data["suggestion"] = report_mod.suggest(steps, ram_bytes)
+    _write_files(data, steps, build, earlier, trace, html, markdown)
+    if as_json:
+        click.echo(json.dumps(data, indent=1))
+    elif markdown != "-":
+        _echo_report(data, brief, trace, html, markdown)
+    if fail_over is None:
+        return 0
+    status, message = compare.gate(data["comparison"], fail_over)
+    click.echo("shim: %s" % message, err=True)
+    return status
+
+
+def _write_files(data, steps, build, earlier, trace, html, markdown) -> None:
+    from shim.reports import compare, markdown as markdown_mod
     if trace:
         from shim.reports import trace as trace_mod
         outfile.write(trace, trace_mod.render(steps, build), what="the trace")
     if html:
         from shim.reports import html as html_mod
-        outfile.write(html, html_mod.encode(html_mod.render(steps, build)), what="the HTML timeline")
-    if as_json:
-        click.echo(json.dumps(data, indent=1))
-    else:
-        click.echo(report_mod.render(data, list_steps=not brief), nl=False)
-        if "suggestion" in data:
-            click.echo()
-            click.echo(report_mod.render_suggestion(data["suggestion"]), nl=False)
-        for what, path in (("trace", trace), ("HTML timeline", html)):
-            if path:
-                click.echo("wrote %s: %s" % (what, path))
-    return 0
+        rows = compare.total_rows(data["comparison"]) if earlier else ()
+        page = html_mod.render(steps, build, earlier=earlier, compared=rows)
+        outfile.write(html, html_mod.encode(page), what="the HTML timeline")
+    if markdown:
+        text = markdown_mod.document(data, data.get("comparison"), data["estimate_misses"])
+        if markdown == "-":
+            click.echo(text, nl=False)
+        else:
+            outfile.write(markdown, text, what="the Markdown summary")
+
+
+def _echo_report(data, brief, trace, html, markdown) -> None:
+    from shim.reports import compare
+    from shim.reports import report as report_mod
+    click.echo(report_mod.render(data, list_steps=not brief), nl=False)
+    click.echo()
+    click.echo("\n".join(compare.render_estimates(data["estimate_misses"])))
+    if "comparison" in data:
+        click.echo()
+        click.echo("\n".join(compare.render(data["comparison"])))
+    if "suggestion" in data:
+        click.echo()
+        click.echo(report_mod.render_suggestion(data["suggestion"]), nl=False)
+    for what, path in (("trace", trace), ("HTML timeline", html), ("Markdown summary", markdown)):
+        if path:
+            click.echo("wrote %s: %s" % (what, path))
+
+
+def _earlier(ref: str, ledger_dir: str, build_dir: str):
+    """(build record, steps) to compare the last build with: see --compare."""
+    from shim import ledger
+    from shim.reports import records
+    groups, _ = records.load_builds(ledger_dir, build_dir)
+    if not ref:
+        if len(groups) < 2:
+            raise ShimError("--compare: %s holds only one build: nothing to compare with (--compare DIR "
+                            "compares with another build dir or a restored ledger)" % ledger_dir, exit_status.USAGE)
+        return groups[-2]
+    named = [g for g in groups if g[0] and g[0].get("id") == ref]
+    if named:
+        return named[-1]
+    for d in (ref, os.path.join(ref, ledger.DIRNAME)):
+        if os.path.isfile(os.path.join(d, ledger.FILENAME)):
+            theirs, _ = records.load_builds(d, ledger.build_dir(os.path.abspath(d)))
+            if not theirs:
+                raise ShimError("--compare %s: no build recorded in %s" % (ref, d), exit_status.USAGE)
+            return theirs[-1]
+    raise ShimError("--compare %s: neither a build id of %s nor a directory with a ledger (%s)"
+                    % (ref, ledger_dir, ledger.FILENAME), exit_status.USAGE)
 
 
 def _machine_ram() -> int:

@@ -202,7 +202,7 @@ def _shape_problem(typ: str, value):
         try:
             budget = size.parse(value)
         except ValueError as e:
-            return "%s (or auto, off)" % e
+            return str(e) if "did you mean" in str(e) else "%s (or auto, off)" % e
         if 0 < budget < size.BARE_MIN:
             return "a budget of %s leaves no room for any step (at least 1MiB)" % size.format(budget)
         return None

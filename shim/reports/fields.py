@@ -121,7 +121,7 @@ def seconds(value) -> str:
     """A duration: `850ms`, `12.3s`; `?` when unknown."""
     if value is None:
         return "?"
-    return "%dms" % round(value * 1000) if value < 0.9995 else "%.1fs" % value
+    return "%dms" % round(value * 1000) if abs(value) < 0.9995 else "%.1fs" % value
 
 
 def amount(value) -> str:

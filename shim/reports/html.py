@@ -186,7 +186,7 @@ def summary(steps: list[dict], build: Optional[dict], span: float) -> str:
     """The header line: steps, wall time, peak memory, failures (and the build's id and exit)."""
     _, top = timeline.peak(timeline.memory_curve(steps))
     items = [("steps", str(len(steps))), ("wall", seconds(span)),
-             ("peak memory", size.format(top) if top else "not measured"),
+             ("concurrent step peaks", size.format(top) if top else "not measured"),
              ("failures", str(sum(timeline.failed(s) for s in steps)))]
     unknown = sum(s.get("t1") is None for s in steps)
     if unknown:
@@ -201,16 +201,39 @@ def summary(steps: list[dict], build: Optional[dict], span: float) -> str:
                              legend))
 
 
-def render(steps: list[dict], build: Optional[dict] = None, title: str = "shim report") -> str:
-    """The whole page for *steps* and the optional *build* record; the table in start order."""
+def render(steps: list[dict], build: Optional[dict] = None, title: str = "shim report",
+           earlier: Optional[tuple] = None, compared: tuple = ()) -> str:
+    """The whole page for *steps* and the optional *build* record; the table in start order.
+
+    With *earlier*, (build record, steps) of a build to compare with: its timeline and memory
+    curve come first, then this build's, both drawn on one time scale (the longer build's),
+    after the *compared* rows (label, old, new, change) of compare.total_rows."""
     steps = sorted(steps, key=lambda s: s["t0"])
     origin, finish = timeline.bounds(steps, build)
-    span = finish - origin
+    span = shared = finish - origin
+    before = ""
+    if earlier is not None:
+        old_build, old_steps = earlier[0], sorted(earlier[1], key=lambda s: s["t0"])
+        old_origin, old_finish = timeline.bounds(old_steps, old_build)
+        shared = max(span, old_finish - old_origin)
+        before = ('<h2>Compared with the earlier build</h2>%s<h2>Earlier build</h2>%s<h3>Timeline</h3>%s'
+                  '<h3>Memory in use</h3>%s<h2>This build</h2>'
+                  % (comparison_table(compared), summary(old_steps, old_build, old_finish - old_origin),
+                     timeline_svg(old_steps, old_origin, shared), memory_svg(old_steps, old_origin, shared)))
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>%s</title>'
-            '<style>%s</style></head><body><h1>%s</h1>%s<h2>Timeline</h2>%s<h2>Memory in use</h2>%s'
+            '<style>%s</style></head><body><h1>%s</h1>%s%s<h2>Timeline</h2>%s<h2>Memory in use</h2>%s'
             '<h2>Steps</h2>%s<script>%s</script></body></html>\n'
-            % (_e(title), CSS, _e(title), summary(steps, build, span),
-               timeline_svg(steps, origin, span), memory_svg(steps, origin, span), table(steps), SCRIPT))
+            % (_e(title), CSS, _e(title), before, summary(steps, build, span),
+               timeline_svg(steps, origin, shared), memory_svg(steps, origin, shared), table(steps), SCRIPT))
+
+
+def comparison_table(rows) -> str:
+    """The totals of two builds, old -> new (rows of text as compare.total_rows gives them)."""
+    return ('<table class="compared"><thead><tr><th></th><th class="num">old</th><th class="num">new</th>'
+            '<th class="num">change</th></tr></thead><tbody>%s</tbody></table>'
+            % "".join('<tr><td>%s</td>%s</tr>' % (_e(label), "".join('<td class="num">%s</td>' % _e(v)
+                                                                     for v in values))
+                      for label, *values in rows))
 
 
 def encode(page: str) -> bytes:

@@ -274,6 +274,13 @@ def builds_of(records: list, steps: list) -> list:
     return groups
 
 
+def load_builds(ledger_dir: str, build_dir: str = None):
+    """([(build record or None, steps)] oldest first, only builds that ran steps; lines skipped)."""
+    records, skipped = read_counted(ledger_dir)
+    steps = steps_of(records, build_dir or ledger.build_dir(ledger_dir), ledger_dir)
+    return [g for g in builds_of(records, steps) if g[1]], skipped
+
+
 def load(ledger_dir: str, build_dir: str = None, which: str = "last"):
     """(build record or None, steps) of the last build, or of every build with which="all"."""
     build, steps, _skipped = load_counted(ledger_dir, build_dir, which)

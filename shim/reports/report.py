@@ -48,6 +48,7 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: 
             "rss_steps": len(measured),
             "peak_memory_in_use": peak_bytes,
             "peak_memory_at": (peak_at - t0) if peak_at is not None and t0 is not None else None,
+            "sampled_peak": build.get("peak") if build else None,
             "by_kind": by_kind,
             "by_mode": by_mode,
             "by_timing": by_timing,
@@ -84,8 +85,12 @@ def render(data: dict, list_steps: bool = True) -> str:
     lines.append("  %d steps, wall %s, CPU %s" % (t["steps"], fields.seconds(t["wall"]), cpu))
     lines.append("  kinds: %s;  modes: %s;  timing: %s" % (
         _counts(t["by_kind"]), _counts(t["by_mode"]), _counts(t["by_timing"])))
-    lines.append("  peak RSS of one step: %s;  peak memory in use: %s (spawned steps only, %d measured)"
-                 % (size.format(t["max_rss"]), size.format(t["peak_memory_in_use"]), t["rss_steps"]))
+    lines.append("  largest step peak: %s;  concurrent step peaks: %s (their sum at the busiest moment; "
+                 "%d spawned steps measured)" % (fields.amount(t["max_rss"]), fields.amount(t["peak_memory_in_use"]),
+                                                 t["rss_steps"]))
+    if t.get("sampled_peak") is not None:
+        lines.append("  sampled build peak: %s (shim build sampled ninja and everything under it)"
+                     % fields.amount(t["sampled_peak"]))
     cached = [s["cache"] for s in data["steps"] if s.get("cache")]
     if cached:
         lines.append("  ccache: %s" % _counts({r: cached.count(r) for r in set(cached)}))
@@ -173,13 +178,13 @@ SCHEMA = {
         "totals": {
             "type": "object",
             "required": ["steps", "wall", "cpu_user", "cpu_system", "cpu_steps", "failures", "max_rss",
-                         "rss_steps", "peak_memory_in_use", "peak_memory_at", "by_kind", "by_mode",
-                         "by_timing"],
+                         "rss_steps", "peak_memory_in_use", "peak_memory_at", "sampled_peak", "by_kind",
+                         "by_mode", "by_timing"],
             "properties": {
                 "steps": {"type": "integer", "minimum": 0}, "wall": _NUM, "cpu_user": _NUM,
                 "cpu_system": _NUM, "cpu_steps": {"type": "integer"},
                 "failures": {"type": "integer"}, "max_rss": _INT, "rss_steps": {"type": "integer"},
-                "peak_memory_in_use": _INT, "peak_memory_at": _NUM,
+                "peak_memory_in_use": _INT, "peak_memory_at": _NUM, "sampled_peak": _INT,
                 "by_kind": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "by_mode": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "by_timing": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -191,6 +196,8 @@ SCHEMA = {
         "failures": {"type": "array", "items": STEP_SCHEMA},
         "steps": {"type": "array", "items": STEP_SCHEMA},
         "suggestion": {"type": "object"},
+        "comparison": {"type": "object"},            # shim/reports/compare.py SCHEMA (with --compare)
+        "estimate_misses": {"type": "array"},        # compare.ESTIMATES_SCHEMA
     },
     "additionalProperties": False,
 }
