@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, run_shim, write_toml
+from conftest import BIN, REPO, one_error_line, run_shim, write_toml
 from shim import estimates, size
 from shim.reports import records
 
@@ -247,6 +247,13 @@ def test_cargo_check_through_a_workspace_wrapper_records_metadata_only_compiles(
     scripts = [s for s in steps if s["crate"] == "build_script_build"]
     assert scripts and all(s["kind"] == "link" for s in scripts)         # still built and run in a check
     assert all(s["kind"] == "compile" for s in steps if s["crate"] not in ("build_script_build", "serde_derive"))
+
+
+@pytest.mark.e2e
+def test_shim_cargo_says_in_one_line_when_the_directory_or_cargo_is_missing(env, tmp_path):
+    one_error_line(run_shim(["cargo", "-C", tmp_path / "nowhere", "build"], env=env), 2, "-C ", "nowhere")
+    env["PATH"] = str(BIN)                              # no cargo here
+    one_error_line(run_shim(["cargo", "build"], cwd=tmp_path, env=env), 127, "cargo not found on PATH")
 
 
 # --- the driver, without cargo: a stand-in process runner -----------------------------------------
