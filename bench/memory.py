@@ -42,6 +42,8 @@ sys.path.insert(0, HERE)
 from overhead import timed, write_section  # noqa: E402
 
 BEGIN, END = "<!-- memory:begin -->", "<!-- memory:end -->"
+INTRO = ('`bench/memory.py`: the same builds with static ninja parallelism and under `shim build '
+         '--budget B`, side by side in one run.')
 HEADING = "## Memory admission (issue 4)"
 MiB = 1 << 20
 GiB = 1 << 30
@@ -267,15 +269,12 @@ def gen_function(name: str, stmts: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def gen_project(root: str, env: dict):
-    """Write the generated project (src/, plain/, wrapped/); returns (Project, [(file, stmts, peak)])."""
-    src = os.path.join(root, "src")
-    os.makedirs(src)
-    files = []
-    for stmts, count in GEN_LEVELS:
-        for n in range(count):
-            files.append(stmts)
-    random.Random(4).shuffle(files)          # a fixed, unsorted order: neither best nor worst case
+def gen_sources(src: str):
+    """Write the generated project's sources into *src* (one large function per file, in a
+    fixed, unsorted order: neither best nor worst case, and main.c); returns
+    ([(name, statements)], object names)."""
+    files = [stmts for stmts, count in GEN_LEVELS for _ in range(count)]
+    random.Random(4).shuffle(files)
     names = []
     for i, stmts in enumerate(files):
         name = "f%02d_%d" % (i, stmts)
@@ -287,17 +286,30 @@ def gen_project(root: str, env: dict):
         f.write("int a[128];\nint main(void) {\n  int r = 0;\n")
         f.write("".join("  r += fn_%s(a);\n" % n for n, _ in names))
         f.write("  return r & 1;\n}\n")
-    objs = [n for n, _ in names] + ["main"]
-    for variant, cc, link in (("plain", "gcc", "gcc"), ("wrapped", "shim cc", "shim link")):
-        d = os.path.join(root, variant)
-        os.makedirs(d)
-        with open(os.path.join(d, "build.ninja"), "w") as f:
-            f.write("src = %s\n\n" % src)
-            f.write("rule cc\n  command = %s -O2 -c $in -o $out\n  description = CC $out\n\n" % cc)
-            f.write("rule link\n  command = %s -o $out $in\n  description = LINK $out\n\n" % link)
-            for o in objs:
-                f.write("build %s.o: cc $src/%s.c\n" % (o, o))
-            f.write("\nbuild prog: link %s\ndefault prog\n" % " ".join(o + ".o" for o in objs))
+    return names, [n for n, _ in names] + ["main"]
+
+
+def gen_manifest(directory: str, src: str, objs: list, wrapped: bool) -> None:
+    """The generated project's build.ninja in *directory*: gcc, or `shim cc`/`shim link`."""
+    cc, link = ("shim cc", "shim link") if wrapped else ("gcc", "gcc")
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "build.ninja"), "w") as f:
+        f.write("src = %s\n\n" % src)
+        f.write("rule cc\n  command = %s -O2 -c $in -o $out\n  description = CC $out\n\n" % cc)
+        f.write("rule link\n  command = %s -o $out $in\n  description = LINK $out\n\n" % link)
+        for o in objs:
+            f.write("build %s.o: cc $src/%s.c\n" % (o, o))
+        f.write("\nbuild prog: link %s\ndefault prog\n" % " ".join(o + ".o" for o in objs))
+
+
+def gen_project(root: str, env: dict):
+    """Write the generated project (src/, plain/, wrapped/); returns (Project, [(file, stmts, peak)])."""
+    src = os.path.join(root, "src")
+    os.makedirs(src)
+    names, objs = gen_sources(src)
+    files = [stmts for _, stmts in names]
+    for variant in ("plain", "wrapped"):
+        gen_manifest(os.path.join(root, variant), src, objs, variant == "wrapped")
     peaks = calibrate(src, [n for n, _ in names], env)
     project = Project("gen", "generated: %d gcc -O2 compiles of one large function each + 1 link" % len(files),
                       os.path.join(root, "plain"), os.path.join(root, "wrapped"), [], 1 * GiB,
@@ -554,17 +566,6 @@ def steps_report(waits, costs, rounds) -> list:
     return lines
 
 
-def ensure_section(path: str) -> None:
-    with open(path) as f:
-        doc = f.read()
-    if BEGIN in doc:
-        return
-    with open(path, "a") as f:
-        f.write("%s\n\n`bench/memory.py`: the same builds with static ninja parallelism and under "
-                "`shim build --budget B`, side by side in one run.\n\n%s\n%s\n"
-                % (("\n" if doc.endswith("\n") else "\n\n") + HEADING, BEGIN, END))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default=os.path.expanduser("~/.cache/shim-corpus"),
@@ -661,8 +662,7 @@ def main(argv=None) -> int:
     text = "\n".join(head + [line for s in sections for line in s + [""]]).rstrip()
     say("\n" + text)
     if args.write:
-        ensure_section(args.write)
-        write_section(args.write, text, BEGIN, END)
+        write_section(args.write, text, BEGIN, END, HEADING, INTRO)
     ledger = os.path.join(root, "gen", "wrapped", ".shim")
     if os.path.isdir(ledger):       # keep the generated build's ledger beside the logs (shim report)
         shutil.copytree(ledger, os.path.join(logs, "gen-wrapped-shim"), ignore=shutil.ignore_patterns("bin"))

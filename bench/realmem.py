@@ -39,10 +39,12 @@ BIN = os.path.dirname(sys.executable)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import memcg  # noqa: E402
-from memory import GEN_LEVELS, cpu_busy, gen_function, wait_quiet  # noqa: E402
+from memory import cpu_busy, gen_manifest, gen_sources, wait_quiet  # noqa: E402
 from overhead import write_section  # noqa: E402
 
 BEGIN, END = "<!-- realmem:begin -->", "<!-- realmem:end -->"
+INTRO = ('`bench/realmem.py`: the same builds inside a real memory cgroup, where running out of '
+         "memory means the kernel's OOM killer, not a sampled peak over a budget.")
 HEADING = "## Real memory limit (issue 11)"
 MiB = 1 << 20
 GiB = 1 << 30
@@ -85,40 +87,16 @@ def fake_project(root: str):
 
 def gen_project(root: str):
     """bench/memory.py's generated project (same files, same order), without its calibration."""
-    import random
     src = os.path.join(root, "src")
     os.makedirs(src)
-    files = [stmts for stmts, count in GEN_LEVELS for _ in range(count)]
-    random.Random(4).shuffle(files)
-    names = []
-    for i, stmts in enumerate(files):
-        name = "f%02d_%d" % (i, stmts)
-        with open(os.path.join(src, name + ".c"), "w") as f:
-            f.write(gen_function("fn_" + name, stmts))
-        names.append(name)
-    with open(os.path.join(src, "main.c"), "w") as f:
-        f.write("".join("int fn_%s(const int *);\n" % n for n in names))
-        f.write("int a[128];\nint main(void) {\n  int r = 0;\n")
-        f.write("".join("  r += fn_%s(a);\n" % n for n in names))
-        f.write("  return r & 1;\n}\n")
-    objs = names + ["main"]
-
-    def write(directory, wrapped):
-        cc, link = ("shim cc", "shim link") if wrapped else ("gcc", "gcc")
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, "build.ninja"), "w") as f:
-            f.write("src = %s\n\n" % src)
-            f.write("rule cc\n  command = %s -O2 -c $in -o $out\n  description = CC $out\n\n" % cc)
-            f.write("rule link\n  command = %s -o $out $in\n  description = LINK $out\n\n" % link)
-            for o in objs:
-                f.write("build %s.o: cc $src/%s.c\n" % (o, o))
-            f.write("\nbuild prog: link %s\ndefault prog\n" % " ".join(o + ".o" for o in objs))
+    names, objs = gen_sources(src)
     counts = {}
-    for stmts in files:
+    for _, stmts in names:
         counts[stmts] = counts.get(stmts, 0) + 1
     title = ("gen: %d `gcc -O2 -c` compiles (%s statements; cc1 peaks ~76/203/387/587 MiB) + 1 link"
-             % (len(files), ", ".join("%d x %d" % (counts[s], s) for s in sorted(counts))))
-    return Project("gen", title, write, [o + ".o" for o in objs] + ["prog"])
+             % (len(names), ", ".join("%d x %d" % (counts[s], s) for s in sorted(counts))))
+    return Project("gen", title, lambda directory, wrapped: gen_manifest(directory, src, objs, wrapped),
+                   [o + ".o" for o in objs] + ["prog"])
 
 
 class Run:
@@ -232,17 +210,6 @@ def table(project, runs, limit):
     return lines
 
 
-def ensure_section(path: str) -> None:
-    with open(path) as f:
-        doc = f.read()
-    if BEGIN in doc:
-        return
-    with open(path, "a") as f:
-        f.write("%s\n\n`bench/realmem.py`: the same builds inside a real memory cgroup, where running out "
-                "of memory means the kernel's OOM killer, not a sampled peak over a budget.\n\n%s\n%s\n"
-                % (("\n" if doc.endswith("\n") else "\n\n") + HEADING, BEGIN, END))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", default="1GiB", help="memory limit of the cgroup of every build (default 1GiB)")
@@ -312,8 +279,7 @@ def main(argv=None) -> int:
     text = "\n".join(head + [line for s in sections for line in s + [""]]).rstrip()
     say("\n" + text)
     if args.write:
-        ensure_section(args.write)
-        write_section(args.write, text, BEGIN, END)
+        write_section(args.write, text, BEGIN, END, HEADING, INTRO)
     for name in args.projects.split(","):          # keep the logs; the builds are of no further use
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
         shutil.rmtree(os.path.join(root, name + "-src"), ignore_errors=True)
