@@ -457,8 +457,7 @@ def _fork_exec_dying_with_parent(path: str, argv: list, env: dict, sigdef) -> in
     import ctypes    # cold: only `shim build` asks for this
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     parent = posix.getpid()
-    r, w = posix.pipe()
-    posix.set_inheritable(w, False)
+    r, w = posix.pipe()                    # close-on-exec: an exec that works closes w
     pid = posix.fork()
     if pid == 0:                           # the child: no Python-level cleanup from here on
         try:

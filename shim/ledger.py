@@ -167,7 +167,7 @@ def append(ledger_dir: str, record: dict, env: dict) -> bool:
     except OSError as e:
         reason = "a symlink (not followed)" if e.errno == errno.ELOOP else e.strerror or e
         rundir.warn_once(ledger_dir, "cannot write the ledger in %s: %s; steps still run but are not recorded"
-                  % (ledger_dir, reason), env)
+                         % (ledger_dir, reason), env)
         return False
 
 
