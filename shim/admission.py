@@ -33,28 +33,26 @@ descriptor of the file would drop all of the process's locks on it.
 
 import time
 
-from shim import host, size
+from shim import budget as grammar
+from shim import host
 from shim.exit_status import USAGE, ShimError
 from shim.host import osapi
 
 GATE = 0
-OWNER_BASE = 4096            # owner records: 64 bytes per slot from here
-OWNER_SIZE = 64
 DEFAULT_UNIT = 16 << 20     # fine enough that rounding up wastes little (587 MiB -> 592)
-MAX_SLOTS = 1024
-DRAIN_LOCK = 2047            # serialises backfillers and the drainer's record
-DRAIN_AT = 2048              # "need backfilled" of the step draining now, blank when none
+MAX_SLOTS = 4096            # so the unit stays 16 MiB up to a 64 GiB limit: slots are bytes 1 to 4096
+DRAIN_LOCK = 4097            # serialises backfillers and the drainer's record
+DRAIN_AT = 4104              # "need backfilled" of the step draining now, blank when none
+OWNER_BASE = 4160            # owner records: 64 bytes per slot from here (a sparse file)
+OWNER_SIZE = 64
 DRAIN_SIZE = 32
 PATIENCE = 2.0               # seconds of fair retrying before draining
 
 
-_OFF = ("off", "none", "0", "false")
-
-
-def budget_request(env: dict, config: dict, option=None, default=None):
+def budget_request(env: dict, config: dict, option=None, default=grammar.DEFAULT):
     """(text, origin) of the memory budget asked for: *option* (`--budget`), else
-    SHIM_MEMORY_BUDGET, else toolchain.toml memory.budget, else *default* (steps: none;
-    `shim build`, `shim doctor`: auto). The one place that says who wins."""
+    SHIM_MEMORY_BUDGET, else toolchain.toml memory.budget, else *default* (auto, wherever
+    a step runs). The one place that says who wins."""
     if option:
         return str(option), "--budget %s" % option
     if env.get("SHIM_MEMORY_BUDGET"):
@@ -62,27 +60,20 @@ def budget_request(env: dict, config: dict, option=None, default=None):
     configured = ((config or {}).get("memory") or {}).get("budget")
     if configured:
         return configured, "memory.budget %r" % configured
-    return default, "memory budget %r" % default
+    return default, "memory budget %r (the default)" % default
 
 
-def budget(env: dict, config: dict, option=None, default=None):
-    """Bytes steps are admitted into, or None for none (see budget_request); a bad
-    request is a ShimError naming where it came from (exit 2)."""
+def budget(env: dict, config: dict, option=None, default=grammar.DEFAULT):
+    """Bytes steps are admitted into, or None for none (see budget_request; the grammar
+    and the limit are shim/budget.py's); a bad request is a ShimError naming where it
+    came from (exit 2)."""
     text, origin = budget_request(env, config, option, default)
-    if not text or text.lower() in _OFF:
-        return None
-    if text[-1:].isdigit() or text[-1:] in "bBkKmMgGtT":
-        try:
-            value = size.parse(text)      # what `shim build` passes (bytes): no detection
-        except ValueError as e:
-            raise ShimError("%s: %s" % (origin, e), USAGE) from None
-        if value < size.BARE_MIN:
-            raise ShimError("%s: a budget of %s leaves no room for any step (at least 1MiB)"
-                            % (origin, size.format(value)), USAGE)
-        return value
-    from shim.config import budget as detect      # auto or a percentage: read the cgroups (cold)
     try:
-        return detect.resolve(text)[0]
+        kind, value = grammar.parse(text)
+        if kind == "size" or kind == "off":
+            return value
+        found = grammar.limit(env)
+        return grammar.of(kind, value, *found) if found else None
     except ValueError as e:
         raise ShimError("%s: %s" % (origin, e), USAGE) from None
 
@@ -140,15 +131,19 @@ class Reservation:
         self.slots = []
 
 
-def geometry(budget: int, unit: int = DEFAULT_UNIT):
-    """(unit, total): slots of at least *unit* bytes, at most MAX_SLOTS of them."""
-    unit = max(unit, -(-budget // MAX_SLOTS))
-    return unit, max(1, budget // unit)
+def geometry(budget: int, unit: int = DEFAULT_UNIT, limit: int = None):
+    """(unit, total): slots of at least *unit* bytes, as many as *budget* holds (at most
+    MAX_SLOTS). The unit grows with the *limit* (the cgroup's or the machine's), not with
+    the budget: every build under one limit, whatever its budget or -j, uses one pool."""
+    unit = max(unit, -(-(limit or budget) // MAX_SLOTS))
+    return unit, max(1, min(MAX_SLOTS, budget // unit))
 
 
-def pool_path(run_dir: str, unit: int, total: int) -> str:
-    """One pool per (unit, total): builds with the same budget share it machine-wide."""
-    return host.join(run_dir, "pool-%d-%d" % (unit >> 20, total))
+def pool_path(run_dir: str, unit: int) -> str:
+    """One pool per user and slot size (so per machine or cgroup): builds side by side share
+    it, each taking slots below its own total, so together they never reserve more than
+    the largest budget among them."""
+    return host.join(run_dir, "pool-%d" % (unit >> 20))
 
 
 def cpu_pool_path(run_dir: str, cores: int) -> str:
@@ -163,7 +158,7 @@ def slots_for(estimate: int, unit: int, total: int) -> int:
 def open_pool(path: str) -> FileLocks:
     """The pool file *path* (created if needed), its descriptor inheritable across exec:
     the exec'd tool holds the reservation, and closing it would drop every lock on it."""
-    fd = osapi.open(path, osapi.O_RDWR | osapi.O_CREAT, 0o600)
+    fd = host.open_private(path, osapi.O_RDWR | osapi.O_CREAT, 0o600)
     osapi.set_inheritable(fd, True)
     return FileLocks(fd)
 

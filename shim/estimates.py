@@ -119,7 +119,7 @@ def observe(ledger_dir: str, record: dict) -> None:
         if not table:
             host.makedirs(host.dirname(path))
         entry = table.get(k)
-        peaks = (list(entry[0]) if _entry_ok(entry) else []) + [record["rss"]]
+        peaks = (list(entry[0]) if _entry_ok(entry) else []) + [record.get("need") or record["rss"]]
         table[k] = (peaks[-KEEP:], record.get("argv"), record["t0"])
         host.replace_file(path, marshal.dumps(table))
     except (OSError, ValueError):
@@ -130,11 +130,12 @@ def rebuild(ledger_dir: str, steps: list) -> int:
     """Write the index from *steps* (shim/records.py dicts); returns the number of keys."""
     table = {}
     for s in steps:
-        if s.get("rss") is None or s.get("sig") is not None or s.get("oom"):
-            continue                  # a step cut short says too little about what it needs
+        peak = s.get("need") or s.get("rss")
+        if not peak or (s.get("sig") is not None and not s.get("need")):
+            continue                  # cut short: says too little (but an OOM kill says "more")
         k = key_of(s)
         peaks, _argv, _t = table.get(k, ([], None, 0))
-        peaks = (peaks + [s["rss"]])[-KEEP:]
+        peaks = (peaks + [peak])[-KEEP:]
         table[k] = (peaks, s.get("argv"), s["t0"])
     shards = [{} for _ in range(SHARDS)]
     for k, v in table.items():

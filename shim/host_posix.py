@@ -8,6 +8,7 @@ host_windows.py; shim/host.py chooses.
 
 import _signal
 import _thread
+import errno
 import posix
 import sys
 import time
@@ -48,6 +49,7 @@ __all__ = (
     "private_dir_problem",
     "make_private_dir",
     "read_own_file",
+    "open_private",
     "replace_file",
     "O_NOFOLLOW",
     "raise_oom_score",
@@ -71,6 +73,9 @@ _RESTORE_DEFAULT = tuple(getattr(_signal, name) for name in ("SIGPIPE", "SIGXFSZ
 _FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 _KB = 1 if sys.platform == "darwin" else 1024   # ru_maxrss is bytes on macOS, KiB elsewhere
 _PROC_CHILDREN = sys.platform.startswith("linux")   # /proc/PID/task/TID/children
+# util-linux's setpriv sets a parent-death signal and execs the tool: one exec (~1 ms), where
+# doing it in Python needs ctypes (a 5 to 100 ms import) and fork instead of posix_spawn.
+_SETPRIV = "/usr/bin/setpriv" if _PROC_CHILDREN and posix.access("/usr/bin/setpriv", posix.X_OK) else None
 
 osapi = posix      # the low-level os functions both platforms share (open, write, link...)
 getcwd = posix.getcwd
@@ -85,6 +90,8 @@ close = posix.close
 O_RDONLY = posix.O_RDONLY
 O_CLOEXEC = getattr(posix, "O_CLOEXEC", 0)
 O_NOFOLLOW = getattr(posix, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(posix, "O_DIRECTORY", 0)
+_O_NONBLOCK = getattr(posix, "O_NONBLOCK", 0)
 
 
 def exists(path: str) -> bool:
@@ -178,6 +185,30 @@ def read_own_file(path: str) -> bytes:
         return _read_all(fd)
     finally:
         posix.close(fd)
+
+
+def open_private(path: str, flags: int, mode: int = 0o600) -> int:
+    """A descriptor (close-on-exec) for file *path* in a private directory of ours: opened
+    relative to the directory once checked (a directory swapped in after the check is not
+    followed), never through a symlink, never blocking on a FIFO planted there. OSError
+    unless both are ours, the directory closed to others and the file a regular one: root
+    must never write into a file another user picked."""
+    dfd = posix.open(dirname(path) or ".", posix.O_RDONLY | O_CLOEXEC | O_NOFOLLOW | _O_DIRECTORY)
+    try:
+        st = posix.fstat(dfd)
+        if st.st_mode & 0o170000 != 0o040000 or st.st_uid != posix.getuid() or st.st_mode & 0o077:
+            raise OSError(errno.EPERM, "not a private directory of ours", dirname(path))
+        fd = posix.open(basename(path), flags | O_CLOEXEC | O_NOFOLLOW | _O_NONBLOCK, mode, dir_fd=dfd)
+    finally:
+        posix.close(dfd)
+    try:
+        st = posix.fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != posix.getuid():
+            raise OSError(errno.EPERM, "not a regular file of ours", path)
+    except BaseException:
+        posix.close(fd)
+        raise
+    return fd
 
 
 def makedirs(path: str, mode: int = 0o755) -> None:
@@ -384,9 +415,10 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
     the bytes *watch* first pass (Finished.noticed: rustc's metadata notice). With
     *sample_tree* a thread samples the memory of the tool's whole process tree, and
     max_rss is the larger of that peak and wait4's. Raises OSError when the program
-    cannot be started. *on_start* is called with the pid. With *die_with_parent* (Linux)
-    the child gets SIGTERM if shim dies first, even of kill -9 (for `shim build`: ninja
-    must not run on, orphaned, after it).
+    cannot be started. *on_start* is called with the pid. With *die_with_parent* (Linux;
+    True or "TERM": SIGTERM, "KILL": SIGKILL) the child gets that signal if shim dies first, even
+    of kill -9: `shim build`'s ninja must not run on, orphaned, after it, and a spawned
+    step's tool must not run on without the reservation its shim held (SIGKILL).
     """
     box = [0, False]
     child = []
@@ -419,7 +451,12 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
             actions = ((posix.POSIX_SPAWN_DUP2, w, 2), (posix.POSIX_SPAWN_CLOSE, r))
         try:
             sigdef = _RESTORE_DEFAULT + tuple(s for s, _ in previous)
-            if die_with_parent and _PROC_CHILDREN:
+            deathsig = "TERM" if die_with_parent is True else die_with_parent
+            if deathsig and _SETPRIV and argv[:1] == [path]:
+                _check_executable(path)        # as execve would: setpriv's own message is not ours
+                pid = posix.posix_spawn(_SETPRIV, [_SETPRIV, "--pdeathsig", deathsig, "--"] + argv,
+                                        env, file_actions=actions, setsigdef=sigdef)
+            elif deathsig == "TERM" and _PROC_CHILDREN:
                 pid = _fork_exec_dying_with_parent(path, argv, env, sigdef)
             else:
                 pid = posix.posix_spawn(path, argv, env, file_actions=actions, setsigdef=sigdef)
@@ -449,6 +486,13 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
         code, sig = posix.WEXITSTATUS(status), None
     return Finished(code, sig, max(usage.ru_maxrss * _KB, box[0]), usage.ru_utime, usage.ru_stime,
                     forwarded[0] if forwarded else None, tail, noticed)
+
+
+def _check_executable(path: str) -> None:
+    """OSError as execve(*path*) would raise it for a missing or non-executable file."""
+    st = posix.stat(path)                           # ENOENT, ENOTDIR, ELOOP...
+    if st.st_mode & 0o170000 == 0o040000 or not posix.access(path, posix.X_OK):
+        raise OSError(errno.EACCES, posix.strerror(errno.EACCES), path)
 
 
 def _fork_exec_dying_with_parent(path: str, argv: list, env: dict, sigdef) -> int:

@@ -49,6 +49,7 @@ __all__ = (
     "private_dir_problem",
     "make_private_dir",
     "read_own_file",
+    "open_private",
     "replace_file",
     "O_NOFOLLOW",
     "raise_oom_score",
@@ -146,6 +147,11 @@ def read_file(path: str) -> bytes:
 def read_own_file(path: str) -> bytes:
     """Windows: files under the user's profile are private by their ACL."""
     return read_file(path)
+
+
+def open_private(path: str, flags: int, mode: int = 0o600) -> int:
+    """A descriptor for *path* (no symlinks or owners to check for: per-user profile dirs)."""
+    return os.open(path, flags | O_CLOEXEC, mode)
 
 
 def makedirs(path: str, mode: int = 0o755) -> None:

@@ -19,6 +19,7 @@ MODULES = (
     "shim.digest",
     "shim.rundir",
     "shim.size",
+    "shim.budget",
     "shim.pattern",
     "shim.rsp",
     "shim.rustc",

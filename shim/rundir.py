@@ -5,9 +5,12 @@ when it is a real directory of ours closed to others (one of ours left open is c
 since other users could otherwise plant the files shim trusts (memory slots, the
 jobserver fifo, markers). When another user got there first (a directory or a symlink
 of theirs at /tmp/shim-<uid>), shim does not run without memory admission: it takes
-the first of `<usual>.1`, `<usual>.2`, ... that is, or can be made, safely ours. Every
-step of ours walks the same list, so all of them agree on the place; shim says so
-once per build.
+the first of `<usual>.1`, `<usual>.2`, ... that is, or can be made, safely ours; when
+all of those are taken too (or XDG_RUNTIME_DIR names a directory that is missing or not
+ours), `$HOME/.cache/shim/run`, where no other user can create anything. Every step of
+ours walks the same list, so all of them agree on the place; shim says so once per build.
+State files in it are opened through host.open_private: relative to the checked
+directory, never through a link.
 
 "Once per build" is a marker file here: warn_once creates `warned-<fingerprint>` (topic,
 message, build identity) with O_EXCL, and only the step that created it prints.
@@ -24,10 +27,24 @@ _chosen = {}          # usual path -> the directory this process settled on
 
 
 def path(env: dict) -> str:
+    """Where the runtime directory usually is."""
     base = env.get("XDG_RUNTIME_DIR")
     if base and host.is_absolute(base):
         return host.join(base, "shim")
     return "/tmp/shim-%d" % host.getuid()
+
+
+def _places(env: dict):
+    """The usual places in the order every step tries them."""
+    usual = path(env)
+    places = [usual]
+    tmp = "/tmp/shim-%d" % host.getuid()
+    if tmp != usual:
+        places.append(tmp)
+    home = env.get("HOME")
+    if home and host.is_absolute(home) and home != "/":
+        places.append(host.join(home, ".cache/shim/run"))
+    return places
 
 
 def ensure(env: dict) -> str:
@@ -37,19 +54,25 @@ def ensure(env: dict) -> str:
     chosen = _chosen.get(usual)
     if chosen:
         return chosen
-    problem = host.make_private_dir(usual)
-    if problem is None:
-        _chosen[usual] = usual
-        return usual
-    for i in range(1, FALLBACKS + 1):
-        candidate = "%s.%d" % (usual, i)
-        if host.make_private_dir(candidate) is None:
-            _chosen[usual] = candidate
-            warn_once("rundir", "runtime directory %s is not safely yours (%s): using %s"
-                      % (usual, problem, candidate), env)
-            return candidate
-    raise OSError("unsafe runtime directory %s: %s (and %s.1 to .%d are not usable either)"
-                  % (usual, problem, usual, FALLBACKS))
+    first_problem = None
+    for place in _places(env):
+        if place.endswith("/.cache/shim/run"):
+            try:
+                host.makedirs(host.dirname(place), 0o700)
+            except OSError:
+                pass
+        problem = host.make_private_dir(place)
+        candidates = [] if problem is None else ["%s.%d" % (place, i) for i in range(1, FALLBACKS + 1)]
+        found = place if problem is None else next(
+            (c for c in candidates if host.make_private_dir(c) is None), None)
+        if found:
+            _chosen[usual] = found
+            if found != usual:
+                warn_once("rundir", "runtime directory %s is not safely yours (%s): using %s"
+                          % (usual, first_problem or problem, found), env)
+            return found
+        first_problem = first_problem or problem
+    raise OSError("unsafe runtime directory %s: %s (and no fallback is usable either)" % (usual, first_problem))
 
 
 def warn_once(topic: str, message: str, env: dict) -> None:

@@ -15,6 +15,7 @@ import sys
 
 from shim import admission, digest, estimates, host, ledger, oom, pattern, program, rewrite, rundir, rustc
 from shim import args as args_mod
+from shim import budget as budget_mod
 from shim import toolchain
 from shim.exit_status import BAD_INPUT, NOT_EXECUTABLE, NOT_FOUND, OS_ERROR, USAGE, ShimError
 
@@ -127,9 +128,10 @@ def _plan(budget, config, env, ledger_dir, key, kind, tool):
     if ledger_dir:
         plan.entry = estimates.lookup(ledger_dir, key, env)
     plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config, tool)
-    plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"])
+    found = budget_mod.limit(env)
+    plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"], found[0] if found else None)
     try:
-        plan.pool = admission.pool_path(rundir.ensure(env), plan.unit, plan.total)
+        plan.pool = admission.pool_path(rundir.ensure(env), plan.unit)
     except OSError as e:
         rundir.warn_once("memory", "no memory admission: %s" % e, env)
         return None
@@ -154,17 +156,17 @@ def _cpu_slot(env: dict, owner: str):
         return None
     try:
         path = admission.cpu_pool_path(rundir.ensure(env), int(cores))
+        return admission.acquire(path, int(cores), 1, 1, owner=owner)
     except OSError as e:
-        rundir.warn_once("cpu", "no CPU admission: %s" % e, env)
+        rundir.warn_once("cpu", "no CPU admission: %s" % (e.strerror or e), env)
         return None
-    return admission.acquire(path, int(cores), 1, 1, owner=owner)
 
 
 class _Step:
     """Everything decided about one step before it runs."""
 
     __slots__ = ("config", "tool_id", "tool", "name", "parsed", "args", "env", "path", "run_path",
-                 "prefix", "launcher", "ledger_dir", "record", "plan", "cpu", "mode", "owner", "oom_score")
+                 "prefix", "launcher", "ledger_dir", "record", "plan", "cpu", "mode", "owner", "oom_score", "low")
 
 
 def run(name: str, argv: list, env: dict):
@@ -184,7 +186,7 @@ def run(name: str, argv: list, env: dict):
         attempt += 1
         finished = _retry_alone(step, finished, attempt)
     if step.record:
-        _finish(step.record, finished, step.ledger_dir, step.env)
+        _finish(step.record, finished, step.ledger_dir, step.env, _budget_of(step))
     if finished.signal is not None:
         host.die_of_signal(finished.signal)
     return finished.code
@@ -262,17 +264,34 @@ def _admit(s: _Step) -> None:
             # A measured peak already is what ran here; only a prior needs scaling down.
             s.plan.estimate = int(s.plan.estimate * s.launcher["memory_factor"])
     known = bool(s.plan and estimates.is_fresh(s.plan.entry, s.record and s.record["argv"], ledger.now()))
-    s.mode = choose_mode(requested_mode(s.config, s.env, s.tool, s.parsed.kind, budget),
-                         host.EXEC_SUPPORTED, known)
+    requested = requested_mode(s.config, s.env, s.tool, s.parsed.kind, budget)
+    s.low = big = False
     if s.plan:
-        k = admission.slots_for(s.plan.estimate, s.plan.unit, s.plan.total)
-        s.plan.reservation = admission.acquire(s.plan.pool, s.plan.total, k, s.plan.unit,
-                                               s.config["memory"]["patience"], owner=s.owner)
+        big, s.low = heavy(s.plan.estimate, s.plan.unit * s.plan.total)
+    # A step too big to share the budget runs spawned and alone, so that an OOM kill is
+    # retried, never fatal; one too big for the budget starts with its low-memory rewrites.
+    s.mode = choose_mode("spawn" if big and requested == "auto" else requested, host.EXEC_SUPPORTED, known)
+    if s.low:
+        low = s.tool["low_memory"]
+        s.args = rewrite.arguments(low, s.args)
+        s.env = rewrite.environment(low, s.env)
+    if s.plan:
+        k = s.plan.total if big else admission.slots_for(s.plan.estimate, s.plan.unit, s.plan.total)
+        try:
+            s.plan.reservation = admission.acquire(s.plan.pool, s.plan.total, k, s.plan.unit,
+                                                   s.config["memory"]["patience"], owner=s.owner)
+        except OSError as e:       # a pool file planted, swapped or damaged: run, unadmitted
+            rundir.warn_once("memory", "no memory admission: %s: %s" % (s.plan.pool, e.strerror or e), s.env)
+            s.plan = None
     # After memory: a step waiting for memory must not hold a core. Remote steps need none.
     s.cpu = None if s.launcher["remote"] else _cpu_slot(s.env, s.owner)
     if s.record:
         s.record["mode"] = s.mode
         s.record["t0"] = ledger.now()
+        if s.low:
+            s.record.update(low_memory=True, argv=digest.fingerprint("\0".join(s.args)))
+            if "args" in s.record:
+                s.record["args"] = s.args
         if s.plan:
             s.record.update(res=s.plan.reservation.bytes, est=s.plan.estimate, src=s.plan.source)
         if s.plan:
@@ -281,10 +300,20 @@ def _admit(s: _Step) -> None:
             s.record["cpu_wait"] = round(s.cpu.waited, 6)
 
 
+NEAR = 0.75        # of the budget: a step expected to need this much runs alone, spawned
+
+
+def heavy(estimate: int, budget: int):
+    """(run alone and spawned, start with the low-memory rewrites) for a step expected to
+    peak at *estimate* under *budget*: a peak learned on a bigger runner is one too big
+    for this one, and an OOM kill of it must be retried, not fatal."""
+    return estimate >= NEAR * budget, estimate > budget
+
+
 def _retry_alone(s: _Step, failed, attempt: int):
     """Run an out-of-memory step again holding the whole budget, with low_memory rewrites."""
     if s.record:
-        _finish(s.record, failed, s.ledger_dir, s.env)
+        _finish(s.record, failed, s.ledger_dir, s.env, _budget_of(s))
         s.record = dict(s.record, id="%s-r%d" % (s.record["id"], attempt), retry=attempt, t0=ledger.now())
         s.record.pop("oom", None)
         s.record.pop("meta", None)
@@ -292,7 +321,7 @@ def _retry_alone(s: _Step, failed, attempt: int):
     plan.reservation.release()
     plan.reservation = admission.acquire(plan.pool, plan.total, plan.total, plan.unit, 0.0,
                                          owner=s.owner + " (retry)")
-    low = s.tool["low_memory"]
+    low = rewrite.EMPTY if s.low else s.tool["low_memory"]      # a low-memory start has them already
     retry_args = rewrite.arguments(low, s.args)
     retry_env = rewrite.environment(low, dict(s.env))
     if s.record:
@@ -311,8 +340,14 @@ def _watch(s: _Step):
     return rustc.METADATA_NOTICE if s.record and crate and "metadata" in crate.emit else None
 
 
-def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
-    """Complete and append the record of a spawned attempt."""
+def _budget_of(s: _Step) -> int:
+    return s.plan.unit * s.plan.total if s.plan else 0
+
+
+def _finish(record: dict, finished, ledger_dir: str, env: dict, budget: int = 0) -> None:
+    """Complete and append the record of a spawned attempt. One the OOM killer cut short
+    is learned as needing more than the *budget* it was killed under: the next build then
+    starts it alone with its low-memory rewrites instead of paying the same kill again."""
     record.update(rec="step", t1=ledger.now(), exit=finished.code, sig=finished.signal,
                   rss=finished.max_rss, ut=finished.user_time, st=finished.system_time)
     if finished.noticed is not None:
@@ -320,6 +355,9 @@ def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
     record["dur"] = record["t1"] - record["t0"]
     if oom.ran_out(finished):
         record["oom"] = True
+        record["need"] = max(finished.max_rss or 0, budget + 1) or None
+        if record["need"]:
+            estimates.observe(ledger_dir, record)
     elif finished.signal is None and finished.max_rss:
         estimates.observe(ledger_dir, record)
     ledger.append(ledger_dir, record, env)
@@ -333,7 +371,9 @@ def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool
     try:
         if exec_:
             host.exec_program(s.run_path, s.prefix + args, env)
+        # The tool dies with its shim (kill -9 too): it must not run on without the reservation.
         return host.spawn_program(s.run_path, s.prefix + args, env, capture_stderr=capture, sample_tree=True,
+                                  die_with_parent="KILL",
                                   on_start=None if was is None else lambda pid: host.restore_oom_score(was),
                                   watch=watch)
     except ValueError as e:        # a NUL in an argument or the environment

@@ -93,7 +93,7 @@ def test_eight_400mb_steps_under_ninja_j8_stay_inside_a_1gib_budget_and_not_with
 
 def pool(env, budget=1 << 30):
     unit, total = admission.geometry(budget)
-    return admission.pool_path(os.path.join(env["XDG_RUNTIME_DIR"], "shim"), unit, total), total
+    return admission.pool_path(os.path.join(env["XDG_RUNTIME_DIR"], "shim"), unit), total
 
 
 def wait_for(path: Path, timeout=20.0) -> str:

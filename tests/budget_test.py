@@ -1,19 +1,63 @@
-"""Budget detection against fixture trees of cgroup v1, v2, hybrid and container layouts."""
+"""The memory budget's one grammar (shim/budget.py) and the limit cache a step reads.
+
+Every place a budget is written takes the same words: SHIM_MEMORY_BUDGET, toolchain.toml
+`memory.budget`, `--budget` of shim build / cargo / doctor. One table says which texts
+are budgets and which are refused with what reason; the e2e test runs each text through
+all of them.
+"""
+
+import json
+import os
 
 import pytest
 
-from shim.config import budget
+from conftest import run_shim, write_toml
+from shim import budget, rundir
 
 GIB = 1 << 30
-MEMINFO = "MemTotal:       24576000 kB\nMemFree:        20000000 kB\n"
-V1_MOUNTS = ("31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
-             "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
-             "36 31 0:33 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n")
+MEMINFO = "MemTotal:       %d kB\n" % (4 * 1024 * 1024)
 V2_MOUNTS = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
-HYBRID_MOUNTS = V1_MOUNTS + "40 31 0:37 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate\n"
+
+# text -> None (a budget) or a fragment of the one-line reason it is refused with
+TABLE = {
+    "auto": None, "AUTO": None, " auto ": None,
+    "off": None, "none": None, "no": None, "false": None, "0": None, "disabled": None, "OFF": None,
+    "6GiB": None, "512M": None, "1.5G": None, "300MB": None, "1MiB": None, "2147483648": None,
+    "75%": None, "100%": None, "12.5%": None,
+    "0.75": "did you mean \"75%\"", ".5": "did you mean \"50%\"",
+    "512": "did you mean 512MiB", "1.5": "did you mean 1.5MiB",
+    "1KiB": "leaves no room for any step (at least 1MiB)",
+    "0%": "must be in (0, 100]", "150%": "must be in (0, 100]", "-5%": "must be in (0, 100]",
+    "3 bananas": "unknown size unit", "lots": "unknown size unit", "2PiB": "unknown size unit",
+    "2000TiB": "too large",
+}
 
 
-def tree(tmp_path, files: dict):
+@pytest.mark.parametrize("text", sorted(TABLE))
+def test_the_grammar_accepts_and_refuses_as_the_table_says(text):
+    reason = TABLE[text]
+    if reason is None:
+        budget.parse(text)
+    else:
+        with pytest.raises(ValueError, match=None) as e:
+            budget.parse(text)
+        assert reason in str(e.value)
+
+
+def test_off_and_its_synonyms_mean_no_budget_and_auto_the_limit_less_its_reserve():
+    assert {budget.parse(w) for w in budget.OFF} == {("off", None)}
+    assert budget.of("auto", None, 4 * GIB) == 4 * GIB - GIB // 2
+    # A small cgroup keeps a proportional reserve (at least 64 MiB); a small machine 256 MiB.
+    assert budget.of("auto", None, GIB) == GIB - (128 << 20)
+    assert budget.of("auto", None, 384 << 20) == 320 << 20
+    assert budget.of("auto", None, GIB, machine=True) == GIB - (256 << 20)
+    assert budget.of("percent", 50, 4 * GIB) == 2 * GIB
+    assert budget.of("auto", None, None) is None          # no limit found: no budget
+    assert budget.parse(2147483648) == ("size", 2 * GIB)  # as TOML gives a bare number
+    assert budget.parse(0) == ("off", None)
+
+
+def tree(tmp_path, files: dict) -> str:
     for rel, text in files.items():
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -21,102 +65,111 @@ def tree(tmp_path, files: dict):
     return str(tmp_path)
 
 
-def test_cgroup_v1_limit_of_this_process_is_found(tmp_path):
-    root = tree(tmp_path, {
+@pytest.fixture
+def runtime(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setattr(rundir, "_chosen", {})
+    monkeypatch.setattr(budget, "_found", {})
+    return {"XDG_RUNTIME_DIR": str(run), "SHIM_BUILD_ID": "test-%s" % tmp_path.name}
+
+
+def limit(env, root):
+    """budget.limit as a new step would ask it (each step is a process of its own)."""
+    budget._found.clear()
+    return budget.limit(env, root)
+
+
+def v2_root(tmp_path, limit_text: str) -> str:
+    return tree(tmp_path / "root", {
         "proc/meminfo": MEMINFO,
-        "proc/self/cgroup": "4:memory:/ci/job1\n3:cpu:/\n0::/\n",
-        "proc/self/mountinfo": V1_MOUNTS,
-        "sys/fs/cgroup/memory/ci/job1/memory.limit_in_bytes": "%d\n" % (4 * GIB),
-        "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
-    })
-    limit, figures = budget.detect(root)
-    assert limit.value == 4 * GIB and limit.name == "cgroup v1 memory.limit_in_bytes"
-    assert limit.source == "/sys/fs/cgroup/memory/ci/job1/memory.limit_in_bytes"
-    assert {f.name for f in figures} == {"cgroup v1 memory.limit_in_bytes", "MemTotal"}
-
-
-def test_an_unlimited_v1_cgroup_leaves_memtotal(tmp_path):
-    root = tree(tmp_path, {
-        "proc/meminfo": MEMINFO,
-        "proc/self/cgroup": "4:memory:/process_api/abc\n",
-        "proc/self/mountinfo": V1_MOUNTS,
-        "sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes": "9223372036854771712\n",
-    })
-    limit, _ = budget.detect(root)
-    assert (limit.name, limit.value) == ("MemTotal", 24576000 * 1024)
-
-
-def test_cgroup_v2_takes_the_smaller_of_max_and_high_up_the_tree(tmp_path):
-    root = tree(tmp_path, {
-        "proc/meminfo": MEMINFO,
-        "proc/self/cgroup": "0::/user.slice/ci.scope\n",
+        "proc/self/cgroup": "0::/ci/job\n",
         "proc/self/mountinfo": V2_MOUNTS,
-        "sys/fs/cgroup/user.slice/ci.scope/memory.max": "max\n",
-        "sys/fs/cgroup/user.slice/ci.scope/memory.high": "%d\n" % (6 * GIB),
-        "sys/fs/cgroup/user.slice/memory.max": "%d\n" % (3 * GIB),     # a parent's limit binds too
+        "sys/fs/cgroup/ci/job/memory.max": limit_text,
+        "sys/fs/cgroup/ci/job/memory.high": "max\n",
     })
-    limit, figures = budget.detect(root)
-    assert (limit.name, limit.value) == ("cgroup v2 memory.max", 3 * GIB)
-    assert sorted(f.value for f in figures)[:2] == [3 * GIB, 6 * GIB]
 
 
-def test_hybrid_hosts_read_both_hierarchies(tmp_path):
-    root = tree(tmp_path, {
-        "proc/meminfo": MEMINFO,
-        "proc/self/cgroup": "4:memory:/job\n0::/job\n",
-        "proc/self/mountinfo": HYBRID_MOUNTS,
-        "sys/fs/cgroup/memory/job/memory.limit_in_bytes": "%d\n" % (8 * GIB),
-        "sys/fs/cgroup/unified/job/memory.max": "%d\n" % (5 * GIB),
-    })
-    limit, figures = budget.detect(root)
-    assert (limit.name, limit.value) == ("cgroup v2 memory.max", 5 * GIB)
-    assert any(f.name == "cgroup v1 memory.limit_in_bytes" and f.value == 8 * GIB for f in figures)
+def test_a_step_walks_the_cgroup_tree_once_then_reads_only_the_cached_files(tmp_path, runtime, monkeypatch):
+    root = v2_root(tmp_path, "%d\n" % GIB)
+    assert limit(runtime, root) == (GIB, False)
+    caches = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits-")]
+    assert len(caches) == 1
+
+    from shim.config import limits
+
+    def no_walk(root):
+        raise AssertionError("walked the cgroup tree although the cache was good")
+    monkeypatch.setattr(limits, "scan", no_walk)
+    assert limit(runtime, root) == (GIB, False)
+    # A limit changed while the runner lives: the next step sees it, still without a walk.
+    (tmp_path / "root/sys/fs/cgroup/ci/job/memory.max").write_text("%d\n" % (2 * GIB))
+    assert limit(runtime, root) == (2 * GIB, False)
+    (tmp_path / "root/sys/fs/cgroup/ci/job/memory.max").write_text("max\n")
+    assert limit(runtime, root) == (4 * GIB, True)                   # MemTotal then
 
 
-def test_inside_a_container_the_mount_root_is_the_containers_own_cgroup(tmp_path):
-    root = tree(tmp_path, {
-        "proc/meminfo": MEMINFO,
-        "proc/self/cgroup": "0::/docker/0123abcd\n",
-        "proc/self/mountinfo": "30 23 0:26 /docker/0123abcd /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n",
-        "sys/fs/cgroup/memory.max": "%d\n" % (2 * GIB),
-    })
-    assert budget.detect(root)[0].value == 2 * GIB
+def test_a_cached_file_gone_sends_the_step_back_to_the_walk(tmp_path, runtime):
+    root = v2_root(tmp_path, "%d\n" % GIB)
+    assert limit(runtime, root) == (GIB, False)
+    # The process moved to another cgroup of the same text? No: the group was replaced by a
+    # nested layout; the cached file is gone and the walk finds the new one.
+    os.remove(tmp_path / "root/sys/fs/cgroup/ci/job/memory.max")
+    (tmp_path / "root/sys/fs/cgroup/ci/memory.max").write_text("%d\n" % (3 * GIB // 2))
+    assert limit(runtime, root) == (3 * GIB // 2, False)
 
 
-def test_the_wrong_hierarchy_line_is_not_used(tmp_path):
-    # Chromium's script once read the first line of /proc/self/cgroup: here that is cpu.
-    root = tree(tmp_path, {
-        "proc/meminfo": MEMINFO,
-        "proc/self/cgroup": "5:cpu,cpuacct:/other\n4:memory:/mine\n",
-        "proc/self/mountinfo": V1_MOUNTS,
-        "sys/fs/cgroup/memory/other/memory.limit_in_bytes": "%d\n" % GIB,
-        "sys/fs/cgroup/memory/mine/memory.limit_in_bytes": "%d\n" % (7 * GIB),
-    })
-    assert budget.detect(root)[0].value == 7 * GIB
+@pytest.mark.parametrize("damage", ["garbage\n", "", "-5\n", "\x00\x01\n"])
+def test_a_garbage_limit_file_means_no_budget_and_one_warning_per_build(tmp_path, runtime, capsys, damage):
+    root = v2_root(tmp_path, damage)
+    assert limit(runtime, root) is None
+    assert limit(runtime, root) is None
+    err = capsys.readouterr().err
+    assert err.count("shim: warning: cannot read the memory limit") == 1, err
+    assert "memory.max" in err
 
 
-def test_resolve_auto_subtracts_a_reserve_and_explains_itself(tmp_path):
-    root = tree(tmp_path, {"proc/meminfo": "MemTotal: %d kB\n" % (4 * 1024 * 1024)})
-    value, lines = budget.resolve("auto", root)
-    assert value == 4 * GIB - GIB // 2
-    assert lines[-1] == "budget: 3.5GiB = 4.0GiB (MemTotal) minus a reserve of 512.0MiB"
-    small = tree(tmp_path / "small", {"proc/meminfo": "MemTotal: %d kB\n" % (1024 * 1024)})
-    assert budget.resolve(None, small)[0] == GIB - (256 << 20)
+def test_an_unreadable_or_damaged_cache_is_walked_around(tmp_path, runtime):
+    root = v2_root(tmp_path, "%d\n" % GIB)
+    limit(runtime, root)
+    (cache,) = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits-")]
+    path = os.path.join(rundir.ensure(runtime), cache)
+    for damage in (b"", b"shim-limits 1\nx\n", b"shim-limits 1\n0\nrelative\tname\n", b"\xff" * 100):
+        with open(path, "wb") as f:
+            f.write(damage)
+        assert limit(runtime, root) == (GIB, False)
 
 
-@pytest.mark.parametrize("request_, expected", [
-    ("3GiB", 3 * GIB), ("75%", 3 * GIB), ("off", None), ("OFF", None), ("512M", 512 << 20),
-])
-def test_resolve_explicit_budgets(tmp_path, request_, expected):
-    root = tree(tmp_path, {"proc/meminfo": "MemTotal: %d kB\n" % (4 * 1024 * 1024)})
-    assert budget.resolve(request_, root)[0] == expected
+# --- every entry point, the same answers ------------------------------------------------
+
+def _accepted(result, refused_status):
+    if result.returncode == 0:
+        return None
+    assert result.returncode == refused_status, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("shim: error: ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
 
 
-def test_a_bad_budget_says_why(tmp_path):
-    with pytest.raises(ValueError, match="unknown size unit"):
-        budget.resolve("3 bananas", tree(tmp_path, {"proc/meminfo": MEMINFO}))
-
-
-def test_this_machine_has_a_figure():
-    limit, figures = budget.detect()
-    assert limit is not None and limit.value > 0 and figures
+@pytest.mark.e2e
+def test_the_variable_toolchain_toml_and_every_budget_option_accept_and_refuse_the_same_texts(tmp_path, env):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "build.ninja").write_text("rule t\n  command = true\nbuild all: phony\n")
+    answers = {}
+    for i, text in enumerate(sorted(TABLE)):
+        conf = write_toml(tmp_path / ("t%d" % i) / "toolchain.toml", "[memory]\nbudget = %s\n" % json.dumps(text))
+        seen = {
+            "toolchain.toml": _accepted(run_shim(["config", "check", conf], env=env), 78),
+            "SHIM_MEMORY_BUDGET": _accepted(run_shim(["true"], cwd=work, env=dict(env, SHIM_MEMORY_BUDGET=text)), 2),
+            "shim doctor --budget": _accepted(run_shim(["doctor", "--budget", text], cwd=work, env=env), 2),
+            "shim build --budget": _accepted(run_shim(["build", "--budget", text, "-n"], cwd=work, env=env), 2),
+        }
+        reason = TABLE[text]
+        for where, line in seen.items():
+            if reason is None:
+                assert line is None, (text, where, line)
+            else:
+                assert line is not None and reason in line, (text, where, line)
+        answers[text] = seen
+    assert len(answers) == len(TABLE)

@@ -4,11 +4,14 @@ off when they try."""
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from conftest import plant, run_shim
+from conftest import SHIM, plant, run_shim
 
 pytestmark = pytest.mark.usefixtures("other_user")
 
@@ -58,3 +61,93 @@ def test_our_own_runtime_dir_left_open_is_closed_and_used(tmp_path, env, example
     assert "runtime directory" not in result.stdout + result.stderr
     assert stat.S_IMODE((run / "shim").stat().st_mode) == 0o700
     assert [p.name for p in (run / "shim").iterdir() if p.name.startswith("pool-")]
+
+
+UNSHARE = shutil.which("unshare")
+
+
+def run_with_private_tmp(args, env, tmp_path, setup: str = ""):
+    """`shim ARGS` in a mount namespace of its own with an empty tmpfs on /tmp (after the
+    shell commands *setup* ran there): the real /tmp/shim-$UID of other runs stays out.
+    The test's own *tmp_path* is bound back into it, from the /tmp it hides."""
+    if not UNSHARE:
+        pytest.skip("unshare (util-linux) is not installed")
+    keep = str(tmp_path)
+    rel = os.path.relpath(keep, "/tmp")
+    script = ("exec 3</tmp && mount -t tmpfs tmpfs /tmp || exit 99\n"
+              "mkdir -p '%s' && mount --no-canonicalize --bind '/proc/self/fd/3/%s' '%s' || exit 99\nexec 3<&-\n%s\nexec \"$@\""
+              % (keep, rel, keep, setup)) if not rel.startswith("..") else \
+        "mount -t tmpfs tmpfs /tmp || exit 99\n%s\nexec \"$@\"" % setup
+    result = subprocess.run([UNSHARE, "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                             str(SHIM)] + [str(a) for a in args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, timeout=120)
+    if result.returncode == 99:
+        pytest.skip("cannot mount a private /tmp here: %s" % result.stderr.strip())
+    return result
+
+
+def test_a_symlink_planted_as_the_pool_file_is_never_followed_and_the_step_still_runs(tmp_path, env):
+    # Root, with a runtime directory whose pool file is a link to a file of root's: shim must
+    # not write into it. The step runs, unadmitted, with one warning.
+    precious = tmp_path / "precious"
+    precious.write_text("do not touch\n")
+    run = tmp_path / "run" / "shim"
+    run.mkdir(mode=0o700)
+    for unit in (16, 23, 24):                       # whichever slot size this machine's limit gives
+        (run / ("pool-%d" % unit)).symlink_to(precious)
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = run_shim(["sh", "-c", "echo ran"], env=env)
+    assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
+    assert precious.read_text() == "do not touch\n"
+    assert result.stderr.count("no memory admission") == 1, result.stderr
+
+
+def test_a_runtime_dir_that_is_a_link_to_another_users_directory_gets_nothing_written_in_it(
+        tmp_path, env, other_user):
+    theirs = plant(tmp_path / "theirs", other_user, directory=True, mode=0o700)
+    (tmp_path / "run" / "shim").symlink_to(theirs)
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = run_shim(["true"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert list(theirs.iterdir()) == []
+    assert any(p.name.startswith("pool-") for p in (tmp_path / "run" / "shim.1").iterdir())
+
+
+def test_every_tmp_name_taken_by_another_user_falls_back_to_home_and_admission_stays_on(
+        tmp_path, env, other_user, example):
+    # Another user pre-creates /tmp/shim-UID and .1 to .16 (17 mkdirs); XDG_RUNTIME_DIR unset.
+    del env["XDG_RUNTIME_DIR"]
+    uid = os.getuid()
+    setup = "for n in '' .1 .2 .3 .4 .5 .6 .7 .8 .9 .10 .11 .12 .13 .14 .15 .16; do " \
+            "mkdir -m 700 /tmp/shim-%d$n && chown %d:%d /tmp/shim-%d$n; done" % (uid, other_user[0], other_user[1], uid)
+    result = run_with_private_tmp(["build", "-C", example, "--budget", "1GiB"], env, tmp_path, setup)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no memory admission" not in result.stdout + result.stderr
+    home_run = Path(env["HOME"]) / ".cache" / "shim" / "run"
+    assert [p.name for p in home_run.iterdir() if p.name.startswith("pool-")]
+    steps = [r for r in build_records(example) if r["rec"] in ("start", "step")]
+    assert steps and all(r.get("res") for r in steps)
+
+
+def test_a_missing_xdg_runtime_dir_falls_back_instead_of_ending_admission(tmp_path, env, example):
+    env["XDG_RUNTIME_DIR"] = str(tmp_path / "no-such-dir")
+    result = run_with_private_tmp(["build", "-C", example, "--budget", "1GiB"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no memory admission" not in result.stdout + result.stderr
+    steps = [r for r in build_records(example) if r["rec"] in ("start", "step")]
+    assert steps and all(r.get("res") for r in steps)
+
+
+def test_builds_with_different_budgets_and_jobs_share_one_pool(tmp_path, env, example):
+    # One budget per user and machine, whatever the geometry: a second build with another -j
+    # (so another budget for its steps) reserves in the same pool file as the first.
+    import shutil as sh
+    other = tmp_path / "other"
+    sh.copytree(example, other)
+    for directory, jobs in ((example, "-j8"), (other, "-j4")):
+        result = run_shim(["build", "-C", directory, jobs], env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    env["SHIM_MEMORY_BUDGET"] = "700MiB"
+    assert run_shim(["true"], cwd=example, env=env).returncode == 0
+    pools = [p.name for p in (tmp_path / "run" / "shim").iterdir() if p.name.startswith("pool-")]
+    assert len(pools) == 1, pools

@@ -156,3 +156,36 @@ def test_windows_program_names_and_candidates(monkeypatch):
     monkeypatch.setattr(args.host, "program_stem", host_windows.program_stem)
     assert args.family_of("C:\\VC\\bin\\cl.exe") == "msvc"
     assert args.family_of("C:\\LLVM\\bin\\lld-link.exe") == "msvc-link"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.e2e
+def test_a_spawned_tool_dies_with_its_shim_even_of_kill_9_so_it_never_runs_without_its_reservation(
+        tools, env, tmp_path):
+    # Under a budget the shim holds the reservation; a tool left running after its shim was
+    # killed would use memory nobody accounts for.
+    pid_file = tmp_path / "tool.pid"
+    shim = subprocess.Popen([str(SHIM), tools / "sleeper", pid_file], env=dict(env, SHIM_MODE="spawn"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        tool = int(pid_file.read_text())
+        assert _running(tool)
+        shim.kill()                                                   # SIGKILL: no chance to clean up
+        shim.wait()
+        deadline = time.monotonic() + 10
+        while _running(tool) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(tool), "the tool outlived its shim"
+    finally:
+        shim.kill()
+        shim.communicate()

@@ -5,6 +5,8 @@ What gets written is shim/generators/bazel.py (it returns the lines printed here
 
 import click
 
+from shim import budget as grammar
+
 from shim.cli import outfile
 from shim.generators import bazel as bazel_toolchain
 
@@ -22,8 +24,8 @@ def bazel():
               help="toolchain.toml for the actions (default: DIR/toolchain.toml if there is one, "
                    "else NAME/toolchain.toml, written if missing).")
 @click.option("--budget", metavar="SIZE",
-              help="Also admit actions into this memory budget (6GiB, 75%, auto): "
-                   "adds --action_env=SHIM_MEMORY_BUDGET to the config.")
+              help="A memory budget for the actions other than the default (auto): "
+                   "adds --action_env=SHIM_MEMORY_BUDGET to the config. " + grammar.DESCRIPTION + ".")
 @click.option("--bazelrc", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the build:shim config here instead of DIR/.bazelrc "
                    "(e.g. a git-ignored user.bazelrc that .bazelrc try-imports).")

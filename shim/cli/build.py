@@ -24,6 +24,8 @@ import time
 
 import click
 
+from shim import budget as grammar
+
 from shim import admission, exit_status, host, ledger, size
 from shim.exit_status import ShimError
 
@@ -34,8 +36,7 @@ from shim.exit_status import ShimError
 @click.option("--mode", type=click.Choice(["exec", "spawn", "auto"]),
               help="Run every step in this mode (sets SHIM_MODE for the build).")
 @click.option("--budget", metavar="SIZE",
-              help="Memory budget: auto (default: cgroup or RAM limit minus a reserve), off, "
-                   "a size (6GiB) or a percentage of the limit (75%).")
+              help="Memory budget: " + grammar.DESCRIPTION + ".")
 @click.option("--wrap", "rewrap", is_flag=True,
               help="Bring a generated build.ninja up to date, then `shim wrap` it, then build "
                    "(survives CMake regenerating it).")

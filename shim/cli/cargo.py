@@ -25,6 +25,8 @@ import time
 
 import click
 
+from shim import budget as grammar
+
 from shim import exit_status, host, rustc
 from shim.cli import build
 from shim.exit_status import ShimError
@@ -38,8 +40,7 @@ CARGO_FOOTPRINT = 56 << 20
 @click.option("--mode", type=click.Choice(["exec", "spawn", "auto"]),
               help="Run every rustc in this mode (sets SHIM_MODE for the build).")
 @click.option("--budget", metavar="SIZE",
-              help="Memory budget: auto (default: cgroup or RAM limit minus a reserve), off, "
-                   "a size (6GiB) or a percentage of the limit (75%).")
+              help="Memory budget: " + grammar.DESCRIPTION + ".")
 @click.argument("cargo_args", nargs=-1, type=click.UNPROCESSED)
 def cargo(directory, mode, budget, cargo_args):
     """Run cargo with every rustc through shim, under a memory budget.

@@ -5,17 +5,20 @@ import sys
 
 import click
 
+from shim import budget as grammar
+
 from shim import __version__, host
 from shim.exit_status import ShimError
 
 
 @click.command()
-@click.option("--budget", metavar="SIZE", help="Explain this budget instead of the default one.")
+@click.option("--budget", metavar="SIZE", help="Explain this budget instead of the one in force: "
+              + grammar.DESCRIPTION + ".")
 def doctor(budget):
     """Show what shim detects here: interpreter, launcher, toolchain, memory budget, slots."""
     from shim import admission, rundir, size, toolchain
     from shim.cli.build import ninja_binary
-    from shim.config import budget as detect
+    from shim import budget as detect
     from shim.generators import launcher
     env = dict(os.environ)
     click.echo("shim %s, Python %s at %s" % (__version__, sys.version.split()[0], sys.executable))
@@ -34,7 +37,7 @@ def doctor(budget):
     value = admission.budget(env, config, budget, default="auto")     # a bad request: one line, exit 2
     text, origin = admission.budget_request(env, config, budget, default="auto")
     click.echo("memory budget (%s):" % origin)
-    for line in detect.resolve(text)[1]:
+    for line in detect.explain(text)[1]:
         click.echo("  " + line)
     try:
         run_dir = rundir.ensure(env)
@@ -43,8 +46,9 @@ def doctor(budget):
         return 0
     click.echo("slot directory: %s" % run_dir)
     if value:
-        unit, total = admission.geometry(value, config["memory"]["unit"])
-        path = admission.pool_path(run_dir, unit, total)
+        found = grammar.limit(env)
+        unit, total = admission.geometry(value, config["memory"]["unit"], found[0] if found else None)
+        path = admission.pool_path(run_dir, unit)
         held = admission.usage(path, total)
         click.echo("  pool %s: %d slots of %s, %d held now" % (path, total, size.format(unit), len(held)))
         for slot, owner in held[:20]:

@@ -10,6 +10,7 @@ optionally with an architecture (linux-x86_64, darwin-arm64), <name> a launcher 
 Every key except `preset` may also appear under platform.<platform>.
 """
 
+from shim import budget
 from shim.args import FAMILIES, KINDS
 
 MODES = ("exec", "spawn", "auto")
@@ -68,9 +69,10 @@ KEYS = (
      "Edges `shim build` keeps in flight when this launcher is configured (remote capacity)."),
     ("launcher.<name>.env.set", "table[str]", {},
      "Environment for steps through the launcher; {ledger_dir} and {build_dir} are filled in."),
-    ("memory.budget", "budget", "auto",
-     "Memory the build may use: auto (the cgroup or RAM limit minus a reserve), off, a size or a "
-     "percentage of the limit. Steps are admitted into it. SHIM_MEMORY_BUDGET and shim build --budget win."),
+    ("memory.budget", "budget", budget.DEFAULT,
+     "Memory every step shim runs is admitted into, under plain ninja, make, CMake, Meson, cargo and "
+     "Bazel as under shim build. The limit is the smallest cgroup (v1 or v2) limit of the process, or "
+     "MemTotal. SHIM_MEMORY_BUDGET and --budget win."),
     ("memory.unit", "size", "16MiB", "Size of one reservation slot (larger when the budget needs more than 1024)."),
     ("memory.patience", "number", 2.0,
      "Seconds a step waits fairly for its slots before it drains the pool (holds off new steps that would not fit beside it)."),
@@ -107,7 +109,7 @@ TYPES = {
     "replace": "a table of strings or lists of strings",
     "preset": "the name of a preset in toolchains/",
     "bool": "true or false",
-    "budget": "auto, off, a size such as \"6GiB\" or a percentage such as \"75%\"",
+    "budget": budget.DESCRIPTION,
     "int": "a whole number >= 0",
     "number": "a number >= 0",
 }
@@ -117,7 +119,8 @@ ENUMS = {"mode": MODES, "kind": KINDS, "family": FAMILIES}
 ENV = (
     ("SHIM_TOOLCHAIN", "Path of a toolchain.toml layered on top of all others."),
     ("SHIM_MODE", "exec, spawn or auto for every step of this run, overriding toolchain.toml."),
-    ("SHIM_MEMORY_BUDGET", "Memory budget for this run (as memory.budget); `shim build` sets it for steps."),
+    ("SHIM_MEMORY_BUDGET", "Memory budget for this run, in memory.budget's words (`off` switches "
+     "admission off); `shim build` sets it for steps."),
     ("SHIM_LEDGER", "Ledger directory for this run (`off` disables the ledger)."),
     ("SHIM_CACHE_DIR", "Where the parsed toolchain is cached (default $XDG_CACHE_HOME/shim)."),
     ("SHIM_OOM_SCORE_ADJ", "oom_score_adj for the steps of this run (as memory.oom_score_adj; 0 leaves it alone)."),

@@ -10,7 +10,7 @@ import difflib
 import sys
 
 from shim import args as args_mod
-from shim import host, pattern, rewrite, size
+from shim import budget, host, pattern, rewrite, size
 from shim.config import keys
 from shim.exit_status import CONFIG, ShimError
 
@@ -191,20 +191,10 @@ def _shape_problem(typ: str, value):
     elif typ == "number":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
     elif typ == "budget":
-        if isinstance(value, str) and value.strip().lower() in ("auto", "off"):
-            return None
-        if isinstance(value, str) and value.strip().endswith("%"):
-            try:
-                size.parse(value, total=1 << 40)
-            except ValueError as e:
-                return "%s (or auto, off)" % e
-            return None
         try:
-            budget = size.parse(value)
+            budget.parse(value)
         except ValueError as e:
-            return str(e) if "did you mean" in str(e) else "%s (or auto, off)" % e
-        if 0 < budget < size.BARE_MIN:
-            return "a budget of %s leaves no room for any step (at least 1MiB)" % size.format(budget)
+            return str(e)
         return None
     elif typ == "preset":
         ok = isinstance(value, str) and value in preset_names()

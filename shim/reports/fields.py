@@ -60,6 +60,8 @@ FIELDS = (
     Field("oom", ("boolean", "null"), "it ran out of memory", required=False),
     Field("retry", ("integer", "null"), "which retry after running out of memory", required=False),
     Field("low_memory", ("boolean", "null"), "run with the tool's low_memory rewrites", required=False),
+    Field("need", ("integer", "null"), "an OOM-killed attempt: what the step is taken to need next time "
+          "(more than the budget it was killed under, or its peak so far if larger)", required=False),
     Field("timing", ("string",), "where the duration came from: measured (spawned), ninja_log, outputs "
           "(the newest mtime of its outputs: exec'd steps outside ninja, e.g. cargo's) or unknown",
           enum=("measured", "ninja_log", "outputs", "unknown"), trace=True),

@@ -8,7 +8,7 @@ a memory budget and ninja pool depths that would have kept the build under SIZE.
 import os
 
 from shim import size
-from shim.config.budget import reserve_for
+from shim.budget import reserve_for
 from shim.reports import fields, timeline
 
 TOP = 10

@@ -1,11 +1,11 @@
-"""How much memory this machine (or container) lets the build use, and why.
+"""The memory limits that apply to this process: cgroup files and MemTotal, found and explained.
 
 The limit is the smallest of: cgroup v2 `memory.max` / `memory.high` and cgroup v1
 `memory.limit_in_bytes` of *this process's own* cgroup and its ancestors (each
 hierarchy read through /proc/self/cgroup and /proc/self/mountinfo, so v1, v2 and
-hybrid hosts all work, inside containers too), and MemTotal. The budget is that
-limit minus a reserve for the system (1/8, at least 256 MiB). `SHIM_MEMORY_BUDGET`,
-toolchain.toml `memory.budget` and `shim build --budget` override it.
+hybrid hosts all work, inside containers too), and MemTotal. scan() is the walk a step
+pays for once per cgroup: shim/budget.py caches which files it found, reads their values
+and explains the budget (`shim doctor`). This module only finds; it judges nothing.
 
 Every function takes *root*, a prefix for /proc and /sys, so tests can point it at
 fixture trees of each cgroup layout.
@@ -14,9 +14,6 @@ fixture trees of each cgroup layout.
 import os
 
 from shim import size
-
-UNLIMITED = 1 << 60          # v1 reports "no limit" as a number near 2**63
-MINIMUM = 1 << 20            # a smaller budget is a slip, not a plan
 
 
 class Figure:
@@ -94,10 +91,11 @@ def _walk_up(directory: str, top: str):
         d = os.path.dirname(d)
 
 
-def cgroup_limits(root: str = "/"):
-    """[Figure] for every memory limit set on this process's cgroups (v1 and v2)."""
+def limit_files(root: str = "/"):
+    """[(path under *root*, figure name)] of every cgroup limit file (v1 and v2) on this
+    process's cgroups and their ancestors, whatever it holds now ("max" too)."""
     own = _own_cgroups(root)
-    figures = []
+    found = []
     for fstype, mount_root, mount_point, options in _mounts(root):
         if fstype == "cgroup2" and "v2" in own:
             files = ("memory.max", "memory.high")
@@ -111,52 +109,13 @@ def cgroup_limits(root: str = "/"):
         top = os.path.join(root, mount_point.lstrip("/"))
         for d in _walk_up(start, top):
             for name in files:
-                text = (_read(os.path.join(d, name)) or "").strip()
-                if text.isdigit() and int(text) < UNLIMITED:
-                    shown = "/" + os.path.relpath(os.path.join(d, name), root)
-                    figures.append(Figure("cgroup %s %s" % ("v2" if fstype == "cgroup2" else "v1", name),
-                                          int(text), shown))
-    return figures
+                if os.path.isfile(os.path.join(d, name)):
+                    found.append(("/" + os.path.relpath(os.path.join(d, name), root),
+                                  "cgroup %s %s" % ("v2" if fstype == "cgroup2" else "v1", name)))
+    return found
 
 
-def reserve_for(limit: int) -> int:
-    """Memory kept out of the budget for the OS, ninja and the page cache."""
-    return max(256 << 20, limit // 8)
-
-
-def detect(root: str = "/"):
-    """(limit Figure, [all Figures considered]): the smallest limit that applies here."""
-    figures = cgroup_limits(root)
+def scan(root: str = "/"):
+    """(limit files, MemTotal in bytes or None): what shim/budget.py caches."""
     total = mem_total(root)
-    if total:
-        figures.append(total)
-    if not figures:
-        return None, []
-    return min(figures, key=lambda f: f.value), figures
-
-
-def resolve(requested, root: str = "/"):
-    """(budget bytes or None for "off", explanation lines) for a requested budget.
-
-    *requested*: None or "auto" (detect), "off", a size ("3GiB"), or a percentage of
-    the detected limit ("75%").
-    """
-    text = "auto" if requested is None else str(requested).strip()
-    if text.lower() in ("off", "none", "0", "false"):
-        return None, ["memory admission off (%r)" % requested]
-    limit, figures = detect(root)
-    lines = ["%s: %s (%s)" % (f.name, size.format(f.value), f.source) for f in figures]
-    if text.lower() == "auto":
-        if limit is None:
-            return None, lines + ["no memory figure found: admission off"]
-        budget = limit.value - reserve_for(limit.value)
-        lines.append("budget: %s = %s (%s) minus a reserve of %s"
-                     % (size.format(budget), size.format(limit.value), limit.name,
-                        size.format(reserve_for(limit.value))))
-        return max(budget, 1 << 20), lines
-    budget = size.parse(text, total=limit.value if limit else None)
-    if budget < MINIMUM:
-        raise ValueError("a budget of %s leaves no room for any step (at least 1MiB)" % size.format(budget))
-    lines.append("budget: %s (%s)" % (size.format(budget), "%s of %s" % (text, limit.name)
-                                       if text.endswith("%") else "as requested"))
-    return budget, lines
+    return limit_files(root), total.value if total else None

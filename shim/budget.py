@@ -1,0 +1,230 @@
+"""The memory budget: its grammar, declared once, and the limit it is cut from, cached.
+
+One grammar serves every place a budget is written: SHIM_MEMORY_BUDGET, toolchain.toml
+`memory.budget`, `--budget` of `shim build`, `shim cargo`, `shim doctor` and `shim bazel
+init`, and the keys table in README (`shim config keys`). It is *WORDS* (auto, and off
+with its synonyms), a size ("6GiB", "512M", a bare number of bytes), or a percentage of
+the detected limit ("75%"). Anything else is refused with one reason, and the slips
+people make get a "did you mean": a bare fraction ("0.75" -> "75%"), a bare small
+number ("512" -> "512MiB"), a budget under MINIMUM.
+
+The default is DEFAULT (auto) everywhere a step runs: under plain ninja, make, a CMake or
+Meson launcher, cargo, Bazel, as under `shim build`. Auto and percentages need the
+limit: the smallest of the cgroup (v1, v2) limits of this process and MemTotal. Finding
+it is a walk over /proc/self/mountinfo and the cgroup tree (shim/config/limits.py, cold
+code); a step does not pay for it. The walk's result, which files hold a limit, is kept
+in the per-user runtime directory under the fingerprint of /proc/self/cgroup (what
+identifies the process's cgroups), and each step reads just those files again: a limit
+changed while the runner lives is seen by the next step, a file gone sends the step
+back to the walk. A limit file that cannot be read or holds garbage means no budget for
+the step, with one warning per build: never a failed step.
+"""
+
+from shim import digest, host, rundir, size
+
+DEFAULT = "auto"
+AUTO = "auto"
+OFF = ("off", "none", "no", "false", "0", "disabled")
+MINIMUM = 1 << 20               # a smaller budget is a slip, not a plan
+DESCRIPTION = ("auto (the cgroup or RAM limit minus a reserve; the default), off (also none, no, "
+               "false, 0, disabled), a size such as \"6GiB\", or a percentage of the limit such as \"75%\"")
+UNLIMITED = 1 << 60             # cgroup v1 says "no limit" with a number near 2**63
+CACHE_VERSION = "shim-limits 1"
+
+
+def parse(text):
+    """("auto", None), ("off", None), ("size", bytes) or ("percent", number) for *text*
+    (a str, or an int of bytes as TOML may give); ValueError with the reason if bad."""
+    if isinstance(text, bool) or not isinstance(text, (str, int)):
+        raise ValueError("expected %s, got %r" % (DESCRIPTION, text))
+    s = str(text).strip()          # an int from TOML reads as the same text would
+    word = s.lower()
+    if word == AUTO:
+        return AUTO, None
+    if word in OFF:
+        return "off", None
+    if s.endswith("%"):
+        try:
+            number = float(s[:-1].strip())
+        except ValueError:
+            number = -1.0
+        if not 0 < number <= 100:
+            raise ValueError("a percentage of the limit must be in (0, 100]: %r" % text)
+        return "percent", number
+    if _is_fraction(s):
+        raise ValueError("%r is not a budget: did you mean \"%g%%\"? (a bare number is bytes)"
+                         % (s, float(s) * 100))
+    try:
+        value = size.parse(s)
+    except ValueError as e:
+        if "did you mean" in str(e):
+            raise
+        raise ValueError("%s; or auto, off, a percentage such as \"75%%\"" % e) from None
+    if value < MINIMUM:
+        raise ValueError("a budget of %s leaves no room for any step (at least 1MiB)" % size.format(value))
+    return "size", value
+
+
+def _is_fraction(s: str) -> bool:
+    try:
+        return 0 < float(s) < 1
+    except ValueError:
+        return False
+
+
+def reserve_for(limit: int, machine: bool = False) -> int:
+    """Memory kept out of an auto budget: 1/8 of the limit, for the build tool, the shims
+    and the page cache; at least 64 MiB in a cgroup (whose limit counts only its own
+    processes), 256 MiB when the limit is the machine's RAM (the OS and everything else
+    on it live there too)."""
+    return max((256 << 20) if machine else (64 << 20), limit // 8)
+
+
+def of(kind: str, value, limit, machine: bool = False):
+    """Bytes for a parsed budget, given the *limit* (bytes, or None where none was
+    found; *machine*: it is MemTotal); None for off, or for auto/a percentage without a
+    limit."""
+    if kind == "off":
+        return None
+    if kind == "size":
+        return value
+    if limit is None:
+        return None
+    if kind == AUTO:
+        return max(limit - reserve_for(limit, machine), MINIMUM)
+    budget = int(limit * value / 100)
+    if budget < MINIMUM:
+        raise ValueError("a budget of %s (%g%% of %s) leaves no room for any step (at least 1MiB)"
+                         % (size.format(budget), value, size.format(limit)))
+    return budget
+
+
+def limit(env: dict, root: str = "/"):
+    """(bytes, whether it is MemTotal) of the memory limit that applies to this process,
+    or None: from the cache in the runtime directory when the files it names still read,
+    else by the walk."""
+    if root in _found:
+        return _found[root]
+    _found[root] = found = _limit(env, root)
+    return found
+
+
+_found = {}         # root -> limit: this process asks once
+
+
+def _limit(env: dict, root: str):
+    try:
+        own = host.read_file(host.join(root, "proc/self/cgroup"))
+    except OSError:
+        own = b""
+    try:
+        cache = host.join(rundir.ensure(env), "limits-" + digest.fingerprint(own.decode("utf-8", "replace") + root))
+    except OSError:
+        cache = None
+    files = memtotal = None
+    if cache:
+        files, memtotal = _load(cache)
+    if files is not None:
+        found = _read_limits(files, root)
+        if found is not None:
+            return _smallest(found[0], memtotal, found[1], env)
+    from shim.config import limits          # the walk: cold, once per cgroup (and per change)
+    files, memtotal = limits.scan(root)
+    found = _read_limits(files, root)
+    if cache and found is not None:
+        _store(cache, files, memtotal)
+    if found is None:
+        found = ([], ["%s vanished while it was read" % f for f, _ in files[:1]])
+    return _smallest(found[0], memtotal, found[1], env)
+
+
+def _smallest(values, memtotal, problems, env):
+    if problems:
+        rundir.warn_once("limits", "cannot read the memory limit: %s: no memory budget" % problems[0], env)
+        return None
+    if values and (not memtotal or min(values) < memtotal):
+        return min(values), False
+    return (memtotal, True) if memtotal else None
+
+
+def _read_limits(files, root):
+    """([limits in bytes], [problems]) of *files* [(path, name)]; None if one is gone (the
+    cache is stale: the walk must run again)."""
+    values, problems = [], []
+    for path, _ in files:
+        try:
+            text = host.read_file(host.join(root, path.lstrip("/"))).decode("ascii", "replace").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            problems.append("%s: %s" % (path, e.strerror or e))
+            continue
+        if text.isdigit():
+            if int(text) < UNLIMITED:
+                values.append(int(text))
+        elif text != "max":
+            problems.append("%s holds %r" % (path, text[:40]))
+    return values, problems
+
+
+def _load(cache: str):
+    """([(path, name)], MemTotal or None) from the cache file, or (None, None)."""
+    try:
+        lines = host.read_own_file(cache).decode("utf-8", "replace").split("\n")
+    except OSError:
+        return None, None
+    if len(lines) < 3 or lines[0] != CACHE_VERSION or not lines[1].isdigit() or lines[-1] != "":
+        return None, None
+    files = []
+    for line in lines[2:-1]:
+        path, tab, name = line.partition("\t")
+        if not tab or not path.startswith("/"):
+            return None, None
+        files.append((path, name))
+    return files, int(lines[1]) or None
+
+
+def _store(cache: str, files, memtotal) -> None:
+    text = "%s\n%d\n%s" % (CACHE_VERSION, memtotal or 0, "".join("%s\t%s\n" % f for f in files))
+    try:
+        host.replace_file(cache, text.encode("utf-8", "surrogateescape"), 0o600)
+    except OSError:
+        pass                                 # the next step walks again: slower, still right
+
+
+def detect(root: str = "/"):
+    """(limit Figure, [every Figure considered]) with the files' values now: the smallest
+    limit that applies here (for `shim doctor`, `shim build`, the tests)."""
+    from shim.config import limits
+    files, memtotal = limits.scan(root)
+    figures = []
+    for path, name in files:
+        values, _ = _read_limits([(path, name)], root) or ([], [])
+        figures += [limits.Figure(name, v, path) for v in values]
+    if memtotal:
+        figures.append(limits.Figure("MemTotal", memtotal, "/proc/meminfo"))
+    if not figures:
+        return None, []
+    return min(figures, key=lambda f: f.value), figures
+
+
+def explain(requested, root: str = "/"):
+    """(budget bytes or None for off, explanation lines) for a request in this grammar
+    (None: the default); ValueError if it is not one."""
+    kind, value = parse(DEFAULT if requested is None else requested)
+    if kind == "off":
+        return None, ["memory admission off (%r)" % requested]
+    limit, figures = detect(root)
+    lines = ["%s: %s (%s)" % (f.name, size.format(f.value), f.source) for f in figures]
+    machine = bool(limit) and limit.name == "MemTotal"
+    result = of(kind, value, limit.value if limit else None, machine)
+    if result is None:
+        return None, lines + ["no memory figure found: admission off"]
+    if kind == AUTO:
+        lines.append("budget: %s = %s (%s) minus a reserve of %s"
+                     % (size.format(result), size.format(limit.value), limit.name,
+                        size.format(reserve_for(limit.value, machine))))
+    else:
+        lines.append("budget: %s (%s)" % (size.format(result), "%s of %s" % (requested, limit.name)
+                                           if kind == "percent" else "as requested"))
+    return result, lines
