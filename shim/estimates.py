@@ -7,6 +7,12 @@ only: exec'd steps cannot be measured) with the argv fingerprint and time of the
 newest. The estimate is a high percentile (p90) of those peaks, which for fewer
 than ten observations is their maximum.
 
+A step with no history of its own is admitted, once a few steps of the same tool and
+kind have been measured in this build (SIBLINGS_MIN), at the p90 of their peaks
+(source "build"): a cold build learns as it goes instead of admitting every compile at
+the prior. Those peaks are kept under a class key (tool, kind) with the build they came
+from, and count only for that build.
+
 The index lives beside the ledger in SHARDS small marshal files, so a step reads
 one file of a few KB, never the ledger. `shim build` (and `shim report`) rebuild it
 from the ledger; a step whose key is missing falls back to toolchain.toml's
@@ -25,8 +31,24 @@ PRIORS = {"compile": 256 << 20, "link": 1 << 30, "archive": 64 << 20, "preproces
           "other": 64 << 20}
 
 
+SIBLINGS_MIN = 3           # measured steps of a tool and kind before their p90 stands for the others
+
+
 def key(tool: str, output) -> str:
     return "%s\0%s" % (tool, output or "")
+
+
+def class_key(tool: str, kind: str) -> str:
+    """The key under which this build's measured peaks of *tool*'s *kind* steps are kept."""
+    return "\0class\0%s\0%s" % (tool, kind)
+
+
+def siblings(ledger_dir: str, tool: str, kind: str, build: str, env: dict = None):
+    """Peaks of *tool*'s *kind* steps measured so far in *build*, once there are enough."""
+    entry = lookup(ledger_dir, class_key(tool, kind), env)
+    if entry and entry[1] == build and len(entry[0]) >= SIBLINGS_MIN:
+        return entry[0]
+    return None
 
 
 def key_of(record: dict) -> str:
@@ -87,11 +109,14 @@ def percentile90(peaks) -> int:
     return ordered[max(0, -(-len(ordered) * 9 // 10) - 1)]
 
 
-def estimate(entry, kind: str, config: dict, tool: dict = None):
-    """(bytes, source) where source is "history", "prior" (tool.<id>.memory, else
-    step.<kind>.memory) or "default"."""
+def estimate(entry, kind: str, config: dict, tool: dict = None, peers=None):
+    """(bytes, source) where source is "history", "build" (the p90 of *peers*: steps of
+    the same tool and kind measured earlier in this build), "prior" (tool.<id>.memory,
+    else step.<kind>.memory) or "default"."""
     if entry:
         return percentile90(entry[0]), "history"
+    if peers:
+        return percentile90(peers), "build"
     if tool and tool.get("memory"):
         return tool["memory"], "prior"
     step = config["steps"].get(kind) or {}
@@ -105,12 +130,19 @@ def is_fresh(entry, argv: str, now: float) -> bool:
     return bool(entry) and entry[1] == argv and now - entry[2] < STALE_AFTER
 
 
-def observe(ledger_dir: str, record: dict) -> None:
+def observe(ledger_dir: str, record: dict, build: str = None) -> None:
     """Add a spawned step's measured peak to its shard at once, so that plain ninja and
-    Bazel builds learn too (not only `shim build`, which rebuilds the whole index).
-    A concurrent update of the same shard may win over this one: then the step is
-    measured again next time. Never raises."""
-    k = key_of(record)
+    Bazel builds learn too (not only `shim build`, which rebuilds the whole index); with
+    *build*, also to this build's peaks of its tool and kind (a step cut short by the
+    OOM killer says nothing of its siblings). A concurrent update of the same shard may
+    win over this one: then the step is measured again next time. Never raises."""
+    peak = record.get("need") or record["rss"]
+    _add(ledger_dir, key_of(record), peak, record.get("argv"), record["t0"], False)
+    if build and not record.get("need"):
+        _add(ledger_dir, class_key(record["tool"], record["kind"]), peak, build, record["t0"], True)
+
+
+def _add(ledger_dir: str, k: str, peak: int, tag, t: float, same_tag_only: bool) -> None:
     path = _shard(ledger_dir, k)
     try:
         table = _read_shard(path)
@@ -119,8 +151,8 @@ def observe(ledger_dir: str, record: dict) -> None:
         if not table:
             host.makedirs(host.dirname(path))
         entry = table.get(k)
-        peaks = (list(entry[0]) if _entry_ok(entry) else []) + [record.get("need") or record["rss"]]
-        table[k] = (peaks[-KEEP:], record.get("argv"), record["t0"])
+        kept = list(entry[0]) if _entry_ok(entry) and (not same_tag_only or entry[1] == tag) else []
+        table[k] = ((kept + [peak])[-KEEP:], tag, t)
         host.replace_file(path, marshal.dumps(table))
     except (OSError, ValueError):
         pass

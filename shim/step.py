@@ -122,12 +122,15 @@ class _Admission:
         self.source = ""
 
 
-def _plan(budget, config, env, ledger_dir, key, kind, tool):
+def _plan(budget, config, env, ledger_dir, key, kind, tool, name):
     """Where to reserve and how much, or None when admission is off or impossible here."""
     plan = _Admission()
+    peers = None
     if ledger_dir:
         plan.entry = estimates.lookup(ledger_dir, key, env)
-    plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config, tool)
+        if plan.entry is None:            # cold: what its siblings measured so far in this build
+            peers = estimates.siblings(ledger_dir, name, kind, rundir.build_identity(env), env)
+    plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config, tool, peers)
     found = budget_mod.limit(env)
     plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"], found[0] if found else None)
     try:
@@ -259,8 +262,8 @@ def _admit(s: _Step) -> None:
     if budget:
         k = estimates.key_of(s.record) if s.record else estimates.key(
             s.name, s.parsed.primary_output or s.parsed.primary_input)
-        s.plan = _plan(budget, s.config, s.env, s.ledger_dir, k, s.parsed.kind, s.tool)
-        if s.plan and s.launcher["memory_factor"] != 1.0 and s.plan.source != "history":
+        s.plan = _plan(budget, s.config, s.env, s.ledger_dir, k, s.parsed.kind, s.tool, s.name)
+        if s.plan and s.launcher["memory_factor"] != 1.0 and s.plan.source not in ("history", "build"):
             # A measured peak already is what ran here; only a prior needs scaling down.
             s.plan.estimate = int(s.plan.estimate * s.launcher["memory_factor"])
     known = bool(s.plan and estimates.is_fresh(s.plan.entry, s.record and s.record["argv"], ledger.now()))
@@ -359,7 +362,7 @@ def _finish(record: dict, finished, ledger_dir: str, env: dict, budget: int = 0)
         if record["need"]:
             estimates.observe(ledger_dir, record)
     elif finished.signal is None and finished.max_rss:
-        estimates.observe(ledger_dir, record)
+        estimates.observe(ledger_dir, record, rundir.build_identity(env))
     ledger.append(ledger_dir, record, env)
 
 

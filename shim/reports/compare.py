@@ -381,7 +381,7 @@ ESTIMATES_SCHEMA = {
         "required": ["key", "kind", "rss", "res", "est", "src", "retry", "oom", "over", "reason"],
         "properties": {"key": {"type": "string"}, "kind": {"type": ["string", "null"]},
                        "rss": {"type": "integer"}, "res": _INT, "est": _INT,
-                       "src": {"enum": ["history", "prior", "default", None]}, "retry": _INT,
+                       "src": {"enum": ["history", "build", "prior", "default", None]}, "retry": _INT,
                        "oom": {"type": ["boolean", "null"]}, "over": {"type": "integer", "minimum": 1},
                        "reason": {"enum": ["reservation", "estimate"]}},
     },
