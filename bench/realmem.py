@@ -64,7 +64,7 @@ def shim_bin():
 
 def steps_budget(limit: int) -> int:
     """What `shim build` in a cgroup of *limit* lets its steps reserve with 4 edges in flight."""
-    from shim.cli import build
+    from shim.driver import build
     from shim.config import budget
     return build.for_steps(limit - budget.reserve_for(limit), 4)
 

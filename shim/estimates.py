@@ -127,7 +127,7 @@ def observe(ledger_dir: str, record: dict) -> None:
 
 
 def rebuild(ledger_dir: str, steps: list) -> int:
-    """Write the index from *steps* (shim/records.py dicts); returns the number of keys."""
+    """Write the index from *steps* (shim/reports/records.py dicts); returns the number of keys."""
     table = {}
     for s in steps:
         if s.get("rss") is None or s.get("sig") is not None or s.get("oom"):

@@ -1,4 +1,4 @@
-"""`shim build` (shim/build.py): what it leaves behind when killed, and what it creates."""
+"""`shim build` (shim/cli/build.py, shim/driver/ninja.py): what it leaves behind when killed, and what it creates."""
 
 import os
 import signal
@@ -82,7 +82,7 @@ def test_under_umask_000_what_shim_build_creates_is_not_writable_by_others(tmp_p
 
 
 def test_shim_build_hands_ninja_a_jobserver_a_budget_and_the_fast_launcher(tmp_path):
-    from shim.cli import build
+    from shim.driver import build, ninja as driver
     from shim.exit_status import Finished
     from shim.reports import records
     (tmp_path / "build.ninja").write_text("")
@@ -99,7 +99,7 @@ def test_shim_build_hands_ninja_a_jobserver_a_budget_and_the_fast_launcher(tmp_p
         os.close(fd)
         return Finished(3, None, 0, 0.0, 0.0)              # ninja failed: shim build says so
 
-    status = build.run(str(tmp_path), "/no/ninja", ["-k", "0", "all"], env, "2GiB", spawn=ninja)
+    status = driver.run(str(tmp_path), "/no/ninja", ["-k", "0", "all"], env, "2GiB", spawn=ninja)
     assert status == 3 and seen["dies_with_us"]
     assert seen["argv"] == ["/no/ninja", "-C", str(tmp_path), "-k", "0", "all"]
     cores = build.cores()
@@ -117,12 +117,12 @@ def test_shim_build_hands_ninja_a_jobserver_a_budget_and_the_fast_launcher(tmp_p
 
 
 def test_with_j_given_shim_build_leaves_ninjas_parallelism_alone(tmp_path):
-    from shim.cli import build
+    from shim.driver import ninja as driver
     from shim.exit_status import Finished
     (tmp_path / "build.ninja").write_text("")
     env = {"PATH": "/usr/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path), "MAKEFLAGS": ""}
     seen = {}
-    build.run(str(tmp_path), "/no/ninja", ["-j", "3"], env, "off",
+    driver.run(str(tmp_path), "/no/ninja", ["-j", "3"], env, "off",
               spawn=lambda path, argv, env, **_: seen.update(env=dict(env)) or Finished(0, None, 0, 0.0, 0.0))
     assert "jobserver" not in seen["env"]["MAKEFLAGS"] and "SHIM_CPU_SLOTS" not in seen["env"]
     assert seen["env"]["SHIM_MEMORY_BUDGET"] == "off"
