@@ -78,6 +78,28 @@ def test_under_umask_000_what_shim_build_creates_is_not_writable_by_others(tmp_p
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
 
 
+def test_with_a_read_only_shim_dir_a_build_started_through_env_runs_the_installed_launcher(tmp_path, env):
+    (tmp_path / "x.c").write_text("int x;\n")
+    (tmp_path / "build.ninja").write_text("rule cc\n  command = shim cc -c $in -o $out\nbuild x.o: cc x.c\n")
+    dot_shim = tmp_path / ".shim"
+    dot_shim.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(dot_shim)], capture_output=True).returncode == 0
+    if not mounted:
+        dot_shim.chmod(0o555)                 # only root ignores modes, and root mounts instead
+    try:
+        # as a shell runs `env shim build`: $_ is env, and no shim on PATH
+        result = subprocess.run(["/usr/bin/env", str(SHIM), "build", "-C", str(tmp_path)], capture_output=True,
+                                text=True, env=dict(env, PATH="/usr/bin:/bin", _="/usr/bin/env"))
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(dot_shim)], check=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "x.o").is_file()
+    warned = [line for line in result.stderr.splitlines() if "fast launcher" in line]
+    assert len(warned) == 1 and "using the installed one (%s)" % SHIM in warned[0], result.stderr
+
+
 # --- the driver without a ninja: a stand-in process runner (the seam ninja calls CommandRunner) ---
 
 

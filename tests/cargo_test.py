@@ -304,6 +304,15 @@ def test_jobs_the_user_chose_are_left_alone(tmp_path, args, given):
     assert "SHIM_CPU_SLOTS" not in seen["env"] and seen["env"]["SHIM_MEMORY_BUDGET"] == "off"
 
 
+def test_the_summary_names_cargo_as_the_tool_whose_tree_was_sampled(tmp_path, capsys):
+    from shim.driver import cargo as driver
+    (tmp_path / "Cargo.toml").write_text("[workspace]\n")
+    driver.run("/no/cargo", ["build"], driver_env(tmp_path), "off", spawn=stand_in({}),
+               where=str(tmp_path / "target"))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("shim: 0 steps in ") and "(cargo and all under it)" in first
+
+
 def test_jobs_after_a_double_dash_belong_to_the_program_not_to_cargo():
     from shim.driver import cargo as driver
     assert driver.given_jobs(["run", "--", "-j", "8"], {}) is None

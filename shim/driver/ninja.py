@@ -14,6 +14,7 @@ and says so in one line.
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from typing import NamedTuple, Optional
@@ -25,6 +26,8 @@ from shim.exit_status import ShimError
 JOBSERVER_CLIENT = (1, 13)     # ninja learned --jobserver-auth=fifo: then
 LOG_V7 = (1, 13)               # and writes `# ninja log v7` from then on (rapidhash)
 
+# `shim` run by name in a command: CMake's launcher `shim`, Meson's CC="shim gcc", `shim wrap`.
+_BY_NAME = re.compile(r"^[ \t]+command = (?:.*[\s;&|(])?shim[ \t]", re.M)
 _CLEAN = re.compile(r"^build meson-internal__clean: .*\n(?:[ \t]+\S.*\n)*?[ \t]+COMMAND = (.+?) -t clean[ \t]*$",
                     re.M)
 
@@ -126,6 +129,18 @@ def _same(a: str, b: str) -> bool:
         return False
 
 
+def runs_shim_by_name(build_dir: str) -> bool:
+    """Whether a rule of *build_dir*'s manifest (or CMake's rules.ninja) runs `shim` found on PATH."""
+    for name in ("build.ninja", os.path.join("CMakeFiles", "rules.ninja")):
+        try:
+            with open(os.path.join(build_dir, name), errors="replace") as f:
+                if _BY_NAME.search(f.read()):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
 def _jobs(ninja_args, cores: int) -> int:
     """The -j N of *ninja_args*, else ninja's default (cores + 2)."""
     for i, a in enumerate(ninja_args):
@@ -166,7 +181,12 @@ def run(directory: str, ninja, ninja_args: list, env: dict, budget_option=None,
     if isinstance(ninja, str):
         ninja = Ninja(ninja, (), "the PyPI package's")
     plan = build.Plan(os.path.abspath(directory), env)
-    build.start(plan)
+    unfound = not shutil.which("shim", path=env.get("PATH", "")) and runs_shim_by_name(plan.build_dir)
+    launcher = build.start(plan)
+    if unfound:
+        build.note("the build runs `shim` by name, which is not on PATH: shim build puts %s first, but a later "
+                   "`ninja` or `cmake --build` fails with `shim: not found` unless %s is on PATH"
+                   % (os.path.dirname(launcher), os.path.dirname(build.installed_launcher()) or "shim's bin"))
     if wrap:
         status = rewrap(directory, ninja.path, env, wrap, spawn)
         if status:
