@@ -38,7 +38,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,20 +86,6 @@ def workspace(work: str, name: str) -> str:
     return ws
 
 
-class Sampler(threading.Thread):
-    """The largest sum of RSS over the process tree of *pid*, every 50 ms."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        from shim import host
-        self.pid, self.tree_rss, self.peak = pid, host.tree_rss, 0
-        self.stopping = threading.Event()
-
-    def run(self):
-        while not self.stopping.wait(0.05):
-            self.peak = max(self.peak, self.tree_rss(self.pid))
-
-
 def timed(argv: list, cwd: str, env: dict, log: str, sample: bool = False):
     """(wall s, CPU s of its children, CPU s of other processes meanwhile, sampled peak, start
     time) of one clean build, or None when it failed (the log has why)."""
@@ -116,14 +101,14 @@ def timed(argv: list, cwd: str, env: dict, log: str, sample: bool = False):
         pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
     finally:
         os.chdir(old)
-    sampler = Sampler(pid) if sample else None
+    from shim.driver.sampler import Sampler
+    sampler = Sampler(pid, interval=0.05) if sample else None
     if sampler:
         sampler.start()
     _, status, usage = os.wait4(pid, 0)
     wall = time.perf_counter() - start
     if sampler:
-        sampler.stopping.set()
-        sampler.join()
+        sampler.stop()
     if os.waitstatus_to_exitcode(status) != 0:
         return None
     cpu = usage.ru_utime + usage.ru_stime

@@ -64,34 +64,6 @@ class Failure(Exception):
 
 # --- measuring a build ---------------------------------------------------------------------
 
-class TreeSampler(threading.Thread):
-    """Every *interval* s, the sum of the RSS of *root* and all its descendants; keeps the peak."""
-
-    def __init__(self, root: int, interval: float = 0.02):
-        super().__init__(daemon=True)
-        self.root, self.interval = root, interval
-        self.peak = self.samples = 0
-        self.stopping = threading.Event()
-
-    def run(self):
-        while not self.stopping.is_set():
-            rss = tree_rss(self.root)
-            if rss:
-                self.peak = max(self.peak, rss)
-                self.samples += 1
-            self.stopping.wait(self.interval)
-
-    def stop(self):
-        self.stopping.set()
-        self.join(timeout=2)
-
-
-def tree_rss(root: int) -> int:
-    """Resident bytes of *root* and its descendants now: shim's own walk (host_posix)."""
-    from shim.host_posix import tree_rss as walk
-    return walk(root)
-
-
 def descendants(root: int) -> list:
     found, todo = [], [root]
     while todo:
@@ -156,7 +128,8 @@ def run_build(argv, env, log_path) -> Result:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-        sampler = TreeSampler(proc.pid)
+        from shim.driver.sampler import Sampler
+        sampler = Sampler(proc.pid, interval=0.02)
         sampler.start()
         killer = threading.Timer(TIMEOUT, lambda: kill_tree(proc.pid))
         killer.start()

@@ -64,8 +64,8 @@ def shim_bin():
 
 def steps_budget(limit: int) -> int:
     """What `shim build` in a cgroup of *limit* lets its steps reserve with 4 edges in flight."""
-    from shim.cli import build
     from shim import budget
+    from shim.driver import build
     return build.for_steps(limit - budget.reserve_for(limit), 4)
 
 

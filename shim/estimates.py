@@ -159,7 +159,7 @@ def _add(ledger_dir: str, k: str, peak: int, tag, t: float, same_tag_only: bool)
 
 
 def rebuild(ledger_dir: str, steps: list) -> int:
-    """Write the index from *steps* (shim/records.py dicts); returns the number of keys."""
+    """Write the index from *steps* (shim/reports/records.py dicts); returns the number of keys."""
     table = {}
     for s in steps:
         peak = s.get("need") or s.get("rss")

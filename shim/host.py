@@ -1,8 +1,25 @@
-"""Chooses the platform module; the only place in shim that looks at sys.platform."""
+"""The operating system's API for shim, declared once; chooses the platform module that
+defines it (the only place in shim that looks at sys.platform)."""
 
 import sys
 
+# Every name host_posix.py and host_windows.py define for the rest of shim (tests/host_test.py
+# holds both to it); nothing else of theirs is reachable as shim.host.NAME.
+API = (
+    "osapi", "EXEC_SUPPORTED", "SEP", "PATHSEP", "PLATFORM",
+    "getcwd", "stat", "exists", "getpid", "getuid", "open_file", "read", "write", "close",
+    "O_RDONLY", "O_CLOEXEC", "O_NOFOLLOW", "arch", "environ",
+    "is_absolute", "join", "dirname", "basename", "program_stem", "is_executable_file", "program_candidates",
+    "flush_stdio", "exit_now", "read_file", "mkdir", "makedirs", "private_dir_problem", "make_private_dir",
+    "read_own_file", "open_private", "replace_file", "raise_oom_score", "restore_oom_score",
+    "pid_alive", "tree_rss", "exec_program", "spawn_program", "die_of_signal",
+)
+
 if sys.platform == "win32":
-    from shim.host_windows import *  # noqa: F401,F403
+    from shim import host_windows as _platform
 else:
-    from shim.host_posix import *  # noqa: F401,F403
+    from shim import host_posix as _platform
+
+for _name in API:
+    globals()[_name] = getattr(_platform, _name)
+del _name

@@ -2,8 +2,8 @@
 
 Built on the `posix` and `_signal` builtins instead of `os` and `signal`: importing
 `os` costs ~1.4 ms and `signal` ~6 ms (it builds enums) per process, which would
-be most of shim's whole per-step budget (BENCHMARKS.md). Same names as
-host_windows.py; shim/host.py chooses.
+be most of shim's whole per-step budget (BENCHMARKS.md). Defines every name of
+shim/host.py's API, as host_windows.py does; shim/host.py chooses.
 """
 
 import _signal
@@ -14,52 +14,6 @@ import sys
 import time
 
 from shim.exit_status import Finished
-
-__all__ = (
-    "osapi",
-    "EXEC_SUPPORTED",
-    "SEP",
-    "PATHSEP",
-    "PLATFORM",
-    "getcwd",
-    "stat",
-    "exists",
-    "getpid",
-    "getuid",
-    "open_file",
-    "read",
-    "write",
-    "close",
-    "O_RDONLY",
-    "O_CLOEXEC",
-    "arch",
-    "environ",
-    "is_absolute",
-    "join",
-    "dirname",
-    "basename",
-    "program_stem",
-    "is_executable_file",
-    "program_candidates",
-    "flush_stdio",
-    "exit_now",
-    "read_file",
-    "mkdir",
-    "makedirs",
-    "private_dir_problem",
-    "make_private_dir",
-    "read_own_file",
-    "open_private",
-    "replace_file",
-    "O_NOFOLLOW",
-    "raise_oom_score",
-    "restore_oom_score",
-    "pid_alive",
-    "tree_rss",
-    "exec_program",
-    "spawn_program",
-    "die_of_signal",
-)
 
 EXEC_SUPPORTED = True
 SEP = "/"

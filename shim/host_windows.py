@@ -1,8 +1,8 @@
 """The operating system as the hot path sees it, on Windows.
 
-Same names as host_posix.py. Windows has no exec: `os.execv` there starts a new
-process and ends the caller, so the parent (ninja) would see shim's exit at once,
-not the tool's. Every step is therefore spawned (EXEC_SUPPORTED is False and
+Defines every name of shim/host.py's API, as host_posix.py does. Windows has no
+exec: `os.execv` there starts a new process and ends the caller, so the parent
+(ninja) would see shim's exit at once, not the tool's. Every step is therefore spawned (EXEC_SUPPORTED is False and
 shim/step.py turns exec into spawn). Not run in this project's CI; the choosing
 logic is unit-tested on POSIX (paths use ntpath, so they can be).
 """
@@ -14,52 +14,6 @@ import sys
 import time
 
 from shim.exit_status import Finished
-
-__all__ = (
-    "osapi",
-    "EXEC_SUPPORTED",
-    "SEP",
-    "PATHSEP",
-    "PLATFORM",
-    "getcwd",
-    "stat",
-    "exists",
-    "getpid",
-    "getuid",
-    "open_file",
-    "read",
-    "write",
-    "close",
-    "O_RDONLY",
-    "O_CLOEXEC",
-    "arch",
-    "environ",
-    "is_absolute",
-    "join",
-    "dirname",
-    "basename",
-    "program_stem",
-    "is_executable_file",
-    "program_candidates",
-    "flush_stdio",
-    "exit_now",
-    "read_file",
-    "mkdir",
-    "makedirs",
-    "private_dir_problem",
-    "make_private_dir",
-    "read_own_file",
-    "open_private",
-    "replace_file",
-    "O_NOFOLLOW",
-    "raise_oom_score",
-    "restore_oom_score",
-    "pid_alive",
-    "tree_rss",
-    "exec_program",
-    "spawn_program",
-    "die_of_signal",
-)
 
 EXEC_SUPPORTED = False
 SEP = "\\"

@@ -104,7 +104,7 @@ def _signature(st) -> tuple:
 
 
 def load(cwd: str, env: dict) -> dict:
-    """The merged runtime config for a step run in *cwd* (see shim/config.py compile_config)."""
+    """The merged runtime config for a step run in *cwd* (see shim/config/layers.py compile_config)."""
     found = discover(cwd, env)
     env_path = env.get("PATH", "")
     ident = "\0".join([__version__, str(_FORMAT), host.PLATFORM, env_path] + [p for _, p, _ in found])
@@ -138,7 +138,7 @@ def _read_cache(cache: str, ident: str, known: dict):
     return config
 
 
-# Top-level keys of a compiled config (shim/config.py compile_config); a cache without
+# Top-level keys of a compiled config (shim/config/layers.py compile_config); a cache without
 # them is not ours to trust.
 _SHAPE = frozenset(("launchers", "ledger", "memory", "preset", "mode", "steps", "tools", "names",
                     "name_patterns"))

@@ -32,27 +32,13 @@ def alloc(tmp_path):
         """, shebang="#!%s -IS" % sys.executable)
 
 
-class TreeSampler(threading.Thread):
-    """Sum of RSS over a process tree, sampled from /proc every 10 ms."""
-
-    def __init__(self, pid):
-        super().__init__(daemon=True)
-        self.pid, self.peak, self.samples, self.stop = pid, 0, 0, threading.Event()
-
-    def run(self):
-        from shim.host_posix import tree_rss
-        while not self.stop.wait(0.01):
-            self.peak = max(self.peak, tree_rss(self.pid))
-            self.samples += 1
-
-
 def run_sampled(argv, cwd, env):
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = TreeSampler(proc.pid)
+    from shim.driver.sampler import Sampler
+    sampler = Sampler(proc.pid, interval=0.01)
     sampler.start()
     out, _ = proc.communicate(timeout=300)
-    sampler.stop.set()
-    sampler.join()
+    sampler.stop()
     assert sampler.samples > 20
     return proc.returncode, out, sampler.peak
 

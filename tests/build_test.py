@@ -1,4 +1,4 @@
-"""`shim build` (shim/build.py): what it leaves behind when killed, and what it creates."""
+"""`shim build` (shim/cli/build.py, shim/driver/ninja.py): what it leaves behind when killed, and what it creates."""
 
 import os
 import signal
@@ -78,11 +78,33 @@ def test_under_umask_000_what_shim_build_creates_is_not_writable_by_others(tmp_p
     assert stat.S_IMODE(run.stat().st_mode) == 0o700
 
 
+def test_with_a_read_only_shim_dir_a_build_started_through_env_runs_the_installed_launcher(tmp_path, env):
+    (tmp_path / "x.c").write_text("int x;\n")
+    (tmp_path / "build.ninja").write_text("rule cc\n  command = shim cc -c $in -o $out\nbuild x.o: cc x.c\n")
+    dot_shim = tmp_path / ".shim"
+    dot_shim.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(dot_shim)], capture_output=True).returncode == 0
+    if not mounted:
+        dot_shim.chmod(0o555)                 # only root ignores modes, and root mounts instead
+    try:
+        # as a shell runs `env shim build`: $_ is env, and no shim on PATH
+        result = subprocess.run(["/usr/bin/env", str(SHIM), "build", "-C", str(tmp_path)], capture_output=True,
+                                text=True, env=dict(env, PATH="/usr/bin:/bin", _="/usr/bin/env"))
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(dot_shim)], check=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "x.o").is_file()
+    warned = [line for line in result.stderr.splitlines() if "fast launcher" in line]
+    assert len(warned) == 1 and "using the installed one (%s)" % SHIM in warned[0], result.stderr
+
+
 # --- the driver without a ninja: a stand-in process runner (the seam ninja calls CommandRunner) ---
 
 
 def test_shim_build_hands_ninja_a_jobserver_a_budget_and_the_fast_launcher(tmp_path):
-    from shim.cli import build
+    from shim.driver import build, ninja as driver
     from shim.exit_status import Finished
     from shim.reports import records
     (tmp_path / "build.ninja").write_text("")
@@ -99,7 +121,7 @@ def test_shim_build_hands_ninja_a_jobserver_a_budget_and_the_fast_launcher(tmp_p
         os.close(fd)
         return Finished(3, None, 0, 0.0, 0.0)              # ninja failed: shim build says so
 
-    status = build.run(str(tmp_path), "/no/ninja", ["-k", "0", "all"], env, "2GiB", spawn=ninja)
+    status = driver.run(str(tmp_path), "/no/ninja", ["-k", "0", "all"], env, "2GiB", spawn=ninja)
     assert status == 3 and seen["dies_with_us"]
     assert seen["argv"] == ["/no/ninja", "-C", str(tmp_path), "-k", "0", "all"]
     cores = build.cores()
@@ -117,12 +139,12 @@ def test_shim_build_hands_ninja_a_jobserver_a_budget_and_the_fast_launcher(tmp_p
 
 
 def test_with_j_given_shim_build_leaves_ninjas_parallelism_alone(tmp_path):
-    from shim.cli import build
+    from shim.driver import ninja as driver
     from shim.exit_status import Finished
     (tmp_path / "build.ninja").write_text("")
     env = {"PATH": "/usr/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path), "MAKEFLAGS": ""}
     seen = {}
-    build.run(str(tmp_path), "/no/ninja", ["-j", "3"], env, "off",
+    driver.run(str(tmp_path), "/no/ninja", ["-j", "3"], env, "off",
               spawn=lambda path, argv, env, **_: seen.update(env=dict(env)) or Finished(0, None, 0, 0.0, 0.0))
     assert "jobserver" not in seen["env"]["MAKEFLAGS"] and "SHIM_CPU_SLOTS" not in seen["env"]
     assert seen["env"]["SHIM_MEMORY_BUDGET"] == "off"

@@ -1,4 +1,4 @@
-"""cargo through shim: `RUSTC_WRAPPER=shim cargo build` and `shim cargo build` (shim/cli/cargo.py).
+"""cargo through shim: `RUSTC_WRAPPER=shim cargo build` and `shim cargo build` (shim/cli/cargo.py, shim/driver/cargo.py).
 
 The end-to-end tests build tests/fixtures/cargo, a workspace of a library on regex and serde and a
 program on it and serde_json, with the real cargo and rustc, offline: its .cargo/config.toml takes
@@ -273,7 +273,7 @@ def driver_env(tmp_path: Path) -> dict:
 
 
 def test_shim_cargo_hands_cargo_the_fast_launcher_as_rustc_wrapper_two_jobs_per_core_and_a_budget(tmp_path):
-    from shim.cli import build, cargo as driver
+    from shim.driver import build, cargo as driver
     (tmp_path / "Cargo.toml").write_text("[workspace]\n")
     seen = {}
     env = dict(driver_env(tmp_path), RUSTC_WRAPPER="sccache")
@@ -296,7 +296,7 @@ def test_shim_cargo_hands_cargo_the_fast_launcher_as_rustc_wrapper_two_jobs_per_
     (["build"], {"CARGO_BUILD_JOBS": "3"}),
 ])
 def test_jobs_the_user_chose_are_left_alone(tmp_path, args, given):
-    from shim.cli import cargo as driver
+    from shim.driver import cargo as driver
     seen = {}
     driver.run("/no/cargo", args, dict(driver_env(tmp_path), **given), "off", spawn=stand_in(seen),
                where=str(tmp_path / "target"))
@@ -304,13 +304,22 @@ def test_jobs_the_user_chose_are_left_alone(tmp_path, args, given):
     assert "SHIM_CPU_SLOTS" not in seen["env"] and seen["env"]["SHIM_MEMORY_BUDGET"] == "off"
 
 
+def test_the_summary_names_cargo_as_the_tool_whose_tree_was_sampled(tmp_path, capsys):
+    from shim.driver import cargo as driver
+    (tmp_path / "Cargo.toml").write_text("[workspace]\n")
+    driver.run("/no/cargo", ["build"], driver_env(tmp_path), "off", spawn=stand_in({}),
+               where=str(tmp_path / "target"))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("shim: 0 steps in ") and "(cargo and all under it)" in first
+
+
 def test_jobs_after_a_double_dash_belong_to_the_program_not_to_cargo():
-    from shim.cli import cargo as driver
+    from shim.driver import cargo as driver
     assert driver.given_jobs(["run", "--", "-j", "8"], {}) is None
 
 
 def test_a_target_dir_outside_the_workspace_is_its_own_build_dir(tmp_path):
-    from shim.cli import cargo as driver
+    from shim.driver import cargo as driver
     seen = {}
     driver.run("/no/cargo", ["build"], driver_env(tmp_path), "off", spawn=stand_in(seen),
                where=str(tmp_path / "elsewhere" / "target"))

@@ -2,7 +2,7 @@
 
 shim puts ccache in front of each compile (`ccache /usr/bin/gcc ...`) and points
 CCACHE_STATSLOG into the ledger dir; `shim report` pairs the stats log's entries with the
-compile steps (shim/records.py).
+compile steps (shim/reports/records.py).
 """
 
 import json

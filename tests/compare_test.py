@@ -1,5 +1,5 @@
-"""Comparing two builds, the CI gate, estimates vs reality, and the Markdown page (shim/compare.py,
-shim/markdown.py): synthetic steps, plus one pair of real builds of examples/ninja."""
+"""Comparing two builds, the CI gate, estimates vs reality, and the Markdown page (shim/reports/compare.py,
+shim/reports/markdown.py): synthetic steps, plus one pair of real builds of examples/ninja."""
 
 import sys
 from html.parser import HTMLParser

@@ -1,4 +1,4 @@
-"""The self-contained HTML report (shim/html.py), parsed here and rendered by headless Chromium."""
+"""The self-contained HTML report (shim/reports/html.py), parsed here and rendered by headless Chromium."""
 
 import os
 import random

@@ -1,8 +1,11 @@
 """The package's shape, as rules: the hot path is exactly what lies directly in shim/, click
-lives only under shim/cli/, nothing imports in a circle, the step record is declared once."""
+lives only under shim/cli/ (the driver and bench/ import none of it), nothing imports in a
+circle, the step record is declared once, and the paths the code names exist."""
 
 import ast
 import json
+import re
+import sys
 
 import pytest
 
@@ -24,14 +27,7 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 def imports_of(name: str):
     """Every shim module *name* imports, at module level or inside a function."""
-    found = set()
-    for node in ast.walk(ast.parse(MODULES[name].read_text())):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update("%s.%s" % (node.module, a.name) for a in node.names)
-    return {n for n in found if n in MODULES and n != name}
+    return {n for n in imported_anywhere(MODULES[name]) if n in MODULES and n != name}
 
 
 def test_the_modules_directly_in_shim_are_exactly_the_hot_path():
@@ -39,7 +35,34 @@ def test_the_modules_directly_in_shim_are_exactly_the_hot_path():
     hot = {"__init__" if m == "shim" else m.split(".", 1)[1] for m in hotpath.MODULES}
     assert top == hot | set(hotpath.ALSO_TOP_LEVEL)
     subpackages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert subpackages == {"cli", "config", "generators", "reports"}
+    assert subpackages == {"cli", "config", "driver", "generators", "reports"}
+    assert {"shim." + name for name in subpackages} <= set(pyproject_packages())   # shipped in the wheel
+
+
+def pyproject_packages() -> list:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["tool"]["setuptools"]["packages"]
+
+
+def imported_anywhere(path) -> set:
+    """Every module *path* imports, at module level or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update("%s.%s" % (node.module, a.name) for a in node.names)
+    return found
+
+
+def click_modules(imported: set) -> set:
+    """What of *imported* is click, or a module under shim/cli (each of which imports click)."""
+    return {n for n in imported if n.split(".")[0] == "click" or n.startswith("shim.cli")}
 
 
 def test_click_is_imported_only_under_shim_cli():
@@ -47,6 +70,15 @@ def test_click_is_imported_only_under_shim_cli():
         a.name.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
         for a in (node.names if isinstance(node, ast.Import) else [])}}
     assert users and all(name.startswith("shim.cli.") for name in users), sorted(users)
+
+
+def test_the_build_driver_and_the_benchmarks_import_no_click_module():
+    paths = sorted((PACKAGE / "driver").glob("*.py")) + sorted((REPO / "bench").glob("*.py"))
+    assert len(paths) > 5
+    for path in paths:
+        assert not click_modules(imported_anywhere(path)), path
+    # shim cargo's command stands in front of the driver, not of shim build's command
+    assert click_modules(imported_anywhere(PACKAGE / "cli" / "cargo.py")) == {"click"}
 
 
 def test_no_module_imports_itself_back_through_others():
@@ -93,3 +125,18 @@ def test_every_key_a_real_build_writes_is_declared(example, env, mode):
     declared = {f.ledger or f.name for f in fields.FIELDS} | set(records._LEDGER_ONLY) | {"rec"}
     assert written <= declared, sorted(written - declared)
     assert all(records.valid(json.loads(line)) for line in lines)
+
+
+# `shim/cli/build.py`, `shim/driver/` as docstrings and comments name them; not `.shim/bin`
+# (a build dir's) nor `$XDG_CONFIG_HOME/shim/...` (a user's).
+SHIM_PATH = re.compile(r"(?<![\w./$~-])shim/(?:[A-Za-z_]\w*/)*[A-Za-z_]\w*\.py\b")
+
+
+def test_every_shim_path_the_code_names_exists():
+    stale = []
+    for path in sorted(PACKAGE.rglob("*.py")) + sorted((REPO / "bench").glob("*.py")) + sorted(
+            (REPO / "tests").glob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            stale += ["%s:%d: %s" % (path.relative_to(REPO), number, named)
+                      for named in SHIM_PATH.findall(line) if not (REPO / named).is_file()]
+    assert not stale

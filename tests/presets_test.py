@@ -85,7 +85,7 @@ def test_the_distcc_preset_is_remote_needs_little_local_memory_and_widens_the_bu
     distcc = config["launchers"]["distcc"]
     assert distcc["remote"] is True and distcc["memory_factor"] == 0.1 and distcc["jobs"] == 16
     assert "DISTCC_HOSTS" not in distcc["env_set"]              # the user's, never overridden
-    from shim.cli import build
+    from shim.driver import build
     assert build.remote_jobs(config) == 16
     mine = runtime_config(tmp_path, 'preset = "distcc"\n[launcher.distcc]\njobs = 40\n')
     assert build.remote_jobs(mine) == 40

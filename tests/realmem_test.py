@@ -341,6 +341,7 @@ def test_a_step_the_oom_killer_cut_short_is_retried_and_the_next_build_does_not_
 CARGO_LIMIT = 480 << 20
 
 
+@pytest.mark.e2e
 def test_rustc_wrapper_shim_under_plain_cargo_build_j2_is_not_oom_killed_where_bare_cargo_is(tmp_path):
     import cargo_test
     if cargo_test.MISSING:

@@ -1,4 +1,4 @@
-"""A build's steps laid out in time: lanes, memory in use, bounds (shim/timeline.py)."""
+"""A build's steps laid out in time: lanes, memory in use, bounds (shim/reports/timeline.py)."""
 
 import random
 

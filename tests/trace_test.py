@@ -1,4 +1,4 @@
-"""Chrome trace JSON of a build (shim/trace.py), checked against the Trace Event Format and
+"""Chrome trace JSON of a build (shim/reports/trace.py), checked against the Trace Event Format and
 read back by Perfetto's own trace processor (the WASM build that ui.perfetto.dev runs)."""
 
 import fcntl

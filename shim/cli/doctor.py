@@ -17,8 +17,8 @@ from shim.exit_status import ShimError
 def doctor(budget):
     """Show what shim detects here: interpreter, launcher, toolchain, memory budget, slots."""
     from shim import admission, rundir, size, toolchain
-    from shim.cli.build import ninja_binary
     from shim import budget as detect
+    from shim.driver import ninja
     from shim.generators import launcher
     env = dict(os.environ)
     click.echo("shim %s, Python %s at %s" % (__version__, sys.version.split()[0], sys.executable))
@@ -29,7 +29,7 @@ def doctor(budget):
     for role, path, _ in toolchain.discover(os.getcwd(), env):
         click.echo("toolchain %-8s %s" % (role + ":", path))
     click.echo("toolchain cache: %s" % (toolchain.cache_dir(env) or "none (no HOME): parsing every step"))
-    click.echo("ninja: %s" % ninja_binary())
+    click.echo("ninja: %s" % ninja.choose(os.getcwd(), say=lambda line: None).named())
     try:
         config = toolchain.load(os.getcwd(), env)
     except ShimError:

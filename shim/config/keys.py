@@ -1,6 +1,6 @@
 """Every toolchain.toml key, declared once: path, type, default, documentation.
 
-`shim config keys` prints this table, shim/config.py validates against it, and
+`shim config keys` prints this table, shim/config/layers.py validates against it, and
 README.md's reference is its `shim config keys --markdown` (tests/cli_test.py
 keeps them equal).
 Placeholders in paths: <kind> is a step kind (compile, link, archive, preprocess,

@@ -50,7 +50,7 @@ def site_packages() -> str:
 
 def direct_text(python: str = None, packages: str = None, env_defaults: dict = None) -> str:
     """A direct launcher; *env_defaults* are variables it sets when the caller has not
-    (a Bazel action's environment is only PATH, PWD and TMPDIR: see shim/bazel.py)."""
+    (a Bazel action's environment is only PATH, PWD and TMPDIR: see shim/generators/bazel.py)."""
     text = _DIRECT.format(python=python or sys.executable, version=__version__,
                           site_packages=packages or site_packages())
     if env_defaults:

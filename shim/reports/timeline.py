@@ -1,6 +1,6 @@
 """A build's steps laid out in time: lanes, memory in use, bounds (shared by the reports).
 
-Pure functions over the steps of shim/records.py (dicts with t0, t1, rss, exit, sig…); no I/O.
+Pure functions over the steps of shim/reports/records.py (dicts with t0, t1, rss, exit, sig…); no I/O.
 A step whose end is unknown (t1 None) is taken as ending where it starts: zero duration.
 """
 

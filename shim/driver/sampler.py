@@ -1,0 +1,37 @@
+"""The sampled peak memory of a process tree: one sampler for the driver, bench/ and the tests."""
+
+import threading
+
+from shim import host
+
+
+class Sampler(threading.Thread):
+    """Sums the RSS of a process tree (host.tree_rss) every *interval* seconds; keeps the peak.
+
+    *root* is the tree's pid, or a function giving it (None until the process exists).
+    A sample of 0 (the process is gone or not yet there) is not counted. Start it only
+    once the process to sample is forked: forking from a process with a second thread
+    running is what this avoids.
+    """
+
+    def __init__(self, root, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.root = root if callable(root) else (lambda: root)
+        self.interval = interval
+        self.peak = self.samples = 0
+        self.stopping = threading.Event()
+
+    def run(self):
+        while not self.stopping.is_set():
+            pid = self.root()
+            rss = host.tree_rss(pid) if pid else 0
+            if rss:
+                self.peak = max(self.peak, rss)
+                self.samples += 1
+            self.stopping.wait(self.interval)
+
+    def stop(self) -> int:
+        """Stop sampling; the peak."""
+        self.stopping.set()
+        self.join(timeout=2)
+        return self.peak
