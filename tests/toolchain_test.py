@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from conftest import OTHER_USER, SHIM, plant, run_shim, write_tool, write_toml
+from conftest import OTHER_USER, SHIM, one_error_line, plant, run_shim, write_tool, write_toml
 
 
 @pytest.fixture
@@ -101,6 +101,37 @@ def test_platform_tables_override_the_general_ones_and_arch_beats_os(tmp_path, e
         """ % (printer, machine))
     _, seen = run_printer(["t"], tmp_path, env)
     assert (seen["A"], seen["B"], seen["C"]) == ("linux", "linux-arch", "general")
+
+
+def test_an_arch_alias_applies_as_the_name_it_stands_for(tmp_path, env, printer):
+    from shim.config import keys
+    aliases = [a for a, canonical in keys.ARCH_ALIASES.items() if canonical == keys.arch_name(platform.machine())]
+    if not aliases:
+        pytest.skip("no alias for %s" % platform.machine())
+    write_toml(tmp_path / "toolchain.toml", """
+        [tool.t]
+        program = "%s"
+        env.set = { A = "general" }
+        [platform.linux-%s.tool.t]
+        env.set = { A = "alias" }
+        """ % (printer, aliases[0]))
+    assert run_printer(["t"], tmp_path, env)[1]["A"] == "alias"
+    shown = run_shim(["config", "show"], cwd=tmp_path, env=env).stdout
+    assert "# platform: linux-%s\n" % keys.arch_name(platform.machine()) in shown
+
+
+def test_a_platform_table_that_could_never_apply_is_refused_by_config_check(tmp_path, env):
+    conf = write_toml(tmp_path / "toolchain.toml", """
+        [platform.linux-amd64.defaults]
+        mode = "spawn"
+        [platform.darwin-arm64.defaults]
+        mode = "exec"
+        [platform.linux-x64.defaults]
+        mode = "spawn"
+        """)
+    result = run_shim(["config", "check", conf], env=env)
+    one_error_line(result, 78, "%s:5" % conf, "unknown platform 'linux-x64' in 'platform.linux-x64'",
+                   "x86_64 (or amd64)")
 
 
 def test_tool_ids_win_over_programs_and_launcher_names_pick_a_tools_rules(tmp_path, env, printer):
