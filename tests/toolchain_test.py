@@ -134,6 +134,31 @@ def test_a_platform_table_that_could_never_apply_is_refused_by_config_check(tmp_
                    "x86_64 (or amd64)")
 
 
+@pytest.mark.parametrize("preset", ["gcc", "ccache"])
+def test_a_launcher_written_in_the_command_runs_once_in_front_of_the_compiler_and_is_recorded(
+        tmp_path, env, preset):
+    """`shim ccache cc ...` (shim wrap's form of Meson's `ccache cc ...`): cc's step, through
+    that ccache, which replaces the preset's launcher rather than running twice."""
+    calls = tmp_path / "calls"
+    write_tool(tmp_path / "tools", "ccache", 'echo "$@" >> "%s"\ncase $1 in -*) exit 0;; esac\nexec "$@"\n' % calls)
+    env["PATH"] = "%s:%s" % (tmp_path / "tools", env["PATH"])
+    env["SHIM_TOOLCHAIN"] = str(write_toml(tmp_path / "layer.toml", 'preset = "%s"\n' % preset))
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "build.ninja").touch()
+    (build / "a.c").write_text("int a;\n")
+    result = run_shim(["ccache", "cc", "-c", "a.c", "-o", "a.o"], cwd=build, env=env)
+    assert result.returncode == 0, result.stderr
+    compiler, _, args = calls.read_text().rstrip("\n").partition(" ")
+    assert os.path.isabs(compiler) and args == "-c a.c -o a.o"
+    assert (build / "a.o").exists()
+    rec = json.loads((build / ".shim" / "ledger-v1.jsonl").read_text().splitlines()[-1])
+    assert (rec["tool"], rec["kind"], rec["launcher"], rec["out"][0]) == ("cc", "compile", "ccache", "a.o")
+    # ccache's own commands stay ccache's.
+    assert run_shim(["ccache", "-s"], cwd=build, env=env).returncode == 0
+    assert calls.read_text().splitlines()[1:] == ["-s"]
+
+
 def test_tool_ids_win_over_programs_and_launcher_names_pick_a_tools_rules(tmp_path, env, printer):
     write_toml(tmp_path / "toolchain.toml", """
         [tool.t]
