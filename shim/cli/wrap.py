@@ -127,7 +127,8 @@ def _count(n: int, one: str, many: str) -> str:
               help="Write the wrapped top file to OUT instead of in place (then every rule to "
                    "wrap must be in the top file; use it with ninja -f OUT from the same directory).")
 @click.option("--check", is_flag=True,
-              help="Change nothing; exit 1 (and name the rules) if wrapping would change something.")
+              help="Change nothing; exit 1 (and name the rules) if wrapping would change something "
+                   "or a rule runs a compiler, archiver or linker outside shim.")
 @click.option("--undo", is_flag=True,
               help="Remove exactly what shim wrap inserted, as the '# shim-wrap:' lines record it.")
 @click.option("--program", "programs", multiple=True, metavar="PATTERN",
@@ -142,8 +143,10 @@ def wrap(manifest, output, check, undo, programs, rules):
     BUILD.NINJA (default: build.ninja; a directory means its build.ninja) and the files it
     reaches through include and subninja are rewritten in place: `shim ` goes before the
     program of each compile, link and archive rule (/usr/bin/c++ ... becomes
-    shim /usr/bin/c++ ...) and a comment line on top of each changed file records where,
-    for --undo. No other byte changes; wrapping again changes nothing. Re-run it after the
-    generator rewrites the file (CMake does when CMakeLists.txt changes).
+    shim /usr/bin/c++ ...; a launcher chain: ccache c++ ... becomes shim ccache c++ ...) and
+    a comment line on top of each changed file records where, for --undo. No other byte
+    changes; wrapping again changes nothing. Rules that still run a compiler, archiver or
+    linker outside shim are named. Re-run it after the generator rewrites the file (CMake
+    does when CMakeLists.txt changes).
     """
     return run(manifest, output=output, check=check, undo=undo, programs=programs, rules=rules)
