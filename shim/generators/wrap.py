@@ -303,10 +303,11 @@ def outside_reason(part: Part, patterns: Sequence[str] = ()) -> Tuple[str, str]:
 
 
 def _shown(part: Part) -> str:
-    """How a wrapped part's program is named: `c++`, `ccache c++`, `a variable`."""
+    """How a wrapped part's program is named: `c++`, `ccache c++` (launcher, compiler), `a variable`."""
     stem = host.program_stem(part.program)
-    if stem in args.LAUNCHERS and part.following:
-        return "%s %s" % (stem, host.program_stem(part.following))
+    runs = next((w for w in part.rest if host.program_stem(w) not in args.LAUNCHERS), "")
+    if stem in args.LAUNCHERS and runs:
+        return "%s %s" % (stem, host.program_stem(runs))
     return stem or "a variable"
 
 
