@@ -102,6 +102,9 @@ FAMILY_PATTERNS = (
     ("rustc", "rustc"), ("rustc-[0-9]*", "rustc"), ("*-rustc", "rustc"),
 )
 FAMILIES = ("gcc", "ar", "ld", "msvc", "msvc-link", "msvc-lib", "rustc", "other")
+# Caches and compile farms a generator may write in front of the compiler (`ccache c++ -c ...`):
+# `shim ccache c++ ...` is c++'s step through that launcher chain, and shim wrap puts shim there.
+LAUNCHERS = frozenset(("ccache", "sccache", "distcc", "icecc"))
 # rustc's @argfiles hold one argument per line, unquoted.
 QUOTING = {"msvc": "msvc", "msvc-link": "msvc", "msvc-lib": "msvc", "rustc": "lines"}   # others: "gcc"
 

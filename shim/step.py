@@ -212,6 +212,17 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
     base = cargo[0] if cargo else cwd
     s.config = config = toolchain.load(base, env)
     s.tool_id, s.tool, prog = select_tool(config, name)
+    inline = []
+    if s.tool_id is None and argv and not argv[0].startswith("-") and host.program_stem(prog) in args_mod.LAUNCHERS:
+        # `shim ccache c++ ARGS` (shim wrap's form of a rule whose generator wrote the launcher):
+        # c++'s step, run through that chain, which replaces the toolchain's launcher so
+        # that ccache does not run twice. `shim ccache -s` is ccache's own command.
+        inline = [prog]
+        while len(argv) > 1 and host.program_stem(argv[0]) in args_mod.LAUNCHERS:
+            inline.append(argv[0])
+            argv = argv[1:]
+        name, argv = argv[0], argv[1:]
+        s.tool_id, s.tool, prog = select_tool(config, name)
     if depth >= MAX_DEPTH:
         raise ShimError("shim is running itself in a loop (%d levels deep at tool %r, program %r): "
                         "check PATH and tool.%s.program" % (depth, name, prog, s.tool_id or name), USAGE)
@@ -238,7 +249,7 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
         s.record.update(rustc.facts(s.parsed.crate, env, cargo[1] if cargo else None))
     s.owner = "%s %s" % (s.name, s.parsed.primary_output or "")
     s.oom_score = oom_score(env, config)
-    chain = launcher_of(config, s.tool, s.parsed.kind)
+    chain = inline or launcher_of(config, s.tool, s.parsed.kind)
     s.launcher = _LAUNCHER_DEFAULTS
     s.run_path, s.prefix = s.path, [s.path] + wrapped
     if chain:

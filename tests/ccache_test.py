@@ -7,6 +7,7 @@ compile steps (shim/reports/records.py).
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -14,6 +15,7 @@ import jsonschema
 import pytest
 
 from conftest import BIN, run_shim, write_toml
+from wrap_test import CMAKE_PROJECT, write_project
 
 pytestmark = pytest.mark.e2e          # a real ccache in front of the installed shim
 
@@ -102,3 +104,82 @@ def test_no_stats_log_leaves_steps_unmarked(tmp_path):
     steps = [step(1, "a.c")]
     records.mark_cache(steps, records.read_ccache_stats(str(tmp_path / "absent.log")), "/b")
     assert steps[0]["cache"] is None
+
+
+# --- a generator's own ccache, then shim wrap -------------------------------------------------
+
+MESON_PROJECT = {
+    "meson.build": "project('tally', 'c', 'cpp')\n"
+                   "lib = static_library('tally', 'tally.c')\n"
+                   "executable('tally', 'main.cpp', link_with: lib)\n",
+    "tally.c": "int tally(int a, int b) { return a + b; }\n",
+    "main.cpp": "extern \"C\" int tally(int, int);\nint main() { return tally(2, -2); }\n",
+}
+
+
+def ninja_commands(build) -> list:
+    out = subprocess.run([str(BIN / "ninja"), "-C", str(build), "-t", "commands"], stdout=subprocess.PIPE,
+                         text=True, check=True).stdout
+    return out.splitlines()
+
+
+def build_and_report(build, env) -> list:
+    result = run_shim(["build", "-C", build], env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return report(build, env)["steps"]
+
+
+@needs_ccache
+def test_meson_picks_up_ccache_itself_and_after_shim_wrap_every_compile_runs_shim_then_ccache(env, tmp_path):
+    env["CCACHE_DIR"] = str(tmp_path / "ccache")
+    env["PATH"] = os.pathsep.join([os.path.dirname(CCACHE), env["PATH"]])
+    for name in ("CC", "CXX", "AR"):
+        env.pop(name, None)
+    source, build = write_project(tmp_path / "src", MESON_PROJECT), tmp_path / "build"
+    subprocess.run([str(BIN / "meson"), "setup", str(build), str(source)], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    rules = (build / "build.ninja").read_text()
+    assert re.search(r"^ command = \S*ccache c\+\+ ", rules, re.M), rules     # Meson's own choice
+
+    check = run_shim(["wrap", "--check", build], env=env)
+    assert check.returncode == 1
+    assert "would wrap rule cpp_COMPILER (ccache c++)" in check.stdout, check.stdout
+    wrapped = run_shim(["wrap", build], env=env)
+    assert wrapped.returncode == 0 and "outside shim" not in wrapped.stdout, wrapped.stdout
+    assert run_shim(["wrap", "--check", build], env=env).returncode == 0
+
+    commands = ninja_commands(build)
+    compiles = [c for c in commands if " -c " in c]
+    assert len(compiles) == 2 and all(re.match(r"shim \S*ccache (cc|c\+\+) ", c) for c in compiles), commands
+    assert all(c.startswith("shim ") or " && shim " in c for c in commands), commands
+
+    steps = build_and_report(build, env)
+    assert sorted((s["kind"], s["launcher"]) for s in steps) == [
+        ("archive", None), ("compile", "ccache"), ("compile", "ccache"), ("link", None)]
+    assert {s["cache"] for s in steps if s["kind"] == "compile"} == {"miss"}
+    subprocess.run([str(BIN / "ninja"), "-C", str(build), "-t", "clean"], check=True, stdout=subprocess.DEVNULL)
+    again = build_and_report(build, env)
+    assert sorted(s["cache"] for s in again if s["kind"] == "compile") == ["hit", "hit"]
+    assert subprocess.run([str(build / "tally")]).returncode == 0
+
+
+@needs_ccache
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed (.ci/run installs it)")
+def test_cmake_with_an_env_and_ccache_compiler_launcher_is_wrapped_in_front_of_the_chain(env, tmp_path):
+    env["CCACHE_DIR"] = str(tmp_path / "ccache")
+    source, build = write_project(tmp_path / "src", CMAKE_PROJECT), tmp_path / "build"
+    subprocess.run(["cmake", "-G", "Ninja", "-S", str(source), "-B", str(build),
+                    "-DCMAKE_MAKE_PROGRAM=%s" % (BIN / "ninja"),
+                    "-DCMAKE_C_COMPILER_LAUNCHER=env;CCACHE_SLOPPINESS=time_macros;%s" % CCACHE,
+                    "-DCMAKE_CXX_COMPILER_LAUNCHER=env;CCACHE_SLOPPINESS=time_macros;%s" % CCACHE],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    wrapped = run_shim(["wrap", build], env=env)
+    assert wrapped.returncode == 0 and "outside shim" not in wrapped.stdout, wrapped.stdout
+    compiles = [c for c in ninja_commands(build) if " -c " in c]
+    assert len(compiles) == 2, compiles
+    assert all(c.startswith("env CCACHE_SLOPPINESS=time_macros shim %s /" % CCACHE) for c in compiles), compiles
+    assert any(" -c " not in c and "ar qc" in c and "shim " in c for c in ninja_commands(build))
+    steps = build_and_report(build, env)
+    assert sorted((s["kind"], s["launcher"], s["cache"]) for s in steps) == [
+        ("archive", None, None), ("compile", "ccache", "miss"), ("compile", "ccache", "miss"),
+        ("link", None, None)]

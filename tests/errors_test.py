@@ -33,6 +33,9 @@ def _toml_error(project, env, text):
     ("[step.link]\nmemory = \"12 parsecs\"\n", 2, ["step.link.memory", "unknown size unit"]),
     ("[step.compil]\nmode = \"spawn\"\n", 1, ["unknown step kind 'compil'"]),
     ("[platform.beos.defaults]\nmode = \"spawn\"\n", 1, ["unknown platform 'beos'"]),
+    ("[defaults]\nmode = \"exec\"\n[platform.linux-x64.defaults]\nmode = \"spawn\"\n", 3,
+     ["unknown platform 'linux-x64'", "ARCH: x86_64 (or amd64), aarch64 (or arm64)"]),
+    ("[platform.lnux]\n", 1, ["unknown platform 'lnux'", "OS: linux, darwin, windows, freebsd"]),
     ("[tool.cc]\nenv.set = { LC_ALL = 1 }\n", 2, ["tool.cc.env.set", "expected a table of strings"]),
     ("preset = \"msvc9\"\n", 1, ["preset", "expected one of " + ", ".join(
         sorted(p.stem for p in (REPO / "toolchains").glob("*.toml")))]),

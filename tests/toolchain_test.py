@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from conftest import OTHER_USER, SHIM, plant, run_shim, write_tool, write_toml
+from conftest import OTHER_USER, SHIM, one_error_line, plant, run_shim, write_tool, write_toml
 
 
 @pytest.fixture
@@ -101,6 +101,62 @@ def test_platform_tables_override_the_general_ones_and_arch_beats_os(tmp_path, e
         """ % (printer, machine))
     _, seen = run_printer(["t"], tmp_path, env)
     assert (seen["A"], seen["B"], seen["C"]) == ("linux", "linux-arch", "general")
+
+
+def test_an_arch_alias_applies_as_the_name_it_stands_for(tmp_path, env, printer):
+    from shim.config import keys
+    aliases = [a for a, canonical in keys.ARCH_ALIASES.items() if canonical == keys.arch_name(platform.machine())]
+    if not aliases:
+        pytest.skip("no alias for %s" % platform.machine())
+    write_toml(tmp_path / "toolchain.toml", """
+        [tool.t]
+        program = "%s"
+        env.set = { A = "general" }
+        [platform.linux-%s.tool.t]
+        env.set = { A = "alias" }
+        """ % (printer, aliases[0]))
+    assert run_printer(["t"], tmp_path, env)[1]["A"] == "alias"
+    shown = run_shim(["config", "show"], cwd=tmp_path, env=env).stdout
+    assert "# platform: linux-%s\n" % keys.arch_name(platform.machine()) in shown
+
+
+def test_a_platform_table_that_could_never_apply_is_refused_by_config_check(tmp_path, env):
+    conf = write_toml(tmp_path / "toolchain.toml", """
+        [platform.linux-amd64.defaults]
+        mode = "spawn"
+        [platform.darwin-arm64.defaults]
+        mode = "exec"
+        [platform.linux-x64.defaults]
+        mode = "spawn"
+        """)
+    result = run_shim(["config", "check", conf], env=env)
+    one_error_line(result, 78, "%s:5" % conf, "unknown platform 'linux-x64' in 'platform.linux-x64'",
+                   "x86_64 (or amd64)")
+
+
+@pytest.mark.parametrize("preset", ["gcc", "ccache"])
+def test_a_launcher_written_in_the_command_runs_once_in_front_of_the_compiler_and_is_recorded(
+        tmp_path, env, preset):
+    """`shim ccache cc ...` (shim wrap's form of Meson's `ccache cc ...`): cc's step, through
+    that ccache, which replaces the preset's launcher rather than running twice."""
+    calls = tmp_path / "calls"
+    write_tool(tmp_path / "tools", "ccache", 'echo "$@" >> "%s"\ncase $1 in -*) exit 0;; esac\nexec "$@"\n' % calls)
+    env["PATH"] = "%s:%s" % (tmp_path / "tools", env["PATH"])
+    env["SHIM_TOOLCHAIN"] = str(write_toml(tmp_path / "layer.toml", 'preset = "%s"\n' % preset))
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "build.ninja").touch()
+    (build / "a.c").write_text("int a;\n")
+    result = run_shim(["ccache", "cc", "-c", "a.c", "-o", "a.o"], cwd=build, env=env)
+    assert result.returncode == 0, result.stderr
+    compiler, _, args = calls.read_text().rstrip("\n").partition(" ")
+    assert os.path.isabs(compiler) and args == "-c a.c -o a.o"
+    assert (build / "a.o").exists()
+    rec = json.loads((build / ".shim" / "ledger-v1.jsonl").read_text().splitlines()[-1])
+    assert (rec["tool"], rec["kind"], rec["launcher"], rec["out"][0]) == ("cc", "compile", "ccache", "a.o")
+    # ccache's own commands stay ccache's.
+    assert run_shim(["ccache", "-s"], cwd=build, env=env).returncode == 0
+    assert calls.read_text().splitlines()[1:] == ["-s"]
 
 
 def test_tool_ids_win_over_programs_and_launcher_names_pick_a_tools_rules(tmp_path, env, printer):

@@ -60,6 +60,14 @@ def commands(directory: Path, manifest: str) -> list:
     return ninja(directory, "-f", manifest, "-t", "commands", "-s", *targets).split("\n")[:-1]
 
 
+def write_project(directory: Path, files: dict) -> Path:
+    """*directory* with *files* ({name: text, dedented}) in it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(textwrap.dedent(text))
+    return directory
+
+
 def without_shim_words(command: str) -> str:
     return command.replace("shim ", "")
 
@@ -109,8 +117,9 @@ def test_only_compilers_archivers_and_linkers_get_shim_in_front(tmp_path, capsys
         "wrapped rule cxx_in_dir (g++) in %s" % shown,
         "wrapped rule archive (ar) in %s" % shown,
         "wrapped rule link (g++) in %s" % shown,
+        "wrapped rule cached (ccache gcc) in %s" % shown,
         "wrapped rule mixed (gcc, clang) in %s" % shown,
-        "shim wrap: wrapped 5 rules in 1 file (3 rules already wrapped)"])
+        "shim wrap: wrapped 6 rules in 1 file (3 rules already wrapped)"])
     assert commands(directory, "handwritten.ninja") == [
         "shim gcc -O2 -MMD -MF obj/a.o.d -c a.c -o obj/a.o",
         "shim cc -O2 -c b.c -o obj/b.o",                        # the user's own shim
@@ -118,13 +127,13 @@ def test_only_compilers_archivers_and_linkers_get_shim_in_front(tmp_path, capsys
         "rm -f obj/lib.a && shim ar rcs obj/lib.a obj/a.o obj/b.o && ranlib obj/lib.a",
         "shim /usr/bin/g++ -o bin/app @bin/app.rsp",
         "/opt/bin/shim link -o bin/app2 obj/c.o",
-        "ccache gcc -c d.c -o obj/d.o",                          # a launcher: left alone
+        "shim ccache gcc -c d.c -o obj/d.o",                     # shim in front of the launcher
         "python3 gen.py > gen.h",                                # generator rule
         "./tools/embed.sh data.bin > embed.h 2>&1",
         ": && shim gcc -E m.c | sed -e s/a/b/ > mixed.i; shim clang -fsyntax-only m.c",
         "shim gcc -E o.c | clang -fsyntax-only -x c - && touch own.stamp"]
     text = (directory / "handwritten.ninja").read_text()
-    assert text.startswith("# shim-wrap: cc@0 cxx_in_dir@1 archive@1 link@0 mixed@1 mixed@3\n")
+    assert text.startswith("# shim-wrap: cc@0 cxx_in_dir@1 archive@1 link@0 cached@0 mixed@1 mixed@3\n")
     assert "  command = shim $cc $cflags" in text               # before the variable, as written
 
 
@@ -132,7 +141,7 @@ def test_undo_removes_only_what_wrap_inserted_and_keeps_the_users_own_shim(tmp_p
     directory = copy_fixtures(tmp_path)
     run_wrap(capsys, directory / "handwritten.ninja")
     status, out, _ = run_wrap(capsys, directory / "handwritten.ninja", undo=True)
-    assert status == 0 and out[-1] == "shim wrap: unwrapped 5 rules in 1 file"
+    assert status == 0 and out[-1] == "shim wrap: unwrapped 6 rules in 1 file"
     text = (directory / "handwritten.ninja").read_text()
     assert "command = shim cc $cflags" in text and "command = /opt/bin/shim link" in text
     assert text == (FIXTURES / "handwritten.ninja").read_text()
@@ -146,7 +155,7 @@ def test_undo_warns_about_a_recorded_part_edited_since_and_undoes_the_rest(tmp_p
     run_wrap(capsys, path)
     path.write_text(path.read_text().replace("command = shim $cxx -o", "command = $cxx -o"))
     status, out, err = run_wrap(capsys, path, undo=True)
-    assert status == 0 and out[-1] == "shim wrap: unwrapped 4 rules in 1 file"
+    assert status == 0 and out[-1] == "shim wrap: unwrapped 5 rules in 1 file"
     assert err == ("shim: warning: %s: rule link, part 0: no 'shim ' there any more (edited since "
                    "shim wrap?): left as it is\n" % path)
     assert path.read_text() == (FIXTURES / "handwritten.ninja").read_text()
@@ -232,9 +241,9 @@ def test_a_later_wrap_with_more_programs_extends_the_record_and_undo_stays_exact
     run_wrap(capsys, path)
     status, out, _ = run_wrap(capsys, path, programs=["ranlib"])
     assert out == ["wrapped rule archive (ranlib) in %s" % path,
-                   "shim wrap: wrapped 1 rule in 1 file (7 rules already wrapped)"]
+                   "shim wrap: wrapped 1 rule in 1 file (8 rules already wrapped)"]
     assert path.read_text().startswith(
-        "# shim-wrap: cc@0 cxx_in_dir@1 archive@1 link@0 mixed@1 mixed@3 archive@2\n")
+        "# shim-wrap: cc@0 cxx_in_dir@1 archive@1 link@0 cached@0 mixed@1 mixed@3 archive@2\n")
     run_wrap(capsys, path, undo=True)
     assert path.read_bytes() == (FIXTURES / "handwritten.ninja").read_bytes()
 
@@ -312,6 +321,12 @@ def test_command_parts_find_the_program_of_each_simple_command(command, variable
     ("$\n    gcc -c $in", "", "$\n    shim gcc -c $in"),
     ("x86_64-linux-gnu-gcc-12 -c $in && llvm-ar rcs $out", "",
      "shim x86_64-linux-gnu-gcc-12 -c $in && shim llvm-ar rcs $out"),
+    # Launcher chains a generator wrote: shim goes in front of the chain, after env's assignments.
+    ("/usr/bin/ccache c++ $ARGS -c $in", "", "shim /usr/bin/ccache c++ $ARGS -c $in"),
+    ("sccache distcc $cc -c $in", "cc = gcc\n", "shim sccache distcc $cc -c $in"),
+    ("env CCACHE_SLOPPINESS=time_macros ccache /usr/bin/cc -c $in", "",
+     "env CCACHE_SLOPPINESS=time_macros shim ccache /usr/bin/cc -c $in"),
+    ("cd sub && env A=1 B=2 gcc -c $in", "", "cd sub && env A=1 B=2 shim gcc -c $in"),
 ])
 def test_shim_goes_where_the_shell_and_ninja_still_see_the_same_program(
         tmp_path, capsys, command, variables, wrapped):
@@ -322,12 +337,55 @@ def test_shim_goes_where_the_shell_and_ninja_still_see_the_same_program(
     assert path.read_text().split("\n", 1)[1] == original.replace(command, wrapped)
 
 
+@pytest.mark.parametrize("command", [
+    "ccache -s",                          # ccache's own command: no compiler
+    "ccache nvcc -c $in",                 # behind the launcher, a program wrap does not know
+    "env gcc -c $in",                     # env without assignments: not read as a prefix
+])
+def test_a_launcher_in_front_of_no_known_compiler_is_left_alone(tmp_path, capsys, command):
+    path = tmp_path / "build.ninja"
+    original = "rule r\n  command = %s\nbuild o: r i\n" % command
+    path.write_text(original)
+    run_wrap(capsys, path)
+    assert path.read_text() == original
+
+
+@pytest.mark.parametrize("command, tool, why", [
+    ("nice -n 5 gcc -c $in -o $out", "gcc", "behind nice, which shim wrap does not know"),
+    ("/usr/bin/cmake -E __run_co_compile --tidy=clang-tidy --source=$in -- /usr/bin/cc -c $in", "cc",
+     "behind cmake, which shim wrap does not know"),
+    ("$CODE_CHECK ccache nvcc -c $in && time ld -r $in", "ld", "behind time, which shim wrap does not know"),
+])
+def test_check_names_the_rules_that_still_run_a_compiler_outside_shim_and_fails(tmp_path, capsys,
+                                                                                 command, tool, why):
+    path = tmp_path / "build.ninja"
+    path.write_text("rule cc\n  command = gcc -c $in\nrule r\n  command = %s\n"
+                    "build a: cc a.c\nbuild o: r i\n" % command)
+    line = "rule r in %s runs %s outside shim: %s" % (path, tool, why)
+    assert run_wrap(capsys, path, check=True) == (1, [
+        line, "would wrap rule cc (gcc) in %s" % path,
+        "shim wrap: 1 rule in 1 file would be wrapped; 1 rule runs a compiler, archiver or linker outside shim"],
+        "")
+    assert run_wrap(capsys, path)[1] == [
+        line, "wrapped rule cc (gcc) in %s" % path,
+        "shim wrap: wrapped 1 rule in 1 file; 1 rule runs a compiler, archiver or linker outside shim"]
+    assert run_wrap(capsys, path, check=True) == (1, [
+        line, "shim wrap: nothing to wrap (1 rule already wrapped); "
+              "1 rule runs a compiler, archiver or linker outside shim"], "")
+    # --rule wraps the first part whatever it runs: the way out when that is the wrapper,
+    # not when the compiler is in a later part.
+    run_wrap(capsys, path, rules=["r"])
+    assert run_wrap(capsys, path, check=True)[0] == (1 if " && " in command else 0)
+
+
 def test_a_program_from_inside_a_variables_value_is_reported_and_left_alone(tmp_path, capsys):
     path = tmp_path / "build.ninja"
     path.write_text("cmd = cd sub && gcc\nrule r\n  command = $cmd -c $in\nbuild o: r i\n")
     status, out, _ = run_wrap(capsys, path)
-    assert out == ["left rule r alone in %s: its program (gcc) comes from inside a variable's value" % path,
-                   "shim wrap: nothing to wrap: no compile, link or archive rule found"]
+    assert out == ["rule r in %s runs gcc outside shim: its program comes from inside a variable's value" % path,
+                   "shim wrap: nothing to wrap: no compile, link or archive rule found; "
+                   "1 rule runs a compiler, archiver or linker outside shim"]
+    assert run_wrap(capsys, path, check=True)[0] == 1
 
 
 @pytest.mark.parametrize("program, expected", [
@@ -438,9 +496,7 @@ def cmake_tree(tmp_path_factory):
     if cmake is None or shutil.which("cc") is None or shutil.which("c++") is None:
         pytest.skip("cmake, cc and c++ are needed to generate a CMake manifest")
     root = tmp_path_factory.mktemp("cmake")
-    for name, text in CMAKE_PROJECT.items():
-        (root / "src" / name).parent.mkdir(exist_ok=True)
-        (root / "src" / name).write_text(textwrap.dedent(text))
+    write_project(root / "src", CMAKE_PROJECT)
     result = subprocess.run([cmake, "-G", "Ninja", "-S", str(root / "src"), "-B", str(root / "build"),
                              "-DCMAKE_MAKE_PROGRAM=%s" % NINJA], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -4,8 +4,6 @@ import os
 
 import click
 
-from shim import host
-
 
 @click.group()
 def config():
@@ -31,7 +29,7 @@ def config_show(origin):
     click.echo("# layers, lowest first:")
     for layer in layers:
         click.echo("#   %-8s %s" % (layer.role, layer.path))
-    click.echo("# platform: %s-%s" % (host.PLATFORM, host.arch()))
+    click.echo("# platform: %s" % layers_mod.this_platform())
     click.echo(layers_mod.dump_toml(merged, origins if origin else None), nl=False)
 
 

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 import click
 
-from shim import exit_status
+from shim import exit_status, host
 from shim.cli import outfile
 from shim.exit_status import ShimError
 from shim.generators import ninjafile
@@ -21,9 +21,11 @@ def run(manifest_path: str = "build.ninja", output: Optional[str] = None, check:
         quiet: bool = False) -> int:
     """`shim wrap`: wrap (or undo, or check) the manifest and its includes; the exit status.
 
-    Prints one line per rule changed (or that would change) and a summary (*quiet*: only
-    the summary, and with *check* nothing at all). With *check*
-    nothing is written and the status is 1 when something would change. With *output*
+    Prints one line per rule changed (or that would change), one per rule that stays
+    outside shim (a compiler, archiver or linker it runs not through shim: behind an
+    unknown wrapper, or from inside a variable's value) and a summary (*quiet*: only the
+    summary, and with *check* nothing at all). With *check* nothing is written and the
+    status is 1 when something would change or some rule stays outside. With *output*
     only the top file may change and it is written there; rules in included files make
     that a ShimError (USAGE), since their file would have to change in place.
     """
@@ -41,14 +43,18 @@ def run(manifest_path: str = "build.ninja", output: Optional[str] = None, check:
         for warning in warnings:
             click.echo("shim: warning: %s" % warning, err=True)
         idle, aside = "nothing to undo: no file starts with a '%s' line" % wrapping.MARKER, ""
+        outside = []
     else:
         verb, done = "wrap", "wrapped"
         plans = wrapping.plan(manifest, programs, rules)
         changes = wrapping.wrap_changes(manifest, plans)
-        for p in plans:
-            for part in p.stuck:
-                click.echo("left rule %s alone in %s: its program (%s) comes from inside a "
-                           "variable's value" % (p.rule.name, p.rule.file.path, part.program))
+        outside = [p for p in plans if p.outside]
+        if not (check and quiet):
+            for p in outside:
+                for part in p.outside:
+                    tool, why = wrapping.outside_reason(part, programs)
+                    click.echo("rule %s in %s runs %s outside shim: %s"
+                               % (p.rule.name, p.rule.file.path, host.program_stem(tool), why))
         already = sum(1 for p in plans if p.wrapped and not p.wrap)
         aside = _count(already, "rule already wrapped", "rules already wrapped") if already else ""
         idle = ("nothing to wrap (%s)" % aside if already
@@ -68,8 +74,9 @@ def run(manifest_path: str = "build.ninja", output: Optional[str] = None, check:
     where = "%s in %s" % (_count(count, "rule", "rules"), _count(len(changes), "file", "files"))
     if check:
         if not quiet:
-            click.echo("shim wrap: %s" % ("%s would be %s" % (where, done) if changes else idle))
-        return 1 if changes else 0
+            click.echo("shim wrap: %s%s" % ("%s would be %s" % (where, done) if changes else idle,
+                                            _outside(outside)))
+        return 1 if changes or outside else 0
     if output:
         top = next((c.text for c in changes if c.file is manifest.top), manifest.top.text)
         _write(output, top, output if os.path.exists(output) else manifest.top.real_path)
@@ -77,9 +84,9 @@ def run(manifest_path: str = "build.ninja", output: Optional[str] = None, check:
         for change in changes:
             _write(change.file.real_path, change.text, change.file.real_path)
     if not changes:
-        click.echo("shim wrap: %s" % idle)
+        click.echo("shim wrap: %s%s" % (idle, _outside(outside)))
     else:
-        click.echo("shim wrap: %s %s%s" % (done, where, " (%s)" % aside if aside else ""))
+        click.echo("shim wrap: %s %s%s%s" % (done, where, " (%s)" % aside if aside else "", _outside(outside)))
     if output:
         click.echo("wrote %s" % output)
     return 0
@@ -93,9 +100,20 @@ def _write(path: str, text: str, mode_from: str) -> None:
 
 
 def ensure_wrapped(manifest_path: str) -> None:
-    """Wrap *manifest_path* unless it already is (`shim build --wrap`): quiet when it is."""
-    if run(manifest_path, check=True, quiet=True) != 0:
+    """Wrap *manifest_path* unless it already is (`shim build --wrap`): quiet when it is
+    (rules that stay outside shim are named when it wraps)."""
+    if os.path.isdir(manifest_path):
+        manifest_path = os.path.join(manifest_path, "build.ninja")
+    manifest = ninjafile.parse(manifest_path)
+    if wrapping.wrap_changes(manifest, wrapping.plan(manifest)):
         run(manifest_path)
+
+
+def _outside(plans) -> str:
+    if not plans:
+        return ""
+    return "; %s outside shim" % _count(len(plans), "rule runs a compiler, archiver or linker",
+                                        "rules run a compiler, archiver or linker")
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -109,7 +127,8 @@ def _count(n: int, one: str, many: str) -> str:
               help="Write the wrapped top file to OUT instead of in place (then every rule to "
                    "wrap must be in the top file; use it with ninja -f OUT from the same directory).")
 @click.option("--check", is_flag=True,
-              help="Change nothing; exit 1 (and name the rules) if wrapping would change something.")
+              help="Change nothing; exit 1 (and name the rules) if wrapping would change something "
+                   "or a rule runs a compiler, archiver or linker outside shim.")
 @click.option("--undo", is_flag=True,
               help="Remove exactly what shim wrap inserted, as the '# shim-wrap:' lines record it.")
 @click.option("--program", "programs", multiple=True, metavar="PATTERN",
@@ -124,8 +143,10 @@ def wrap(manifest, output, check, undo, programs, rules):
     BUILD.NINJA (default: build.ninja; a directory means its build.ninja) and the files it
     reaches through include and subninja are rewritten in place: `shim ` goes before the
     program of each compile, link and archive rule (/usr/bin/c++ ... becomes
-    shim /usr/bin/c++ ...) and a comment line on top of each changed file records where,
-    for --undo. No other byte changes; wrapping again changes nothing. Re-run it after the
-    generator rewrites the file (CMake does when CMakeLists.txt changes).
+    shim /usr/bin/c++ ...; a launcher chain: ccache c++ ... becomes shim ccache c++ ...) and
+    a comment line on top of each changed file records where, for --undo. No other byte
+    changes; wrapping again changes nothing. Rules that still run a compiler, archiver or
+    linker outside shim are named. Re-run it after the generator rewrites the file (CMake
+    does when CMakeLists.txt changes).
     """
     return run(manifest, output=output, check=check, undo=undo, programs=programs, rules=rules)

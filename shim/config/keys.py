@@ -5,7 +5,8 @@ README.md's reference is its `shim config keys --markdown` (tests/cli_test.py
 keeps them equal).
 Placeholders in paths: <kind> is a step kind (compile, link, archive, preprocess,
 other), <id> a tool id you choose, <platform> an OS (linux, darwin, windows, freebsd)
-optionally with an architecture (linux-x86_64, darwin-arm64), <name> a launcher program
+optionally with an architecture from ARCHES or ARCH_ALIASES (linux-x86_64, linux-amd64,
+darwin-arm64), <name> a launcher program
 (ccache, distcc, sccache, icecc).
 Every key except `preset` may also appear under platform.<platform>.
 """
@@ -15,6 +16,37 @@ from shim.args import FAMILIES, KINDS
 
 MODES = ("exec", "spawn", "auto")
 PLATFORMS = ("linux", "darwin", "windows", "freebsd")
+# Architectures as uname -m (Linux) spells them; an alias is another system's name for the
+# same machine (macOS and Windows say arm64, FreeBSD and Windows amd64), so
+# [platform.linux-amd64] applies on x86_64. Anything else is refused: a table that can
+# never apply is a typo.
+ARCHES = ("x86_64", "aarch64", "i686", "armv7l", "riscv64", "ppc64le", "s390x", "loongarch64")
+ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "x86": "i686", "i386": "i686"}
+
+
+def arch_name(name: str):
+    """The canonical spelling of architecture *name* (an alias resolved), or None."""
+    name = ARCH_ALIASES.get(name, name)
+    return name if name in ARCHES else None
+
+
+def platform_name(name: str):
+    """`os` or `os-arch` in canonical spelling for a platform table's *name*, or None
+    when its OS or architecture is not one shim knows."""
+    os_name, dash, arch = name.partition("-")
+    if os_name not in PLATFORMS:
+        return None
+    if not dash:
+        return os_name
+    arch = arch_name(arch)
+    return "%s-%s" % (os_name, arch) if arch else None
+
+
+def platform_spellings() -> str:
+    """The accepted platform names, for error messages and README."""
+    return "OS or OS-ARCH; OS: %s; ARCH: %s" % (", ".join(PLATFORMS), ", ".join(
+        "%s (or %s)" % (a, " or ".join(k for k, v in ARCH_ALIASES.items() if v == a))
+        if a in ARCH_ALIASES.values() else a for a in ARCHES))
 
 # (path, type, default, doc)
 KEYS = (

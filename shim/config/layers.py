@@ -22,7 +22,7 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 _PLACEHOLDERS = {
     "<kind>": lambda name: name in args_mod.KINDS,
     "<id>": lambda name: bool(name) and all(c.isalnum() or c in "_-.+" for c in name),
-    "<platform>": lambda name: name.partition("-")[0] in keys.PLATFORMS,
+    "<platform>": lambda name: keys.platform_name(name) is not None,
     "<name>": lambda name: bool(name) and all(c.isalnum() or c in "_-.+" for c in name),
 }
 
@@ -128,8 +128,8 @@ def _unknown(here: tuple, tree: dict) -> str:
             return "unknown step kind %r in '%s' (expected one of: %s)" % (
                 name, ".".join(here), ", ".join(args_mod.KINDS))
         if kind == "<platform>":
-            return "unknown platform %r in '%s' (expected one of: %s, optionally -ARCH)" % (
-                name, ".".join(here), ", ".join(keys.PLATFORMS))
+            return "unknown platform %r in '%s' (expected %s)" % (
+                name, ".".join(here), keys.platform_spellings())
         return "invalid name %r in '%s' (use letters, digits, _ - . +)" % (name, ".".join(here))
     choices = sorted(p for p in tree)
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
@@ -291,18 +291,24 @@ def merge(layers):
 
     Tables merge key by key; any other value (lists too) replaces the earlier one.
     `platform.<os>` and then `platform.<os>-<arch>` tables are applied on top of the
-    merged base, so a platform-specific setting wins over a general one.
+    merged base, so a platform-specific setting wins over a general one; an architecture
+    alias applies as its canonical name (linux-amd64 as linux-x86_64), in the file's order.
     """
     merged, origins = {}, {}
     for layer in layers:
         _merge_into(merged, origins, {k: v for k, v in layer.data.items() if k != "platform"}, (), layer)
-    os_name, machine = host.PLATFORM, host.arch()
-    for plat in (os_name, "%s-%s" % (os_name, machine)):
+    for plat in (host.PLATFORM, this_platform()):
         for layer in layers:
-            table = layer.data.get("platform", {}).get(plat)
-            if table:
-                _merge_into(merged, origins, table, (), layer, ("platform", plat))
+            for name, table in layer.data.get("platform", {}).items():
+                if table and keys.platform_name(name) == plat:
+                    _merge_into(merged, origins, table, (), layer, ("platform", name))
     return merged, origins
+
+
+def this_platform() -> str:
+    """`os-arch` of this machine, the architecture in canonical spelling (as uname says it
+    when shim has no name for it)."""
+    return "%s-%s" % (host.PLATFORM, keys.arch_name(host.arch()) or host.arch())
 
 
 def _merge_into(dst, origins, src, path, layer, written_under=()):

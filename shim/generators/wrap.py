@@ -21,9 +21,22 @@ A variable nothing in scope defines is left to build statements (CMake's `$PRE_L
 `$COMMAND`, `${LAUNCHER}`): alone as the program it is not recognised (--rule wraps it
 anyway); glued in front of a program it is taken as a prefix and stays in front of `shim`,
 so a launcher or a clang-tidy co-compile set that way ends up running shim, which runs the
-compiler. A launcher written into the rule (`ccache c++`, CMake's
-`cmake -E __run_co_compile ... --`) is a program wrap does not recognise: the rule is left
-alone. A build statement that sets `command` itself is not looked at.
+compiler. Launcher chains a generator writes (Meson finds ccache on PATH by itself: `ccache c++ ...`;
+CMake's `CMAKE_<LANG>_COMPILER_LAUNCHER=ccache`: `ccache /usr/bin/cc ...`): a part whose
+program is one of shim.args.LAUNCHERS (ccache, sccache, distcc, icecc), followed by more
+of them and then a recognised program, gets `shim ` before the first launcher
+(`shim ccache c++ ...`), which shim/step.py runs as c++'s step through that chain. `env
+NAME=value ...` in front of a program is read like `NAME=value ...`: shim goes after the
+assignments (`env A=1 shim ccache cc`). Any other program in front of a compiler (CMake's
+`cmake -E __run_co_compile ... --`, `nice`, `time`) is not recognised: the rule is left
+alone, and reported as *outside*. A build statement that sets `command` itself is not
+looked at.
+
+Outside: a part that runs no shim, is not wrapped, and has a recognised program as its
+program or as any later word not starting with `-` (a compiler behind an unknown
+wrapper), or whose recognised program sits inside a variable's value. `shim wrap` names
+such rules, and `--check` fails while there are any. Rules where the user wrote `shim`
+are theirs and never outside.
 
 Never wrapped: parts whose program is already shim (so wrapping twice changes nothing),
 rules where the user wrote `shim` themselves (a part runs shim that no marker line
@@ -63,23 +76,29 @@ class Part(NamedTuple):
     nothing in scope defines: then *unresolved* is True). start: the file offset of the
     word's first character (after a glued prefix of such variables), None when that
     character comes from inside a variable's value. offset: where `shim ` can be inserted,
-    None when nowhere. following: the next word (the real program when program is shim).
+    None when nowhere. rest: the words after the program, without quotes.
     """
     index: int
     program: str
     unresolved: bool
     start: Optional[int]
     offset: Optional[int]
-    following: str
+    rest: Tuple[str, ...]
+
+    @property
+    def following(self) -> str:
+        """The word after the program (the real program when program is shim)."""
+        return self.rest[0] if self.rest else ""
 
 
 class RulePlan(NamedTuple):
-    """What wrap does to one rule: parts to wrap, parts already wrapped, parts whose
+    """What wrap does to one rule: parts to wrap, parts already wrapped, parts that stay
+    outside shim after wrapping (see the module docstring), among them those whose
     recognised program sits inside a variable's value (nowhere to put `shim `)."""
     rule: Rule
     wrap: Tuple[Part, ...]
     wrapped: Tuple[Part, ...]
-    stuck: Tuple[Part, ...]
+    outside: Tuple[Part, ...] = ()
 
 
 class _Element(NamedTuple):
@@ -171,23 +190,24 @@ def _split(elements: List[_Element]) -> List[List[List[_Element]]]:
 
 
 def _part(index: int, words: List[List[_Element]], after_simple_var: set) -> Part:
+    # Words for the shell: variables that are empty make none.
+    words = [w for w in words if any(e.char is not None or e.unknown for e in w)]
+    texts = [_unquote([e for e in w if e.char is not None]) for w in words]
     for w, word in enumerate(words):
         chars = [e for e in word if e.char is not None]
-        if not chars and not any(e.unknown for e in word):
-            continue                      # variables that are empty: no word for the shell
-        text = _unquote(chars)
+        text = texts[w]
         if _ASSIGNMENT.match(text):
             continue                      # FOO=bar prog ...: the program comes after
-        following = next((_unquote([e for e in x if e.char is not None]) for x in words[w + 1:]
-                          if any(e.char is not None for e in x)), "")
+        if host.program_stem(text) == "env" and w + 1 < len(texts) and _ASSIGNMENT.match(texts[w + 1]):
+            continue                      # env FOO=bar prog ...: the same
         start = chars[0].origin if chars else word[0].origin
         offset = start
         if offset is not None and offset in after_simple_var:
             offset = word[0].origin       # before the glued `$prefix` instead
             if offset in after_simple_var:
                 offset = None
-        return Part(index, text, not chars, start, offset, following)
-    return Part(index, "", False, None, None, "")
+        return Part(index, text, not chars, start, offset, tuple(t for t in texts[w + 1:] if t))
+    return Part(index, "", False, None, None, ())
 
 
 def _unquote(chars: List[_Element]) -> str:
@@ -229,6 +249,25 @@ def recognised(program: str, patterns: Sequence[str] = ()) -> bool:
     return any(pattern.match(program if "/" in pat else stem, pat) for pat in patterns)
 
 
+def launched(part: Part, patterns: Sequence[str] = ()) -> str:
+    """The recognised program a launcher chain runs when *part* is one (`ccache c++ ...`:
+    c++), else ""."""
+    if host.program_stem(part.program) not in args.LAUNCHERS:
+        return ""
+    for word in part.rest:
+        if host.program_stem(word) not in args.LAUNCHERS:
+            return word if recognised(word, patterns) else ""
+    return ""
+
+
+def _runs_a_tool(part: Part, patterns: Sequence[str]) -> str:
+    """The recognised program *part* runs, as its program or behind another, or ""."""
+    if part.program in SHELL_BUILTINS or is_shim(part.program):
+        return ""
+    return next((w for w in (part.program,) + part.rest
+                 if not w.startswith("-") and recognised(w, patterns)), "")
+
+
 def plan_rule(rule: Rule, patterns: Sequence[str] = (), forced: bool = False,
               recorded: frozenset = frozenset()) -> RulePlan:
     """What wrap does to *rule* (nothing for phony and generator rules).
@@ -240,17 +279,36 @@ def plan_rule(rule: Rule, patterns: Sequence[str] = (), forced: bool = False,
     is wrapped, whatever it runs.
     """
     if rule.file is None or "generator" in rule.bindings:
-        return RulePlan(rule, (), (), ())
+        return RulePlan(rule, (), ())
     parts = command_parts(rule)
     wrapped = tuple(p for p in parts if is_shim(p.program))
     if any(p.index not in recorded for p in wrapped):
-        return RulePlan(rule, (), wrapped, ())
-    chosen = [p for p in parts if not p.unresolved and recognised(p.program, patterns)]
+        return RulePlan(rule, (), wrapped)
+    chosen = [p for p in parts if not p.unresolved
+              and (recognised(p.program, patterns) or launched(p, patterns))]
     if forced and not chosen and not wrapped:
         chosen = [p for p in parts if (p.program or p.unresolved)
                   and p.program not in SHELL_BUILTINS][:1]
-    return RulePlan(rule, tuple(p for p in chosen if p.offset is not None), wrapped,
-                    tuple(p for p in chosen if p.offset is None))
+    wrap = tuple(p for p in chosen if p.offset is not None)
+    outside = tuple(p for p in parts if p not in wrap and _runs_a_tool(p, patterns))
+    return RulePlan(rule, wrap, wrapped, outside)
+
+
+def outside_reason(part: Part, patterns: Sequence[str] = ()) -> Tuple[str, str]:
+    """(the program *part* runs outside shim, why wrap left it there)."""
+    tool = _runs_a_tool(part, patterns)
+    if part.offset is None:
+        return tool, "its program comes from inside a variable's value"
+    return tool, "behind %s, which shim wrap does not know" % (host.program_stem(part.program) or "a variable")
+
+
+def _shown(part: Part) -> str:
+    """How a wrapped part's program is named: `c++`, `ccache c++` (launcher, compiler), `a variable`."""
+    stem = host.program_stem(part.program)
+    runs = next((w for w in part.rest if host.program_stem(w) not in args.LAUNCHERS), "")
+    if stem in args.LAUNCHERS and runs:
+        return "%s %s" % (stem, host.program_stem(runs))
+    return stem or "a variable"
 
 
 def plan(manifest: Manifest, patterns: Sequence[str] = (), rules: Sequence[str] = ()) -> List[RulePlan]:
@@ -280,7 +338,7 @@ def plan(manifest: Manifest, patterns: Sequence[str] = (), rules: Sequence[str] 
             raise ShimError("--rule %s: a generator rule (it regenerates %s): shim wrap leaves it alone"
                             % (rule.name, manifest.top.path), exit_status.USAGE)
         result = plan_rule(rule, patterns, rule.name in rules, frozenset(recorded.get(key, ())))
-        if result.wrap or result.wrapped or result.stuck:
+        if result.wrap or result.wrapped or result.outside:
             out.append(result)
     return out
 
@@ -346,7 +404,7 @@ def wrap_changes(manifest: Manifest, plans: List[RulePlan]) -> List[FileChange]:
         text = ninjafile.rewrite_commands(nfile, commands)
         text = marker_line(entries, _newline_of(nfile.text)) + text[len(old_line):]
         changes.append(FileChange(nfile, text, tuple(
-            (p.rule.name, tuple(host.program_stem(part.program) or "a variable" for part in p.wrap))
+            (p.rule.name, tuple(_shown(part) for part in p.wrap))
             for p in file_plans)))
     return changes
 
@@ -376,7 +434,7 @@ def undo_changes(manifest: Manifest) -> Tuple[List[FileChange], List[str]]:
                                    [(p.start, p.start + len(WORD), "") for p in parts])
         text = ninjafile.rewrite_commands(nfile, commands)[len(line):]
         changes.append(FileChange(nfile, text, tuple(
-            (name, tuple(host.program_stem(p.following) or "a variable" for p in parts))
+            (name, tuple(_shown(p._replace(program=p.following, rest=p.rest[1:])) for p in parts))
             for name, parts in removals.items())))
     return changes, warnings
 
