@@ -285,9 +285,10 @@ def _retry_alone(s: _Step, failed, attempt: int):
     """Run an out-of-memory step again holding the whole budget, with low_memory rewrites."""
     if s.record:
         _finish(s.record, failed, s.ledger_dir, s.env)
-        s.record = dict(s.record, id="%s-r%d" % (s.record["id"], attempt), retry=attempt, t0=ledger.now())
+        s.record = dict(s.record, id="%s-r%d" % (s.record["id"], attempt), retry=attempt)
         s.record.pop("oom", None)
         s.record.pop("meta", None)
+        s.record.pop("cpu_wait", None)     # this attempt keeps the core; it waits only for memory
     plan = s.plan
     plan.reservation.release()
     plan.reservation = admission.acquire(plan.pool, plan.total, plan.total, plan.unit, 0.0,
@@ -295,8 +296,8 @@ def _retry_alone(s: _Step, failed, attempt: int):
     low = s.tool["low_memory"]
     retry_args = rewrite.arguments(low, s.args)
     retry_env = rewrite.environment(low, dict(s.env))
-    if s.record:
-        s.record.update(res=plan.reservation.bytes, wait=round(plan.reservation.waited, 6),
+    if s.record:       # t0 after the wait, as in _admit: a duration never holds a wait
+        s.record.update(t0=ledger.now(), res=plan.reservation.bytes, wait=round(plan.reservation.waited, 6),
                         argv=digest.fingerprint("\0".join(retry_args)), low_memory=True)
         if "args" in s.record:
             s.record["args"] = retry_args
