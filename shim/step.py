@@ -177,12 +177,18 @@ def run(name: str, argv: list, env: dict):
             ledger.append(step.ledger_dir, record, step.env)    # the end comes from .ninja_log later
         _execute(step, step.args, step.env, exec_=True)
     watch = _watch(step)
-    finished = _execute(step, step.args, step.env, capture=bool(step.plan or watch), watch=watch)
     retries = step.config["memory"]["oom_retries"] if step.plan else 0
+    finished = _execute(step, step.args, step.env, capture=bool(step.plan or watch), watch=watch,
+                        hold=retries > 0)
     attempt = 0
     while oom.ran_out(finished) and attempt < retries:
         attempt += 1
-        finished = _retry_alone(step, finished, attempt)
+        # The out-of-memory message of an attempt that is retried stays unshown: a log
+        # scanner must not take gcc's "fatal error: Killed signal" for the build's.
+        _to_stderr(b"shim: %s ran out of memory (%s): running it again alone, retry %d of %d\n" % (
+            _named(step), _ending(finished), attempt, retries))
+        finished = _retry_alone(step, finished, attempt, hold=attempt < retries)
+    _to_stderr(finished.withheld)       # the last attempt's (if any): its failure is the step's
     if step.record:
         _finish(step.record, finished, step.ledger_dir, step.env)
     if finished.signal is not None:
@@ -281,7 +287,28 @@ def _admit(s: _Step) -> None:
             s.record["cpu_wait"] = round(s.cpu.waited, 6)
 
 
-def _retry_alone(s: _Step, failed, attempt: int):
+def _named(s: _Step) -> bytes:
+    """The step for people: its tool and output (else input)."""
+    what = s.parsed.primary_output or s.parsed.primary_input
+    return ("%s %s" % (s.name, what) if what else s.name).encode("utf-8", "surrogateescape")
+
+
+def _ending(finished) -> bytes:
+    return b"signal %d" % finished.signal if finished.signal is not None else b"exit %d" % finished.code
+
+
+def _to_stderr(data: bytes) -> None:
+    if not data:
+        return
+    try:
+        sys.stderr.flush()
+        sys.stderr.buffer.write(data)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass                    # stderr closed or gone: the step's status still counts
+
+
+def _retry_alone(s: _Step, failed, attempt: int, hold: bool):
     """Run an out-of-memory step again holding the whole budget, with low_memory rewrites."""
     if s.record:
         _finish(s.record, failed, s.ledger_dir, s.env)
@@ -301,7 +328,7 @@ def _retry_alone(s: _Step, failed, attempt: int):
                         argv=digest.fingerprint("\0".join(retry_args)), low_memory=True)
         if "args" in s.record:
             s.record["args"] = retry_args
-    return _execute(s, retry_args, retry_env, capture=True, watch=_watch(s))
+    return _execute(s, retry_args, retry_env, capture=True, watch=_watch(s), hold=hold)
 
 
 def _watch(s: _Step):
@@ -326,9 +353,11 @@ def _finish(record: dict, finished, ledger_dir: str, env: dict) -> None:
     ledger.append(ledger_dir, record, env)
 
 
-def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool = False, watch=None):
+def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool = False, watch=None,
+             hold: bool = False):
     """exec or spawn the tool (through its launcher); a failure to start it becomes a
-    ShimError (127/126/71)."""
+    ShimError (127/126/71). With *hold* an out-of-memory message on stderr and what follows
+    it are held back (Finished.withheld)."""
     # The tool inherits a raised oom_score_adj; a spawning shim takes its own back at once.
     was = host.raise_oom_score(s.oom_score) if s.oom_score else None
     try:
@@ -336,7 +365,7 @@ def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool
             host.exec_program(s.run_path, s.prefix + args, env)
         return host.spawn_program(s.run_path, s.prefix + args, env, capture_stderr=capture, sample_tree=True,
                                   on_start=None if was is None else lambda pid: host.restore_oom_score(was),
-                                  watch=watch)
+                                  watch=watch, hold=oom.hold_from if hold else None)
     except ValueError as e:        # a NUL in an argument or the environment
         raise ShimError("tool %r: cannot execute %s: %s" % (s.name, s.run_path, e), BAD_INPUT) from None
     except OSError as e:

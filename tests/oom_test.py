@@ -67,11 +67,45 @@ def test_virtual_memory_exhausted_under_prlimit_is_retried_and_fits(tmp_path, en
     env["SHIM_MEMORY_BUDGET"] = "2GiB"
     result = ninja(tmp_path, env)
     assert result.returncode == 0, result.stdout
-    assert "virtual memory exhausted" in result.stdout      # the first attempt's stderr still shows
+    assert "virtual memory exhausted" not in result.stdout  # the retried attempt's message is withheld
+    assert "shim: oomy out ran out of memory (exit 1): running it again alone, retry 1 of 1" in result.stdout
     first, retry = attempts(tmp_path)
     assert (first["exit"], first["oom"]) == (1, True)
     assert (retry["exit"], retry["retry"], retry["low_memory"]) == (0, 1, True)
     assert (tmp_path / "out").exists()
+
+
+GCC_KILLED = "g++: fatal error: Killed signal terminated program cc1plus\ncompilation terminated.\n"
+
+
+def test_a_retry_that_succeeds_leaves_no_out_of_memory_message_in_the_log(tmp_path, env):
+    """gcc's driver says "fatal error: Killed signal terminated program cc1plus" when the kernel
+    kills cc1plus: the attempt that is retried keeps its warnings, not that line."""
+    tool = write_tool(tmp_path / "tools", "oomy", """
+        echo "a.cc:1: warning: unused variable" >&2
+        case " $* " in *" --low-mem "*) : > "$1"; exit 0 ;; esac
+        printf '%s' >&2
+        exit 1
+        """ % GCC_KILLED)
+    project(tmp_path, tool)
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = ninja(tmp_path, env)
+    assert result.returncode == 0, result.stdout
+    assert "fatal error" not in result.stdout and "compilation terminated" not in result.stdout
+    assert result.stdout.count("a.cc:1: warning: unused variable") == 4      # both attempts, both steps
+    assert "shim: oomy out ran out of memory (exit 1): running it again alone, retry 1 of 1" in result.stdout
+    assert [a["exit"] for a in attempts(tmp_path)] == [1, 0]
+
+
+def test_when_the_last_attempt_runs_out_too_its_message_shows_once_per_step(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "oomy", "printf '%s' >&2; kill -9 $$\n" % GCC_KILLED)
+    project(tmp_path, tool, toml_extra="[memory]\noom_retries = 2")
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = ninja(tmp_path, env)
+    assert result.returncode != 0
+    # Two steps (out, other) of three attempts each: the last attempt's message, once per step.
+    assert result.stdout.count("fatal error: Killed signal terminated program cc1plus") == 2, result.stdout
+    assert result.stdout.count("running it again alone, retry 2 of 2") == 2
 
 
 def test_retries_are_bounded_and_the_last_status_is_the_steps(tmp_path, env):
