@@ -301,3 +301,22 @@ def test_steps_that_waited_for_memory_keep_their_durations_without_the_wait(tmp_
         assert earlier["t1"] < later["t0"] + 1.0, (earlier, later)
     out = run_shim(["report", "-C", tmp_path], env=env).stdout
     assert "no duration" not in out and "timing: %s 3" % ("ninja_log" if mode == "exec" else "measured") in out
+
+
+def test_control_characters_in_file_names_reach_neither_the_terminal_nor_the_markdown_raw(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "cc", 'for out; do :; done; : > "$out"\n')
+    evil = "red\x1b[31m\x07sneaky.o"
+    (tmp_path / "build.ninja").write_text("rule cc\n  command = shim cc -c $in -o '$out'\n"
+                                          "build %s: cc a.c\n" % evil)
+    (tmp_path / "a.c").write_text("")
+    write_toml(tmp_path / "toolchain.toml", '[tool.cc]\nprogram = "%s"\nfamily = "gcc"\n' % tool)
+    result = subprocess.run([str(NINJA), "-C", str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert result.returncode == 0 and (tmp_path / evil).exists(), result.stdout
+    data = json.loads(run_shim(["report", "-C", tmp_path, "--json"], env=env).stdout)
+    assert data["steps"][0]["out"] == [evil]                        # JSON keeps the name as it is
+    out = run_shim(["report", "-C", tmp_path], env=env).stdout
+    markdown = run_shim(["report", "-C", tmp_path, "--markdown"], env=env).stdout
+    assert "\x1b" not in out + markdown and "\x07" not in out + markdown
+    assert "red\\x1b[31m\\x07sneaky.o" in out
+    assert "red\\\\x1b\\[31m\\\\x07sneaky.o" in markdown            # the backslash itself escaped

@@ -116,6 +116,19 @@ def step_schema() -> dict:
 
 # --- how values look to people: one formatting everywhere -----------------------------------
 
+# Control characters (C0, DEL, C1: ESC starts a terminal escape sequence, CR rewrites the
+# line) as `\xNN`; an undecodable byte of a path (read back as a lone surrogate) as well.
+_UNPRINTABLE = {c: "\\x%02x" % c for c in list(range(0x20)) + list(range(0x7f, 0xa0))}
+_UNPRINTABLE.update({0xdc80 + b: "\\x%02x" % (0x80 + b) for b in range(0x80)})
+
+
+def printable(text, keep: str = "") -> str:
+    """*text* safe to show on a terminal or in Markdown: every control character but those
+    in *keep* escaped as `\\xNN` (shim report's terminal and Markdown output, file names
+    from the ledger above all). JSON and HTML have their own escaping."""
+    text = "" if text is None else str(text)
+    return text.translate({c: e for c, e in _UNPRINTABLE.items() if chr(c) not in keep} if keep else _UNPRINTABLE)
+
 
 def seconds(value) -> str:
     """A duration: `850ms`, `12.3s`; `?` when unknown."""

@@ -18,9 +18,10 @@ SPECIAL = frozenset("\\`*_[]<>|~&$@!")
 
 def escape(text) -> str:
     """*text* as literal Markdown inline content: specials backslash-escaped, line breaks
-    and tabs as spaces (a newline would end a table row)."""
+    and tabs as spaces (a newline would end a table row), other control characters as
+    `\\xNN` (fields.printable: an ESC would reach the terminal of whoever cats the file)."""
     text = "" if text is None else str(text)
-    text = text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    text = fields.printable(text.replace("\r", " ").replace("\n", " ").replace("\t", " "))
     return "".join("\\" + c if c in SPECIAL else c for c in text)
 
 
