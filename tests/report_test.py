@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from conftest import one_error_line, run_shim, write_tool, write_toml
+from shim import size
 from shim.reports import fields, records
 from shim.reports import report
 
@@ -320,3 +321,42 @@ def test_control_characters_in_file_names_reach_neither_the_terminal_nor_the_mar
     assert "\x1b" not in out + markdown and "\x07" not in out + markdown
     assert "red\\x1b[31m\\x07sneaky.o" in out
     assert "red\\\\x1b\\[31m\\\\x07sneaky.o" in markdown            # the backslash itself escaped
+
+
+def test_a_warm_build_shows_its_sampled_peak_and_learned_peaks_and_compares_only_like_with_like(
+        example, env, tmp_path):
+    """Cold: every step spawned and measured. Warm (outputs removed, auto mode): the compiles are
+    known, so they exec, unmeasured; `shim build` still sampled the whole build's peak."""
+    for mode in (["--mode", "spawn"], []):       # then auto, and links spawn (examples/ninja/toolchain.toml)
+        shutil.rmtree(example / "build", ignore_errors=True)
+        result = run_shim(["build", "-C", example, "--budget", "1GiB"] + mode, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(run_shim(["report", "-C", example, "--json"], env=env).stdout)
+    t = data["totals"]
+    learned = [s for s in data["steps"] if s["mode"] == "exec"]
+    assert len(learned) >= KINDS["compile"] and all(s["learned"] and s["rss"] is None for s in learned)
+    assert t["learned_steps"] == len(learned) and t["sampled_peak"] > 0
+    sampled = size.format(t["sampled_peak"])
+
+    out = run_shim(["report", "-C", example, "--html", tmp_path / "r.html", "--markdown", tmp_path / "r.md"],
+                   env=env).stdout
+    assert "sampled build peak: %s" % sampled in out
+    top = out.split("Top 8 by peak memory:\n")[1].split("\n\n")[0]
+    assert top.count(" ~") == len(learned) and fields.LEARNED_NOTE in top      # every step, learned ones marked
+    assert "CPU %.2fs user" % t["cpu_user"] in out and "(1 of 8 steps measured, the rest exec'd)" in out
+    md = (tmp_path / "r.md").read_text()
+    assert "| sampled build peak |" in md and "| %s |" % sampled in md
+    page = (tmp_path / "r.html").read_text()
+    assert "<span>sampled build peak <b>%s</b></span>" % sampled in page
+    assert ">sampled build peak %s</text>" % sampled in page
+
+    compared = json.loads(run_shim(["report", "-C", example, "--compare", "--json"], env=env).stdout)["comparison"]
+    for name in ("cpu", "max_rss", "peak_memory_in_use"):
+        c = compared["totals"][name]
+        assert c["pct"] is None and c["unmeasured"] == {"old": 0, "new": len(learned)}, name
+    assert compared["totals"]["sampled_peak"]["pct"] is not None and compared["totals"]["wall"]["pct"] is not None
+    text = run_shim(["report", "-C", example, "--compare", "--brief"], env=env).stdout
+    rows = text.split("compared with an earlier build (old -> new)\n")[1].split("\n\n")[0].splitlines()
+    for label in ("CPU (spawned steps)", "concurrent step peaks", "largest step peak"):
+        (row,) = [r for r in rows if r.strip().startswith(label)]
+        assert "%" not in row and "not alike: exec'd steps unmeasured, old 0, new %d" % len(learned) in row

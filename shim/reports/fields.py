@@ -55,6 +55,8 @@ FIELDS = (
     Field("wait", ("number", "null"), "seconds waited for the memory", trace=True),
     Field("cpu_wait", ("number", "null"), "seconds waited for a core (`shim build`)", required=False),
     Field("est", ("integer", "null"), "expected peak the reservation was sized by", required=False),
+    Field("learned", ("integer", "null"), "a step not measured in this build (exec'd): the peak learned "
+          "from its earlier spawned runs (est, when src is history); reports show it marked ~"),
     Field("src", ("string", "null"), "where the estimate came from", required=False,
           enum=("history", "prior", "default", None)),
     Field("oom", ("boolean", "null"), "it ran out of memory", required=False),
@@ -142,6 +144,23 @@ def amount(value) -> str:
     return "?" if value is None else size.format(value)
 
 
+LEARNED = "~"          # marks a peak learned from earlier runs, not measured in this build
+LEARNED_NOTE = "~ learned: a peak from the step's earlier spawned runs (exec'd steps are not measured)"
+
+
+def peak(step: dict) -> Optional[int]:
+    """A step's peak memory: measured (rss), else learned, else None."""
+    rss = step.get("rss")
+    return rss if rss is not None else step.get("learned")
+
+
+def peak_text(step: dict) -> str:
+    """`1.5GiB` measured, `~1.5GiB` learned, `?` unknown."""
+    if step.get("rss") is None and step.get("learned") is not None:
+        return LEARNED + size.format(step["learned"])
+    return amount(step.get("rss"))
+
+
 def exit_text(step: dict) -> str:
     """How a step ended: `0`, `2`, `signal 9`; `?` when unknown."""
     if step.get("sig"):
@@ -172,7 +191,7 @@ COLUMNS = {
     "kind": Column("kind", lambda s: s.get("kind") or "?", lambda s: s.get("kind")),
     "mode": Column("mode", lambda s: s.get("mode") or "?", lambda s: s.get("mode")),
     "dur": Column("duration", lambda s: seconds(s.get("dur")), lambda s: s.get("dur"), True),
-    "rss": Column("peak RSS", lambda s: amount(s.get("rss")), lambda s: s.get("rss"), True),
+    "rss": Column("peak RSS", peak_text, peak, True),
     "cpu": Column("CPU", lambda s: seconds(cpu(s)), cpu, True),
     "exit": Column("exit", exit_text, lambda s: s.get("exit") if not s.get("sig") else 128 + s["sig"], True),
     "timing": Column("timing", lambda s: s.get("timing") or "?", lambda s: s.get("timing")),

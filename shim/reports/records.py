@@ -154,6 +154,7 @@ def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
             continue
         s = {f.name: r.get(f.ledger or f.name) for f in fields.FIELDS}
         s["out"] = list(r.get("out") or [])
+        s["learned"] = s["est"] if s["src"] == "history" and s["rss"] is None else None
         if r["rec"] == "step":
             s["timing"] = "measured"
             if s["dur"] is None and s["t1"] is not None:
