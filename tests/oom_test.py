@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_tool, write_toml
+from shim import oom
 from shim.reports import records
 
 NINJA = Path(sys.executable).parent / "ninja"
@@ -108,6 +109,27 @@ def test_when_the_last_attempt_runs_out_too_its_message_shows_once_per_step(tmp_
     assert result.stdout.count("running it again alone, retry 2 of 2") == 2
 
 
+def test_a_message_held_back_is_shown_when_no_retry_follows(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "oomy", """
+        echo "ld: warning: memory exhausted once, recovered" >&2
+        echo "ld: and a line after it" >&2
+        : > "$1"
+        """)
+    project(tmp_path, tool)
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = ninja(tmp_path, env)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count("ld: warning: memory exhausted once, recovered\nld: and a line after it\n") == 2
+    assert "running it again" not in result.stdout
+
+
+def test_the_message_is_held_from_the_start_of_its_line():
+    chunk = b"a.cc:1: warning: x\ng++: fatal error: Killed signal terminated program cc1plus\n"
+    assert chunk[oom.hold_from(chunk):].startswith(b"g++: fatal error")
+    assert oom.hold_from(b"Killed signal terminated program cc1plus") == 0
+    assert oom.hold_from(b"a.cc:1: warning: x\n") == -1
+
+
 def test_retries_are_bounded_and_the_last_status_is_the_steps(tmp_path, env):
     tool = write_tool(tmp_path / "tools", "oomy", "kill -9 $$\n")
     project(tmp_path, tool, toml_extra="[memory]\noom_retries = 2")
@@ -198,7 +220,6 @@ def test_under_shim_build_ninja_keeps_its_score_and_younger_steps_score_higher(t
     (None, 9, b""),
 ])
 def test_rustc_running_out_of_memory_is_recognised(code, sig, stderr):
-    from shim import oom
     from shim.exit_status import Finished
     assert oom.ran_out(Finished(code, sig, 0, 0.0, 0.0, None, stderr))
 
@@ -210,6 +231,5 @@ def test_rustc_running_out_of_memory_is_recognised(code, sig, stderr):
     (None, 9, b""),                                   # forwarded by shim: the user's ^C, not the kernel
 ])
 def test_other_rustc_failures_are_not_taken_for_running_out(code, sig, stderr):
-    from shim import oom
     from shim.exit_status import Finished
     assert not oom.ran_out(Finished(code, sig, 0, 0.0, 0.0, 9 if sig == 9 else None, stderr))
