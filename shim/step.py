@@ -6,8 +6,8 @@ budget wait for slots worth the step's expected peak. Then exec (shim becomes th
 tool: its memory and process are gone, exit status and signals are the tool's by
 construction, and the tool holds the reservation) or spawn and wait (exit code,
 peak RSS, CPU times; a signal death is re-raised; an out-of-memory failure is
-retried alone with the tool's low_memory rewrites). Every step leaves a ledger
-record. Imports are limited to shim/hotpath.py's list.
+retried alone with the tool's low_memory rewrites, its message held back from the
+log). Every step leaves a ledger record. Imports are limited to shim/hotpath.py's list.
 """
 
 import errno
