@@ -34,10 +34,11 @@ TABLE = (
 class Finished:
     """How a spawned tool ended, from wait4: exit code or signal, peak RSS, CPU times."""
 
-    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time", "forwarded", "stderr_tail", "noticed")
+    __slots__ = ("code", "signal", "max_rss", "user_time", "system_time", "forwarded", "stderr_tail", "noticed",
+                 "withheld")
 
     def __init__(self, code, signal, max_rss, user_time, system_time, forwarded=None, stderr_tail=b"",
-                 noticed=None):
+                 noticed=None, withheld=b""):
         self.code = code              # 0-255, or None when killed by a signal
         self.signal = signal          # signal number, or None
         self.max_rss = max_rss        # bytes: peak of the tool's process tree (sampled), or at
@@ -47,6 +48,7 @@ class Finished:
         self.forwarded = forwarded    # a signal shim passed on to the tool, or None
         self.stderr_tail = stderr_tail   # the end of the tool's stderr, when it was captured
         self.noticed = noticed        # when the watched text first passed on stderr (epoch s), or None
+        self.withheld = withheld      # stderr held back, not shown yet (spawn_program's *hold*)
 
 
 class ShimError(Exception):

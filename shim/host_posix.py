@@ -30,6 +30,7 @@ _PROC_CHILDREN = sys.platform.startswith("linux")   # /proc/PID/task/TID/childre
 # util-linux's setpriv sets a parent-death signal and execs the tool: one exec (~1 ms), where
 # doing it in Python needs ctypes (a 5 to 100 ms import) and fork instead of posix_spawn.
 _SETPRIV = "/usr/bin/setpriv" if _PROC_CHILDREN and posix.access("/usr/bin/setpriv", posix.X_OK) else None
+HOLD_MAX = 65536    # stderr bytes held back at most: past that they are no dying tool's last words
 
 osapi = posix      # the low-level os functions both platforms share (open, write, link...)
 getcwd = posix.getcwd
@@ -359,7 +360,7 @@ def _sample(pid: int, box: list) -> None:
 
 def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False,
                   on_start=None, sample_tree: bool = False, die_with_parent: bool = False,
-                  watch: bytes = None) -> Finished:
+                  watch: bytes = None, hold=None) -> Finished:
     """Run *path* as a child and wait for it, forwarding SIGINT/SIGTERM/SIGHUP to it.
 
     The child gets the signal dispositions shim was started with, so a tool that
@@ -367,12 +368,15 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
     tool's stderr passes through a pipe: shim copies it to its own stderr as it
     comes and keeps the last 64 KiB (to recognise out-of-memory messages), noting when
     the bytes *watch* first pass (Finished.noticed: rustc's metadata notice). With
-    *sample_tree* a thread samples the memory of the tool's whole process tree, and
-    max_rss is the larger of that peak and wait4's. Raises OSError when the program
-    cannot be started. *on_start* is called with the pid. With *die_with_parent* (Linux;
-    True or "TERM": SIGTERM, "KILL": SIGKILL) the child gets that signal if shim dies first, even
-    of kill -9: `shim build`'s ninja must not run on, orphaned, after it, and a spawned
-    step's tool must not run on without the reservation its shim held (SIGKILL).
+    *hold* (a function: the offset in a chunk to hold back from, or -1) the rest of stderr
+    from there on is kept in Finished.withheld instead (up to HOLD_MAX bytes), for the
+    caller to show or not. With *sample_tree* a thread samples the memory of the tool's
+    whole process tree, and max_rss is the larger of that peak and wait4's. Raises OSError
+    when the program cannot be started. *on_start* is called with the pid. With
+    *die_with_parent* (Linux; True or "TERM": SIGTERM, "KILL": SIGKILL) the child gets that
+    signal if shim dies first, even of kill -9: `shim build`'s ninja must not run on,
+    orphaned, after it, and a spawned step's tool must not run on without the reservation
+    its shim held (SIGKILL).
     """
     box = [0, False]
     child = []
@@ -398,6 +402,7 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
     flush_stdio()
     tail = b""
     noticed = None
+    held = b""
     try:
         actions = ()
         if capture_stderr:
@@ -426,7 +431,7 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
             forward(signum, None)
         if capture_stderr:
             try:
-                tail, noticed = _relay(r, watch)
+                tail, noticed, held = _relay(r, watch, hold)
             finally:
                 posix.close(r)
         _, status, usage = posix.wait4(pid, 0)   # EINTR is retried after `forward` runs (PEP 475)
@@ -439,7 +444,7 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
     else:
         code, sig = posix.WEXITSTATUS(status), None
     return Finished(code, sig, max(usage.ru_maxrss * _KB, box[0]), usage.ru_utime, usage.ru_stime,
-                    forwarded[0] if forwarded else None, tail, noticed)
+                    forwarded[0] if forwarded else None, tail, noticed, held)
 
 
 def _check_executable(path: str) -> None:
@@ -488,25 +493,36 @@ def _fork_exec_dying_with_parent(path: str, argv: list, env: dict, sigdef) -> in
     return pid
 
 
-def _relay(fd: int, watch: bytes = None):
+def _relay(fd: int, watch: bytes = None, hold=None):
     """Copy *fd* to stderr as it comes (a read returns what the tool has written so far:
-    cargo must see rustc's lines when rustc writes them) until EOF; return its last 64 KiB
-    and when *watch* first passed (or None)."""
+    cargo must see rustc's lines when rustc writes them) until EOF, but from where *hold*
+    says on (see spawn_program); return its last 64 KiB, when *watch* first passed (or
+    None) and what was held back."""
     tail = b""
     noticed = None
+    held = None
     while True:
         chunk = posix.read(fd, 65536)
         if not chunk:
-            return tail, noticed
+            return tail, noticed, held or b""
+        tail = (tail + chunk)[-65536:]
+        if watch and noticed is None and watch in tail[-len(watch) - len(chunk):]:
+            noticed = time.time()
+        if held is None and hold is not None:
+            cut = hold(chunk)
+            if cut >= 0:
+                held, chunk = chunk[cut:], chunk[:cut]
+        elif held is not None:
+            held += chunk
+            chunk = b""
+            if len(held) > HOLD_MAX:              # not a dying tool's last words: let it all out
+                held, chunk, hold = None, held, None
         view = memoryview(chunk)
         while view:
             try:
                 view = view[posix.write(2, view):]
             except OSError:
                 break                     # stderr gone: keep reading so the tool is not blocked
-        if watch and noticed is None and watch in tail[-len(watch):] + chunk:
-            noticed = time.time()
-        tail = (tail + chunk)[-65536:]
 
 
 def die_of_signal(signum: int) -> "NoReturn":

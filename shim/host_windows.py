@@ -177,7 +177,7 @@ def exec_program(path: str, argv: list, env: dict):
 
 def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False,
                   on_start=None, sample_tree: bool = False, die_with_parent: bool = False,
-                  watch: bytes = None) -> Finished:
+                  watch: bytes = None, hold=None) -> Finished:
     flush_stdio()
     proc = subprocess.Popen(argv, executable=path, env=env,
                             stderr=subprocess.PIPE if capture_stderr else None)
@@ -185,20 +185,29 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
         on_start(proc.pid)
     tail = b""
     noticed = None
+    held = b""
     try:
         if capture_stderr:
             # read1: what the tool has written so far, not a full 64 KiB (cargo must see rustc's
-            # lines as they come)
+            # lines as they come); from where *hold* says on, kept back (host_posix.spawn_program)
             for chunk in iter(lambda: proc.stderr.read1(65536), b""):
-                sys.stderr.buffer.write(chunk)
-                sys.stderr.buffer.flush()
                 if watch and noticed is None and watch in tail[-len(watch):] + chunk:
                     noticed = time.time()
                 tail = (tail + chunk)[-65536:]
+                if hold and not held:
+                    cut = hold(chunk)
+                    if cut >= 0:
+                        held, chunk = chunk[cut:], chunk[:cut]
+                elif held:
+                    held, chunk = held + chunk, b""
+                    if len(held) > 65536:            # host_posix.HOLD_MAX
+                        held, chunk, hold = b"", held, None
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.buffer.flush()
         code = proc.wait()
     except KeyboardInterrupt:
         code = proc.wait()
-    return Finished(code & 0xFF, None, None, None, None, None, tail, noticed)
+    return Finished(code & 0xFF, None, None, None, None, None, tail, noticed, held)
 
 
 def die_of_signal(signum: int):

@@ -27,6 +27,14 @@ TEXTS = (
 )
 
 
+def hold_from(chunk: bytes) -> int:
+    """Where in *chunk* (a tool's stderr as it comes) an out-of-memory message begins: the
+    start of its line (within *chunk*), or -1. What follows is held back while shim
+    decides whether the step is retried (see shim/step.py run)."""
+    found = [i for i in (chunk.find(text) for text in TEXTS) if i >= 0]
+    return chunk.rfind(b"\n", 0, min(found)) + 1 if found else -1
+
+
 def ran_out(finished) -> bool:
     if getattr(finished, "forwarded", None):
         return False

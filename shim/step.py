@@ -6,8 +6,8 @@ budget wait for slots worth the step's expected peak. Then exec (shim becomes th
 tool: its memory and process are gone, exit status and signals are the tool's by
 construction, and the tool holds the reservation) or spawn and wait (exit code,
 peak RSS, CPU times; a signal death is re-raised; an out-of-memory failure is
-retried alone with the tool's low_memory rewrites). Every step leaves a ledger
-record. Imports are limited to shim/hotpath.py's list.
+retried alone with the tool's low_memory rewrites, its message held back from the
+log). Every step leaves a ledger record. Imports are limited to shim/hotpath.py's list.
 """
 
 import errno
@@ -182,12 +182,18 @@ def run(name: str, argv: list, env: dict):
             ledger.append(step.ledger_dir, record, step.env)    # the end comes from .ninja_log later
         _execute(step, step.args, step.env, exec_=True)
     watch = _watch(step)
-    finished = _execute(step, step.args, step.env, capture=bool(step.plan or watch), watch=watch)
     retries = step.config["memory"]["oom_retries"] if step.plan else 0
+    finished = _execute(step, step.args, step.env, capture=bool(step.plan or watch), watch=watch,
+                        hold=retries > 0)
     attempt = 0
     while oom.ran_out(finished) and attempt < retries:
         attempt += 1
-        finished = _retry_alone(step, finished, attempt)
+        # The out-of-memory message of an attempt that is retried stays unshown: a log
+        # scanner must not take gcc's "fatal error: Killed signal" for the build's.
+        _to_stderr(b"shim: %s ran out of memory (%s): running it again alone, retry %d of %d\n" % (
+            _named(step), _ending(finished), attempt, retries))
+        finished = _retry_alone(step, finished, attempt, hold=attempt < retries)
+    _to_stderr(finished.withheld)       # the last attempt's (if any): its failure is the step's
     if step.record:
         _finish(step.record, finished, step.ledger_dir, step.env, _budget_of(step))
     if finished.signal is not None:
@@ -324,13 +330,35 @@ def heavy(estimate: int, budget: int):
     return estimate >= NEAR * budget, estimate > budget
 
 
-def _retry_alone(s: _Step, failed, attempt: int):
+def _named(s: _Step) -> bytes:
+    """The step for people: its tool and output (else input)."""
+    what = s.parsed.primary_output or s.parsed.primary_input
+    return ("%s %s" % (s.name, what) if what else s.name).encode("utf-8", "surrogateescape")
+
+
+def _ending(finished) -> bytes:
+    return b"signal %d" % finished.signal if finished.signal is not None else b"exit %d" % finished.code
+
+
+def _to_stderr(data: bytes) -> None:
+    if not data:
+        return
+    try:
+        sys.stderr.flush()
+        sys.stderr.buffer.write(data)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass                    # stderr closed or gone: the step's status still counts
+
+
+def _retry_alone(s: _Step, failed, attempt: int, hold: bool):
     """Run an out-of-memory step again holding the whole budget, with low_memory rewrites."""
     if s.record:
         _finish(s.record, failed, s.ledger_dir, s.env, _budget_of(s))
-        s.record = dict(s.record, id="%s-r%d" % (s.record["id"], attempt), retry=attempt, t0=ledger.now())
+        s.record = dict(s.record, id="%s-r%d" % (s.record["id"], attempt), retry=attempt)
         s.record.pop("oom", None)
         s.record.pop("meta", None)
+        s.record.pop("cpu_wait", None)     # this attempt keeps the core; it waits only for memory
     plan = s.plan
     plan.reservation.release()
     plan.reservation = admission.acquire(plan.pool, plan.total, plan.total, plan.unit, 0.0,
@@ -338,12 +366,12 @@ def _retry_alone(s: _Step, failed, attempt: int):
     low = rewrite.EMPTY if s.low else s.tool["low_memory"]      # a low-memory start has them already
     retry_args = rewrite.arguments(low, s.args)
     retry_env = rewrite.environment(low, dict(s.env))
-    if s.record:
-        s.record.update(res=plan.reservation.bytes, wait=round(plan.reservation.waited, 6),
+    if s.record:       # t0 after the wait, as in _admit: a duration never holds a wait
+        s.record.update(t0=ledger.now(), res=plan.reservation.bytes, wait=round(plan.reservation.waited, 6),
                         argv=digest.fingerprint("\0".join(retry_args)), low_memory=True)
         if "args" in s.record:
             s.record["args"] = retry_args
-    return _execute(s, retry_args, retry_env, capture=True, watch=_watch(s))
+    return _execute(s, retry_args, retry_env, capture=True, watch=_watch(s), hold=hold)
 
 
 def _watch(s: _Step):
@@ -377,9 +405,11 @@ def _finish(record: dict, finished, ledger_dir: str, env: dict, budget: int = 0)
     ledger.append(ledger_dir, record, env)
 
 
-def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool = False, watch=None):
+def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool = False, watch=None,
+             hold: bool = False):
     """exec or spawn the tool (through its launcher); a failure to start it becomes a
-    ShimError (127/126/71)."""
+    ShimError (127/126/71). With *hold* an out-of-memory message on stderr and what follows
+    it are held back (Finished.withheld)."""
     # The tool inherits a raised oom_score_adj; a spawning shim takes its own back at once.
     was = host.raise_oom_score(s.oom_score) if s.oom_score else None
     try:
@@ -389,7 +419,7 @@ def _execute(s: _Step, args: list, env: dict, exec_: bool = False, capture: bool
         return host.spawn_program(s.run_path, s.prefix + args, env, capture_stderr=capture, sample_tree=True,
                                   die_with_parent="KILL",
                                   on_start=None if was is None else lambda pid: host.restore_oom_score(was),
-                                  watch=watch)
+                                  watch=watch, hold=oom.hold_from if hold else None)
     except ValueError as e:        # a NUL in an argument or the environment
         raise ShimError("tool %r: cannot execute %s: %s" % (s.name, s.run_path, e), BAD_INPUT) from None
     except OSError as e:

@@ -11,7 +11,7 @@ import jsonschema  # noqa: E402
 import pytest  # noqa: E402
 from markdown_it import MarkdownIt  # noqa: E402
 
-from shim.reports import compare, markdown, records, report  # noqa: E402
+from shim.reports import compare, fields, markdown, records, report  # noqa: E402
 
 MiB = 1 << 20
 T0 = 1_700_000_000.0
@@ -188,6 +188,51 @@ def test_the_gate_says_what_cannot_be_compared_instead_of_dividing_by_zero():
     assert "concurrent step peaks cannot be compared (unknown in the old build)" in message
 
 
+def warm(steps, measured=("obj/0.o",)) -> list:
+    """*steps* as a warm build runs them: exec'd, timed from .ninja_log, peaks only learned;
+    the outputs in *measured* still spawned."""
+    return [s if s["out"][0] in measured else
+            dict(s, rss=None, ut=None, st=None, mode="exec", timing="ninja_log", learned=s["rss"], src="history")
+            for s in steps]
+
+
+def test_a_cold_build_against_a_warm_one_compares_no_sums_of_unlike_steps():
+    cold = build(base_steps())
+    c = compare.compare(cold, build(warm(base_steps())))
+    for name in ("cpu", "peak_memory_in_use", "max_rss"):
+        t = c["totals"][name]
+        assert t["old"] > t["new"] and (t["delta"], t["pct"]) == (None, None), name
+        assert t["unmeasured"] == {"old": 0, "new": 11}
+    assert c["totals"]["wall"]["pct"] == 0.0 and "unmeasured" not in c["totals"]["wall"]
+    jsonschema.validate(c, compare.SCHEMA)
+    rows = {label: change for label, _old, _new, change in compare.total_rows(c)}
+    assert rows["CPU (spawned steps)"] == "? (not alike: exec'd steps unmeasured, old 0, new 11)"
+    status, message = compare.gate(c, 10)
+    assert status == 0 and "concurrent step peaks cannot be compared (not alike: exec'd steps" in message
+
+
+def test_two_warm_builds_that_measured_the_same_steps_compare_as_usual():
+    slower = edited(base_steps(), **{"obj/0.o": {"dur": 3.0, "ut": 2.7, "st": 0.3}})
+    c = compare.compare(build(warm(base_steps())), build(warm(slower)))
+    assert c["totals"]["cpu"]["pct"] == pytest.approx(200.0)
+    assert c["totals"]["cpu"]["unmeasured"] == {"old": 11, "new": 11}
+    assert compare.compare(build(warm(base_steps())), build(warm(base_steps(), ("obj/1.o",))))[
+        "totals"]["cpu"]["pct"] is None                                      # other steps measured
+
+
+def test_a_warm_builds_summary_lists_learned_peaks_marked_among_the_measured():
+    steps = warm(base_steps())
+    data = report.summary(steps, None, "/b", "/b/.shim")
+    t = data["totals"]
+    assert (t["rss_steps"], t["learned_steps"], t["max_learned"]) == (1, 11, 210 * MiB)
+    assert [s["out"][0] for s in data["top_memory"][:2]] == ["obj/11.o", "obj/10.o"]
+    assert report.largest_text(t) == "100.0MiB measured, ~210.0MiB learned"
+    text = report.render(data, list_steps=False)
+    assert "~210.0MiB" in text and fields.LEARNED_NOTE in text and "(1 of 12 steps measured, the rest exec'd)" in text
+    md = markdown.document(data)
+    assert "| 100.0MiB (1 of 12 steps) | 100.0MiB measured, \\~210.0MiB learned |" in md
+
+
 # --- estimates vs reality ---------------------------------------------------------------
 
 
@@ -304,8 +349,9 @@ def test_markdown_renders_real_tables_with_a_pipe_in_a_path_and_no_raw_html():
     by_head = {}
     for head, rows in tables:
         by_head.setdefault(tuple(head), []).append(rows)
-    (totals,) = by_head[("steps", "wall", "CPU", "concurrent step peaks", "largest step peak", "failures")]
-    assert totals == [["43", "9.5s", "19.4s", "954.0MiB", "400.0MiB", "1"]]
+    (totals,) = by_head[("steps", "wall", "CPU", "sampled build peak", "concurrent step peaks", "largest step peak",
+                         "failures")]
+    assert totals == [["43", "9.5s", "19.4s", "not sampled", "954.0MiB", "400.0MiB", "1"]]
     memory, duration = by_head[("step", "kind", "peak RSS", "duration")]
     assert memory[0] == [PIPE_PATH, "compile", "400.0MiB", "500ms"] and len(memory) == 5
     assert duration[0][0] == "obj/3.o" and len(duration) == 5
@@ -333,7 +379,7 @@ def test_markdown_of_a_build_alone_has_no_comparison():
     text = markdown.document(report.summary(old[1], old[0], "/b", "/b/.shim"))
     tables, _tokens = rendered(text)
     assert [head for head, _ in tables] == [
-        ["steps", "wall", "CPU", "concurrent step peaks", "largest step peak", "failures"],
+        ["steps", "wall", "CPU", "sampled build peak", "concurrent step peaks", "largest step peak", "failures"],
         ["step", "kind", "peak RSS", "duration"], ["step", "kind", "peak RSS", "duration"]]
     assert "No failures." in text and "Compared" not in text and "Estimates" not in text
     assert "No measured step peaked beyond what the budget expected." in markdown.document(

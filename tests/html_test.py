@@ -155,17 +155,29 @@ def test_summary_counts_steps_wall_peak_and_failures():
     page = html.render(steps)
     origin, end = timeline.bounds(steps)
     _, top = timeline.peak(timeline.memory_curve(steps))
+    measured = sum(s["rss"] is not None for s in steps)
+    assert 0 < measured < len(steps)
     for label, value in (("steps", len(steps)), ("wall", html.seconds(end - origin)),
-                         ("concurrent step peaks", size.format(top)),
+                         ("concurrent step peaks", "%s (%d of %d steps measured)" % (size.format(top), measured,
+                                                                                    len(steps))),
                          ("failures", sum(timeline.failed(s) for s in steps))):
         assert "<span>%s <b>%s</b></span>" % (label, value) in page
-    assert ">peak %s at " % size.format(top) in page
+    assert ">concurrent step peaks %s at " % size.format(top) in page
+    assert "sampled build peak" not in page
 
 
 def test_a_build_of_exec_steps_says_memory_was_not_measured():
     steps = [dict(s, rss=None) for s in sample_steps()]
     assert "No measured memory" in html.render(steps)
     assert "No measured memory" not in html.render(sample_steps())
+
+
+def test_the_sampled_build_peak_heads_the_page_and_tops_the_memory_curve():
+    steps = [dict(s, rss=None) for s in sample_steps()]            # a warm build: every step exec'd
+    build = {"id": "b1", "t0": steps[0]["t0"], "t1": None, "exit": 0, "peak": 600 << 20}
+    page = html.render(steps, build)
+    assert "<span>sampled build peak <b>600.0MiB</b></span>" in page
+    assert ">sampled build peak 600.0MiB</text>" in page and "No measured memory" not in page
 
 
 def test_undecodable_bytes_of_a_path_are_shown_escaped(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_tool, write_toml
+from shim import oom
 from shim.reports import records
 
 NINJA = Path(sys.executable).parent / "ninja"
@@ -67,11 +68,66 @@ def test_virtual_memory_exhausted_under_prlimit_is_retried_and_fits(tmp_path, en
     env["SHIM_MEMORY_BUDGET"] = "2GiB"
     result = ninja(tmp_path, env)
     assert result.returncode == 0, result.stdout
-    assert "virtual memory exhausted" in result.stdout      # the first attempt's stderr still shows
+    assert "virtual memory exhausted" not in result.stdout  # the retried attempt's message is withheld
+    assert "shim: oomy out ran out of memory (exit 1): running it again alone, retry 1 of 1" in result.stdout
     first, retry = attempts(tmp_path)
     assert (first["exit"], first["oom"]) == (1, True)
     assert (retry["exit"], retry["retry"], retry["low_memory"]) == (0, 1, True)
     assert (tmp_path / "out").exists()
+
+
+GCC_KILLED = "g++: fatal error: Killed signal terminated program cc1plus\ncompilation terminated.\n"
+
+
+def test_a_retry_that_succeeds_leaves_no_out_of_memory_message_in_the_log(tmp_path, env):
+    """gcc's driver says "fatal error: Killed signal terminated program cc1plus" when the kernel
+    kills cc1plus: the attempt that is retried keeps its warnings, not that line."""
+    tool = write_tool(tmp_path / "tools", "oomy", """
+        echo "a.cc:1: warning: unused variable" >&2
+        case " $* " in *" --low-mem "*) : > "$1"; exit 0 ;; esac
+        printf '%s' >&2
+        exit 1
+        """ % GCC_KILLED)
+    project(tmp_path, tool)
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = ninja(tmp_path, env)
+    assert result.returncode == 0, result.stdout
+    assert "fatal error" not in result.stdout and "compilation terminated" not in result.stdout
+    assert result.stdout.count("a.cc:1: warning: unused variable") == 4      # both attempts, both steps
+    assert "shim: oomy out ran out of memory (exit 1): running it again alone, retry 1 of 1" in result.stdout
+    assert [a["exit"] for a in attempts(tmp_path)] == [1, 0]
+
+
+def test_when_the_last_attempt_runs_out_too_its_message_shows_once_per_step(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "oomy", "printf '%s' >&2; kill -9 $$\n" % GCC_KILLED)
+    project(tmp_path, tool, toml_extra="[memory]\noom_retries = 2")
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = ninja(tmp_path, env)
+    assert result.returncode != 0
+    # Two steps (out, other) of three attempts each: the last attempt's message, once per step.
+    assert result.stdout.count("fatal error: Killed signal terminated program cc1plus") == 2, result.stdout
+    assert result.stdout.count("running it again alone, retry 2 of 2") == 2
+
+
+def test_a_message_held_back_is_shown_when_no_retry_follows(tmp_path, env):
+    tool = write_tool(tmp_path / "tools", "oomy", """
+        echo "ld: warning: memory exhausted once, recovered" >&2
+        echo "ld: and a line after it" >&2
+        : > "$1"
+        """)
+    project(tmp_path, tool)
+    env["SHIM_MEMORY_BUDGET"] = "1GiB"
+    result = ninja(tmp_path, env)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count("ld: warning: memory exhausted once, recovered\nld: and a line after it\n") == 2
+    assert "running it again" not in result.stdout
+
+
+def test_the_message_is_held_from_the_start_of_its_line():
+    chunk = b"a.cc:1: warning: x\ng++: fatal error: Killed signal terminated program cc1plus\n"
+    assert chunk[oom.hold_from(chunk):].startswith(b"g++: fatal error")
+    assert oom.hold_from(b"Killed signal terminated program cc1plus") == 0
+    assert oom.hold_from(b"a.cc:1: warning: x\n") == -1
 
 
 def test_retries_are_bounded_and_the_last_status_is_the_steps(tmp_path, env):
@@ -164,7 +220,6 @@ def test_under_shim_build_ninja_keeps_its_score_and_younger_steps_score_higher(t
     (None, 9, b""),
 ])
 def test_rustc_running_out_of_memory_is_recognised(code, sig, stderr):
-    from shim import oom
     from shim.exit_status import Finished
     assert oom.ran_out(Finished(code, sig, 0, 0.0, 0.0, None, stderr))
 
@@ -176,6 +231,5 @@ def test_rustc_running_out_of_memory_is_recognised(code, sig, stderr):
     (None, 9, b""),                                   # forwarded by shim: the user's ^C, not the kernel
 ])
 def test_other_rustc_failures_are_not_taken_for_running_out(code, sig, stderr):
-    from shim import oom
     from shim.exit_status import Finished
     assert not oom.ran_out(Finished(code, sig, 0, 0.0, 0.0, 9 if sig == 9 else None, stderr))

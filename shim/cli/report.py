@@ -116,20 +116,24 @@ def _write_files(data, steps, build, earlier, trace, html, markdown) -> None:
 
 
 def _echo_report(data, brief, trace, html, markdown) -> None:
-    from shim.reports import compare
+    from shim.reports import compare, fields
     from shim.reports import report as report_mod
-    click.echo(report_mod.render(data, list_steps=not brief), nl=False)
-    click.echo()
-    click.echo("\n".join(compare.render_estimates(data["estimate_misses"])))
+
+    def echo(text: str = "") -> None:      # file names from the ledger: no raw ESC to the terminal
+        click.echo(fields.printable(text, keep="\n"))
+
+    echo(report_mod.render(data, list_steps=not brief).rstrip("\n"))
+    echo()
+    echo("\n".join(compare.render_estimates(data["estimate_misses"])))
     if "comparison" in data:
-        click.echo()
-        click.echo("\n".join(compare.render(data["comparison"])))
+        echo()
+        echo("\n".join(compare.render(data["comparison"])))
     if "suggestion" in data:
-        click.echo()
-        click.echo(report_mod.render_suggestion(data["suggestion"]), nl=False)
+        echo()
+        echo(report_mod.render_suggestion(data["suggestion"]).rstrip("\n"))
     for what, path in (("trace", trace), ("HTML timeline", html), ("Markdown summary", markdown)):
         if path:
-            click.echo("wrote %s: %s" % (what, path))
+            echo("wrote %s: %s" % (what, path))
 
 
 def _earlier(ref: str, ledger_dir: str, build_dir: str):

@@ -4,6 +4,11 @@ Pure functions over plain data: steps as records.steps_of returns them, the buil
 record (or None), report.summary's totals. No I/O, no printing: callers (`shim report
 --compare/--fail-over`, the HTML and Markdown pages) decide where results go.
 
+Totals that add up what spawned steps measured (CPU, step peaks) compare like with like: when
+either build has unmeasured (exec'd) steps, only if both measured the same steps; otherwise
+the change is left unknown and says how many steps each side did not measure (a cold build
+measured, against a warm one that exec'd, is not "CPU -99 %").
+
 Steps of two builds are matched by step_key. A change counts only if it exceeds both
 thresholds, the relative and the absolute one (defaults: 10 % and 50 ms for durations,
 10 % and 16 MiB, one admission slot, for peaks): a 3 ms compile that takes 6 ms has
@@ -21,6 +26,8 @@ OVER_RESERVATION = 1.25      # a peak above this many times its reservation: the
 NO_MISSES = "no measured step peaked beyond what the budget expected"
 METRICS = (("duration", "dur", "seconds"), ("memory", "rss", "bytes"))   # (name, step key, threshold)
 TOTALS = ("wall", "cpu", "peak_memory_in_use", "sampled_peak", "max_rss", "steps", "failures")
+# Totals added up from the steps measured (spawned): the step field each needs.
+PER_STEP = {"cpu": "ut", "peak_memory_in_use": "rss", "max_rss": "rss"}
 
 
 # --- matching steps -----------------------------------------------------------------------
@@ -89,6 +96,19 @@ def build_totals(build: Optional[dict], steps: list) -> dict:
             "sampled_peak": sampled, "max_rss": t["max_rss"], "steps": t["steps"], "failures": t["failures"]}
 
 
+def _like_with_like(c: dict, old_steps: list, new_steps: list, field: str) -> None:
+    """Mark total change *c* with the steps each side did not measure (*field* None), and
+    leave it unknown unless both sides measured the same steps (by step_key)."""
+    sides = [([s for s in steps if s.get(field) is not None], [s for s in steps if s.get(field) is None])
+             for steps in (old_steps, new_steps)]
+    if not sides[0][1] and not sides[1][1]:
+        return
+    c["unmeasured"] = {"old": len(sides[0][1]), "new": len(sides[1][1])}
+    keys = [tuple({step_key(s) for s in group} for group in side) for side in sides]
+    if keys[0] != keys[1]:
+        c["delta"] = c["pct"] = None
+
+
 def _row(key: str, old: dict, new: dict, field: str) -> dict:
     return dict(change(old[field], new[field]), key=key, kind=new["kind"])
 
@@ -134,6 +154,8 @@ def compare(old: tuple, new: tuple, thresholds: Optional[dict] = None, top: int 
     old_totals, new_totals = build_totals(*old), build_totals(*new)
     result = {"version": 1, "thresholds": used,
               "totals": {name: change(old_totals[name], new_totals[name]) for name in TOTALS}}
+    for name, field in PER_STEP.items():
+        _like_with_like(result["totals"][name], old[1], new[1], field)
     changed = set()
     for name, field, absolute in METRICS:
         rows = changed_rows(matched, field, used["pct"], used[absolute])
@@ -175,6 +197,8 @@ def gate(comparison: dict, fail_over_pct: float) -> tuple:
 
 
 def _why_blind(c: dict, unit: str) -> str:
+    if c.get("unmeasured") and c["old"] is not None and c["new"] is not None:
+        return unmeasured_text(c["unmeasured"])
     if c["old"] is None or c["new"] is None:
         return "unknown in the %s build" % ("old" if c["old"] is None else "new")
     return "0 in the old build, %s now" % fmt(c["new"], unit)
@@ -224,10 +248,16 @@ def fmt(value, unit: str) -> str:
     return fields.amount(value) if unit == "bytes" else "%d" % value
 
 
+def unmeasured_text(unmeasured: dict) -> str:
+    """`not alike: exec'd steps unmeasured, old 0, new 45`."""
+    return "not alike: exec'd steps unmeasured, old %d, new %d" % (unmeasured["old"], unmeasured["new"])
+
+
 def fmt_change(c: dict, unit: str) -> str:
-    """A change for people: `+1.2s (+15.0%)`, `-64.0MiB (-12.5%)`, `-` when unknown."""
+    """A change for people: `+1.2s (+15.0%)`, `-64.0MiB (-12.5%)`, `?` when unknown (saying
+    why when the builds measured different steps)."""
     if c["delta"] is None:
-        return "?"
+        return "? (%s)" % unmeasured_text(c["unmeasured"]) if c.get("unmeasured") else "?"
     text = ("+" if c["delta"] > 0 else "") + fmt(c["delta"], unit)
     return text + ("" if c["pct"] is None else " (%+.1f%%)" % c["pct"])
 
@@ -337,7 +367,10 @@ _NUM = {"type": ["number", "null"]}
 _INT = {"type": ["integer", "null"]}
 CHANGE_SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["old", "new", "delta", "pct"],
-    "properties": {"old": _NUM, "new": _NUM, "delta": _NUM, "pct": _NUM},
+    "properties": {"old": _NUM, "new": _NUM, "delta": _NUM, "pct": _NUM,
+                   "unmeasured": {"type": "object", "additionalProperties": False, "required": ["old", "new"],
+                                  "properties": {"old": {"type": "integer", "minimum": 0},
+                                                 "new": {"type": "integer", "minimum": 0}}}},
 }
 STEP_CHANGE_SCHEMA = {
     "type": "object", "additionalProperties": False,

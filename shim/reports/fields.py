@@ -55,6 +55,8 @@ FIELDS = (
     Field("wait", ("number", "null"), "seconds waited for the memory", trace=True),
     Field("cpu_wait", ("number", "null"), "seconds waited for a core (`shim build`)", required=False),
     Field("est", ("integer", "null"), "expected peak the reservation was sized by", required=False),
+    Field("learned", ("integer", "null"), "a step not measured in this build (exec'd): the peak learned "
+          "from its earlier spawned runs (est, when src is history); reports show it marked ~"),
     Field("src", ("string", "null"), "where the estimate came from", required=False,
           enum=("history", "build", "prior", "default", None)),
     Field("oom", ("boolean", "null"), "it ran out of memory", required=False),
@@ -118,6 +120,19 @@ def step_schema() -> dict:
 
 # --- how values look to people: one formatting everywhere -----------------------------------
 
+# Control characters (C0, DEL, C1: ESC starts a terminal escape sequence, CR rewrites the
+# line) as `\xNN`; an undecodable byte of a path (read back as a lone surrogate) as well.
+_UNPRINTABLE = {c: "\\x%02x" % c for c in list(range(0x20)) + list(range(0x7f, 0xa0))}
+_UNPRINTABLE.update({0xdc80 + b: "\\x%02x" % (0x80 + b) for b in range(0x80)})
+
+
+def printable(text, keep: str = "") -> str:
+    """*text* safe to show on a terminal or in Markdown: every control character but those
+    in *keep* escaped as `\\xNN` (shim report's terminal and Markdown output, file names
+    from the ledger above all). JSON and HTML have their own escaping."""
+    text = "" if text is None else str(text)
+    return text.translate({c: e for c, e in _UNPRINTABLE.items() if chr(c) not in keep} if keep else _UNPRINTABLE)
+
 
 def seconds(value) -> str:
     """A duration: `850ms`, `12.3s`; `?` when unknown."""
@@ -129,6 +144,23 @@ def seconds(value) -> str:
 def amount(value) -> str:
     """Bytes: `1.5GiB`; `?` when unknown (exec'd steps are not measured)."""
     return "?" if value is None else size.format(value)
+
+
+LEARNED = "~"          # marks a peak learned from earlier runs, not measured in this build
+LEARNED_NOTE = "~ learned: a peak from the step's earlier spawned runs (exec'd steps are not measured)"
+
+
+def peak(step: dict) -> Optional[int]:
+    """A step's peak memory: measured (rss), else learned, else None."""
+    rss = step.get("rss")
+    return rss if rss is not None else step.get("learned")
+
+
+def peak_text(step: dict) -> str:
+    """`1.5GiB` measured, `~1.5GiB` learned, `?` unknown."""
+    if step.get("rss") is None and step.get("learned") is not None:
+        return LEARNED + size.format(step["learned"])
+    return amount(step.get("rss"))
 
 
 def exit_text(step: dict) -> str:
@@ -161,7 +193,7 @@ COLUMNS = {
     "kind": Column("kind", lambda s: s.get("kind") or "?", lambda s: s.get("kind")),
     "mode": Column("mode", lambda s: s.get("mode") or "?", lambda s: s.get("mode")),
     "dur": Column("duration", lambda s: seconds(s.get("dur")), lambda s: s.get("dur"), True),
-    "rss": Column("peak RSS", lambda s: amount(s.get("rss")), lambda s: s.get("rss"), True),
+    "rss": Column("peak RSS", peak_text, peak, True),
     "cpu": Column("CPU", lambda s: seconds(cpu(s)), cpu, True),
     "exit": Column("exit", exit_text, lambda s: s.get("exit") if not s.get("sig") else 128 + s["sig"], True),
     "timing": Column("timing", lambda s: s.get("timing") or "?", lambda s: s.get("timing")),

@@ -31,6 +31,7 @@ svg{width:100%;height:auto;display:block;margin:6px 0 14px}
 .unknown{fill:#fff;stroke:#444;stroke-dasharray:2 1}
 .axis line{stroke:#bbb}.axis text,.peak text{font-size:10px;fill:#555}
 .memory{fill:#cfe1f2;stroke:#4e79a7}.peak circle{fill:#d62728}
+.sampled line{stroke:#d62728;stroke-dasharray:4 3}.sampled text{font-size:10px;fill:#d62728}
 .legend span{display:inline-block;margin-right:12px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:-1px}
 table{border-collapse:collapse;width:100%}
@@ -139,31 +140,40 @@ def timeline_svg(steps: list[dict], origin: float, span: float) -> str:
     return "".join(parts)
 
 
-def memory_svg(steps: list[dict], origin: float, span: float) -> str:
-    """The memory curve as an inline SVG path (a step function) with its peak labelled."""
+def memory_svg(steps: list[dict], origin: float, span: float, sampled: Optional[int] = None) -> str:
+    """The memory curve as an inline SVG path (a step function: the measured steps' peaks
+    added up) with its peak labelled, under a dashed line at the *sampled* build peak
+    (`shim build` sampled ninja and everything under it) when there is one."""
     curve = timeline.memory_curve(steps)
     t_peak, top = timeline.peak(curve)
-    if not top:
+    if not top and not sampled:
         return '<p class="nomemory">No measured memory: exec-mode steps have no peak RSS.</p>'
     scale = (WIDTH - LEFT - RIGHT) / span if span > 0 else 0.0
     base = MEMORY_HEIGHT - AXIS
-    y_scale = (base - 14) / top          # room above the peak for its label
+    y_scale = (base - 14) / max(top, sampled or 0)          # room above the peak for its label
 
     def x(t: float) -> float:
         return LEFT + (t - origin) * scale
 
-    path = ["M%.2f %.2f" % (LEFT, base)]
-    for t, level in curve:
-        path.append("H%.2f V%.2f" % (x(t), base - level * y_scale))
-    path.append("H%.2f V%.2f Z" % (x(origin + span), base))
-    px, py = x(t_peak), base - top * y_scale
-    anchor = "end" if px > WIDTH / 2 else "start"
-    return ('<svg class="memory-curve" viewBox="0 0 %d %d" role="img" aria-label="memory in use">'
-            '%s<path class="memory" d="%s"/><g class="peak"><circle cx="%.2f" cy="%.2f" r="3"/>'
-            '<text x="%.2f" y="%.2f" text-anchor="%s">peak %s at %s</text></g></svg>'
-            % (WIDTH, MEMORY_HEIGHT, _axis(span, scale, base), " ".join(path), px, py,
-               px + (-5 if anchor == "end" else 5), py + 4, anchor, size.format(top),
-               seconds(t_peak - origin)))
+    parts = []
+    if top:
+        path = ["M%.2f %.2f" % (LEFT, base)]
+        for t, level in curve:
+            path.append("H%.2f V%.2f" % (x(t), base - level * y_scale))
+        path.append("H%.2f V%.2f Z" % (x(origin + span), base))
+        px, py = x(t_peak), base - top * y_scale
+        anchor = "end" if px > WIDTH / 2 else "start"
+        parts.append('<path class="memory" d="%s"/><g class="peak"><circle cx="%.2f" cy="%.2f" r="3"/>'
+                     '<text x="%.2f" y="%.2f" text-anchor="%s">concurrent step peaks %s at %s</text></g>'
+                     % (" ".join(path), px, py, px + (-5 if anchor == "end" else 5), py + 4, anchor,
+                        size.format(top), seconds(t_peak - origin)))
+    if sampled:
+        y = base - sampled * y_scale
+        parts.append('<g class="sampled"><line x1="%d" y1="%.2f" x2="%d" y2="%.2f"/>'
+                     '<text x="%d" y="%.2f" text-anchor="end">sampled build peak %s</text></g>'
+                     % (LEFT, y, WIDTH - RIGHT, y, WIDTH - RIGHT, y - 3, size.format(sampled)))
+    return ('<svg class="memory-curve" viewBox="0 0 %d %d" role="img" aria-label="memory in use">%s%s</svg>'
+            % (WIDTH, MEMORY_HEIGHT, _axis(span, scale, base), "".join(parts)))
 
 
 def table(steps: list[dict]) -> str:
@@ -185,8 +195,13 @@ def table(steps: list[dict]) -> str:
 def summary(steps: list[dict], build: Optional[dict], span: float) -> str:
     """The header line: steps, wall time, peak memory, failures (and the build's id and exit)."""
     _, top = timeline.peak(timeline.memory_curve(steps))
-    items = [("steps", str(len(steps))), ("wall", seconds(span)),
-             ("concurrent step peaks", size.format(top) if top else "not measured"),
+    measured = sum(s.get("rss") is not None for s in steps)
+    items = [("steps", str(len(steps))), ("wall", seconds(span))]
+    if build and build.get("peak") is not None:
+        items.append(("sampled build peak", size.format(build["peak"])))
+    items += [("concurrent step peaks", (size.format(top) + ("" if measured == len(steps) else
+                                                             " (%d of %d steps measured)" % (measured, len(steps))))
+               if top else "not measured"),
              ("failures", str(sum(timeline.failed(s) for s in steps)))]
     unknown = sum(s.get("t1") is None for s in steps)
     if unknown:
@@ -219,12 +234,18 @@ def render(steps: list[dict], build: Optional[dict] = None, title: str = "shim r
         before = ('<h2>Compared with the earlier build</h2>%s<h2>Earlier build</h2>%s<h3>Timeline</h3>%s'
                   '<h3>Memory in use</h3>%s<h2>This build</h2>'
                   % (comparison_table(compared), summary(old_steps, old_build, old_finish - old_origin),
-                     timeline_svg(old_steps, old_origin, shared), memory_svg(old_steps, old_origin, shared)))
+                     timeline_svg(old_steps, old_origin, shared),
+                     memory_svg(old_steps, old_origin, shared, _sampled(old_build))))
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>%s</title>'
             '<style>%s</style></head><body><h1>%s</h1>%s%s<h2>Timeline</h2>%s<h2>Memory in use</h2>%s'
             '<h2>Steps</h2>%s<script>%s</script></body></html>\n'
             % (_e(title), CSS, _e(title), before, summary(steps, build, span),
-               timeline_svg(steps, origin, shared), memory_svg(steps, origin, shared), table(steps), SCRIPT))
+               timeline_svg(steps, origin, shared), memory_svg(steps, origin, shared, _sampled(build)),
+               table(steps), SCRIPT))
+
+
+def _sampled(build: Optional[dict]) -> Optional[int]:
+    return build.get("peak") if build else None
 
 
 def comparison_table(rows) -> str:

@@ -6,7 +6,7 @@ escaped, so a path can neither break a table (`|`), start a code span or emphasi
 in HTML: the page is made of Markdown alone, no raw HTML.
 """
 
-from shim.reports import compare, fields
+from shim.reports import compare, fields, report
 
 MAX_ROWS = 10
 TOP = 5                     # steps listed per "top" table of a single build
@@ -18,9 +18,10 @@ SPECIAL = frozenset("\\`*_[]<>|~&$@!")
 
 def escape(text) -> str:
     """*text* as literal Markdown inline content: specials backslash-escaped, line breaks
-    and tabs as spaces (a newline would end a table row)."""
+    and tabs as spaces (a newline would end a table row), other control characters as
+    `\\xNN` (fields.printable: an ESC would reach the terminal of whoever cats the file)."""
     text = "" if text is None else str(text)
-    text = text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    text = fields.printable(text.replace("\r", " ").replace("\n", " ").replace("\t", " "))
     return "".join("\\" + c if c in SPECIAL else c for c in text)
 
 
@@ -45,26 +46,38 @@ def failure_lines(failures: list) -> list:
 
 
 def _step_rows(steps: list) -> list:
-    return [(escape(compare.step_key(s)), escape(s["kind"]), fields.amount(s["rss"]), _seconds(s["dur"]))
+    return [(escape(compare.step_key(s)), escape(s["kind"]), escape(fields.peak_text(s)), _seconds(s["dur"]))
             for s in steps[:TOP]]
 
 
+def _partial(text: str, count: int, steps: int) -> str:
+    """*text*, saying how many steps it covers when not all."""
+    return text if count == steps or text == "?" else "%s (%d of %d steps)" % (text, count, steps)
+
+
 def build_summary(data: dict) -> list:
-    """Lines: heading, totals, failures, the top TOP steps by peak memory and by duration
-    of one build (*data* as report.summary returns it)."""
+    """Lines: heading, totals (the sampled build peak first among the memory figures; the
+    per-step ones say how many steps they cover), failures, the top TOP steps by peak memory
+    (learned peaks of exec'd steps marked) and by duration of one build (*data* as
+    report.summary returns it)."""
     t, b = data["totals"], data["build"]
     title = "build %s" % escape(b["id"]) if b else "steps without a `shim build`"
     cpu = None if t["cpu_user"] is None else t["cpu_user"] + t["cpu_system"]
     lines = ["### shim: %s" % title, ""]
-    lines += table(("steps", "wall", "CPU", "concurrent step peaks", "largest step peak", "failures"),
-                   [("%d" % t["steps"], _seconds(t["wall"]), _seconds(cpu), fields.amount(t["peak_memory_in_use"]),
-                     fields.amount(t["max_rss"]), "%d" % t["failures"])], numeric=(0, 1, 2, 3, 4, 5))
+    lines += table(("steps", "wall", "CPU", "sampled build peak", "concurrent step peaks", "largest step peak",
+                    "failures"),
+                   [("%d" % t["steps"], _seconds(t["wall"]), _partial(_seconds(cpu), t["cpu_steps"], t["steps"]),
+                     fields.amount(t["sampled_peak"]) if t["sampled_peak"] is not None else "not sampled",
+                     _partial(fields.amount(t["peak_memory_in_use"]), t["rss_steps"], t["steps"]),
+                     escape(report.largest_text(t)), "%d" % t["failures"])], numeric=(0, 1, 2, 3, 4, 5, 6))
     lines += [""] + failure_lines(data["failures"])
     head = ("step", "kind", "peak RSS", "duration")
     for title, steps in (("peak memory", data["top_memory"]), ("duration", data["top_duration"])):
         if steps:
             lines += ["", "**Top %d by %s**" % (min(TOP, len(steps)), title), ""]
             lines += table(head, _step_rows(steps), numeric=(2, 3))
+            if any(s["rss"] is None and s.get("learned") is not None for s in steps[:TOP]):
+                lines += ["", "_%s._" % escape(fields.LEARNED_NOTE)]
     return lines
 
 

@@ -5,10 +5,14 @@ report consumes. `timing` says where its duration came from: "measured" (spawned
 waited), "ninja_log" (exec: the end came from ninja's log), "outputs" (exec, no ninja:
 the newest mtime of its outputs) or "unknown".
 
-Exec steps end inside the tool, so their ledger record has only a start; their
-duration is taken from `.ninja_log` (found in the build dir, or in ninja's
-`builddir`), matched by output path, provided the output's mtime there is not
-older than the step's start (so an entry of an earlier build is never used). Outside
+Exec steps end inside the tool, so their ledger record has only a start: t0, when
+the tool started, after the step's waits for memory and a core (`wait`, `cpu_wait`).
+Their duration is taken from `.ninja_log` (found in the build dir, or in ninja's
+`builddir`), matched by output path, provided the entry's mtime is not older than
+when ninja started the command: t0 less the waits (ninja >= 1.12 logs the command's
+start there, older ones the output's mtime; NINJA_SLACK allows for a coarse file
+clock), so an entry of an earlier build is never used. ninja's duration includes the
+waits (shim waited inside the command); they are taken off, so no duration holds one. Outside
 ninja (cargo runs rustc), the newest record of an output takes its end from the files
 it wrote, when all of them were written after it started; a crate's .rmeta then also
 tells when its metadata was ready (`meta`).
@@ -29,6 +33,7 @@ from shim import ledger
 from shim.reports import fields
 
 STEP_KEYS = fields.NAMES
+NINJA_SLACK = 2.0    # seconds a .ninja_log entry's mtime may lie before the step's command started
 SESSION_GAP = 30.0   # seconds between steps without a build id that start a new build
 CCACHE_STATS_LOG = "ccache-stats.log"   # in the ledger dir: toolchains/ccache.toml sets CCACHE_STATSLOG
 _CCACHE_HITS = frozenset(("direct_cache_hit", "preprocessed_cache_hit"))
@@ -149,6 +154,7 @@ def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
             continue
         s = {f.name: r.get(f.ledger or f.name) for f in fields.FIELDS}
         s["out"] = list(r.get("out") or [])
+        s["learned"] = s["est"] if s["src"] == "history" and s["rss"] is None else None
         if r["rec"] == "step":
             s["timing"] = "measured"
             if s["dur"] is None and s["t1"] is not None:
@@ -162,8 +168,9 @@ def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
                 if log is None:
                     log = read_ninja_log(build_dir)
                 entry = log.get(s["out"][0])
-                if entry and entry[2] >= (s["t0"] - 2.0) * 1e9:
-                    s["dur"] = max(0, entry[1] - entry[0]) / 1000.0
+                waited = (s["wait"] or 0) + (s["cpu_wait"] or 0)
+                if entry and entry[2] >= (s["t0"] - waited - NINJA_SLACK) * 1e9:
+                    s["dur"] = max(0, entry[1] - entry[0] - waited * 1000) / 1000.0
                     s["t1"] = s["t0"] + s["dur"]
                     s["exit"] = 0              # ninja logs only commands that succeeded
                     s["timing"] = "ninja_log"

@@ -25,6 +25,7 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: 
         by_mode[s["mode"]] = by_mode.get(s["mode"], 0) + 1
         by_timing[s["timing"]] = by_timing.get(s["timing"], 0) + 1
     measured = [s for s in steps if s["rss"] is not None]
+    learned = [s for s in steps if s.get("learned") is not None]
     cpu = [s for s in steps if s["ut"] is not None]
     failures = [s for s in steps if timeline.failed(s)]
     curve = timeline.memory_curve(steps)
@@ -46,6 +47,8 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: 
             "failures": len(failures),
             "max_rss": max(s["rss"] for s in measured) if measured else None,
             "rss_steps": len(measured),
+            "max_learned": max(s["learned"] for s in learned) if learned else None,
+            "learned_steps": len(learned),
             "peak_memory_in_use": peak_bytes,
             "peak_memory_at": (peak_at - t0) if peak_at is not None and t0 is not None else None,
             "sampled_peak": build.get("peak") if build else None,
@@ -53,8 +56,8 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: 
             "by_mode": by_mode,
             "by_timing": by_timing,
         },
-        "top_memory": sorted(measured, key=lambda s: -s["rss"])[:TOP],
-        "top_duration": sorted(known, key=lambda s: -(s["dur"] or 0))[:TOP],
+        "top_memory": sorted(measured + learned, key=lambda s: -fields.peak(s))[:TOP],
+        "top_duration": sorted((s for s in steps if s["dur"] is not None), key=lambda s: -s["dur"])[:TOP],
         "failures": failures,
         "steps": steps,
     }
@@ -80,17 +83,16 @@ def render(data: dict, list_steps: bool = True) -> str:
         head += ", %s exit %s" % (b.get("runner") or "ninja",
                                   b["exit"] if b.get("sig") is None else "signal %d" % b["sig"])
     lines = ["shim report: %s in %s" % (head, data["build_dir"])]
-    cpu = "-" if t["cpu_user"] is None else "%.2fs user + %.2fs sys (%d spawned steps)" % (
-        t["cpu_user"], t["cpu_system"], t["cpu_steps"])
+    cpu = "-" if t["cpu_user"] is None else "%.2fs user + %.2fs sys (%s)" % (
+        t["cpu_user"], t["cpu_system"], measured_of(t["cpu_steps"], t["steps"]))
     lines.append("  %d steps, wall %s, CPU %s" % (t["steps"], fields.seconds(t["wall"]), cpu))
     lines.append("  kinds: %s;  modes: %s;  timing: %s" % (
         _counts(t["by_kind"]), _counts(t["by_mode"]), _counts(t["by_timing"])))
-    lines.append("  largest step peak: %s;  concurrent step peaks: %s (their sum at the busiest moment; "
-                 "%d spawned steps measured)" % (fields.amount(t["max_rss"]), fields.amount(t["peak_memory_in_use"]),
-                                                 t["rss_steps"]))
     if t.get("sampled_peak") is not None:
         lines.append("  sampled build peak: %s (shim build sampled ninja and everything under it)"
                      % fields.amount(t["sampled_peak"]))
+    lines.append("  largest step peak: %s;  concurrent step peaks: %s (their sum at the busiest moment; %s)"
+                 % (largest_text(t), fields.amount(t["peak_memory_in_use"]), measured_of(t["rss_steps"], t["steps"])))
     cached = [s["cache"] for s in data["steps"] if s.get("cache")]
     if cached:
         lines.append("  ccache: %s" % _counts({r: cached.count(r) for r in set(cached)}))
@@ -98,6 +100,8 @@ def render(data: dict, list_steps: bool = True) -> str:
                                       ", ".join("%s (%s)" % (fields.name_of(s), fields.exit_text(s)) for s in data["failures"])))
     if data["top_memory"]:
         lines += ["", "Top %d by peak memory:" % len(data["top_memory"])] + _rows(data["top_memory"])
+        if any(s["rss"] is None for s in data["top_memory"]):
+            lines.append("  (%s)" % fields.LEARNED_NOTE)
     if data["top_duration"]:
         lines += ["", "Top %d by duration:" % len(data["top_duration"])] + _rows(data["top_duration"])
     if list_steps and data["steps"]:
@@ -109,6 +113,23 @@ def render(data: dict, list_steps: bool = True) -> str:
         lines += ["", "note: %d exec steps have no duration: no matching .ninja_log entry (failed, or not "
                       "run by ninja)" % t["by_timing"]["unknown"]]
     return "\n".join(lines) + "\n"
+
+
+def measured_of(count: int, steps: int) -> str:
+    """`all 48 steps measured`, `3 of 48 steps measured, the rest exec'd`."""
+    if count == steps:
+        return "all %d steps measured" % steps if steps != 1 else "the step measured"
+    return "%d of %d steps measured, the rest exec'd" % (count, steps)
+
+
+def largest_text(totals: dict) -> str:
+    """The largest measured step peak, and the largest learned one when larger: `34.3MiB
+    measured, ~512.0MiB learned`."""
+    text = fields.amount(totals["max_rss"])
+    learned = totals.get("max_learned")
+    if learned is not None and (totals["max_rss"] is None or learned > totals["max_rss"]):
+        text += " measured, %s%s learned" % (fields.LEARNED, fields.amount(learned))
+    return text
 
 
 def _counts(counts: dict) -> str:
@@ -178,12 +199,13 @@ SCHEMA = {
         "totals": {
             "type": "object",
             "required": ["steps", "wall", "cpu_user", "cpu_system", "cpu_steps", "failures", "max_rss",
-                         "rss_steps", "peak_memory_in_use", "peak_memory_at", "sampled_peak", "by_kind",
-                         "by_mode", "by_timing"],
+                         "rss_steps", "max_learned", "learned_steps", "peak_memory_in_use", "peak_memory_at",
+                         "sampled_peak", "by_kind", "by_mode", "by_timing"],
             "properties": {
                 "steps": {"type": "integer", "minimum": 0}, "wall": _NUM, "cpu_user": _NUM,
                 "cpu_system": _NUM, "cpu_steps": {"type": "integer"},
                 "failures": {"type": "integer"}, "max_rss": _INT, "rss_steps": {"type": "integer"},
+                "max_learned": _INT, "learned_steps": {"type": "integer", "minimum": 0},
                 "peak_memory_in_use": _INT, "peak_memory_at": _NUM, "sampled_peak": _INT,
                 "by_kind": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "by_mode": {"type": "object", "additionalProperties": {"type": "integer"}},
