@@ -362,3 +362,19 @@ def test_rustc_wrapper_shim_under_plain_cargo_build_j2_is_not_oom_killed_where_b
     assert (ws / "target" / "debug" / "app").exists()
     steps = steps_of(ws)
     assert len(steps) >= 20 and all(s["exit"] == 0 and s["res"] for s in steps if s["kind"] != "other")
+
+
+def test_shim_build_j200_in_512mib_caps_its_jobs_and_builds_everything(tmp_path, env, alloc):
+    # -j200 would start 200 shims at once, each holding memory while it waits (the issue saw
+    # shim build itself OOM-killed and 0 of 200 built). The driver brings -j down to what the
+    # budget can admit and says so.
+    outs = memcg.write_fake_project(str(tmp_path), alloc, [("t%d" % i, 2, 10) for i in range(200)],
+                                    wrapped=True, prior="16MiB")
+    with memcg.MemCg(512 << 20) as cg:
+        result = subprocess.run(cg.wrap([SHIM, "build", "-j200"]), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, timeout=600)
+        kills = cg.oom_kills()
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert kills == 0, result.stdout[-3000:]
+    assert all((tmp_path / o).exists() for o in outs)
+    assert "-j200 is more than the memory budget can admit at once: running ninja -j" in result.stdout

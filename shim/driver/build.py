@@ -127,9 +127,33 @@ class Plan:
 
 def start(plan: Plan) -> str:
     """Name the build (SHIM_BUILD_ID: what it warns about, and its steps, are then "this
-    build", warned once) and put the fast launcher first on PATH; returns its path."""
+    build", warned once), keep the OOM killer off the driver, and put the fast launcher
+    first on PATH; returns its path."""
     plan.build_id = plan.env["SHIM_BUILD_ID"] = "%x-%d" % (int(time.time() * 1e6), os.getpid())
+    protect_self()
     return _put_launcher_first(plan)
+
+
+DRIVER_OOM_SCORE = -900
+
+
+def protect_self() -> None:
+    """oom_score_adj -900 for this process, hence for the build tool and the shims it starts
+    (inherited; a step's tool still takes 500): when memory runs out the kernel kills a
+    step, which is retried, never the driver, ninja or a shim waiting for memory, whose
+    death would fail the build. Lowering needs privileges (root, CAP_SYS_RESOURCE); without
+    them nothing changes. -900, not -1000: the kernel may still kill it rather than none."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(DRIVER_OOM_SCORE))
+    except OSError:
+        pass
+
+
+def max_in_flight(budget: int) -> int:
+    """The most edges worth running at once under *budget*: each waits in a shim of its own
+    (SHIM_FOOTPRINT), and the waiting shims may take at most a quarter of the budget."""
+    return max(cores() + 2, budget // 4 // SHIM_FOOTPRINT)
 
 
 def finish(finished) -> int:

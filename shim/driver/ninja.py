@@ -151,6 +151,28 @@ def _jobs(ninja_args, cores: int) -> int:
     return cores + 2
 
 
+def cap_jobs(ninja_args, most: int) -> list:
+    """*ninja_args* with a -j above *most* brought down to it (and said in one line): past
+    what the budget admits, more edges only add shims that wait, each holding memory, and
+    enough of them get the build itself OOM-killed (-j200 in 512 MiB did)."""
+    jobs = _jobs(ninja_args, 0)
+    if not any(a.startswith("-j") for a in ninja_args) or jobs <= most:
+        return list(ninja_args)
+    out, skip = [], False
+    for i, a in enumerate(ninja_args):
+        if skip:
+            skip = False
+            continue
+        if a.startswith("-j"):
+            skip = a == "-j"
+            out.append("-j%d" % most)
+        else:
+            out.append(a)
+    build.note("-j%d is more than the memory budget can admit at once: running ninja -j%d "
+               "(each edge in flight waits in a shim that holds memory)" % (jobs, most))
+    return out
+
+
 def gives_jobs(ninja_args) -> bool:
     """Whether the user chose ninja's parallelism (-j N) or runs a tool/dry run."""
     return any(a.startswith("-j") or a.startswith("-t") or a == "-n" for a in ninja_args)
@@ -192,6 +214,8 @@ def run(directory: str, ninja, ninja_args: list, env: dict, budget_option=None,
         if status:
             return status
     build.choose_budget(plan, budget_option)
+    if plan.budget:
+        ninja_args = cap_jobs(ninja_args, build.max_in_flight(plan.budget))
     if not gives_jobs(ninja_args):
         if ninja.version and ninja.version < JOBSERVER_CLIENT:
             build.note("%s has no jobserver client (ninja >= 1.13): it runs its own -j%d and a step "
