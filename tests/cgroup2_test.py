@@ -155,3 +155,16 @@ def test_the_vm_runner_returns_the_output_and_exit_status_and_keeps_writes_in_th
     assert (result.returncode, result.stdout, result.stderr) == (3, "0::/\n", "oops\n")
     assert (tmp_path / "out").read_text() == "kept\n"
     assert not os.path.exists("/etc/x")
+
+
+def test_the_vm_runner_kills_qemu_at_the_timeout(image, tmp_path):
+    with pytest.raises(subprocess.TimeoutExpired):
+        vm.run(image, ["sleep", "600"], cwd=tmp_path, timeout=3)
+    running = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if image.initramfs.encode() in Path("/proc/%s/cmdline" % pid).read_bytes():
+                running.append(pid)
+        except OSError:
+            pass
+    assert running == []
