@@ -16,7 +16,7 @@ enabled in the root's cgroup.subtree_control; the command runs as root, in the r
 with *env* (a minimal one by default), no network and no stdin.
 
 Software emulation (TCG): the hosts' /dev/kvm is paravirtual and boots no stock kernel. So
-~6 s per boot and ~30x slower than the host: run small programs, few Python starts, and
+6-15 s per boot and ~30x slower than the host: run small programs, few Python starts, and
 several checks per boot. QEMU is killed by its pid when the command ends, on the timeout
 (raising subprocess.TimeoutExpired) and on any error. Its guest RAM is charged to the
 caller's host cgroup.
@@ -262,6 +262,8 @@ def run(image: Image, argv, cwd=None, env=None, timeout: float = 300, memory: st
                 "-m", memory, "-smp", str(cpus), "-display", "none", "-net", "none", "-no-reboot",
                 "-serial", "file:" + console, "-kernel", image.vmlinux, "-initrd", image.initramfs,
                 "-append", append]
+        # multidevs=remap: the host's / spans filesystems whose inode numbers collide (the roots
+        # of /proc and /sys are both 1), which the guest's 9p cache would take for one directory.
         for tag, path, extra in (("root", "/", ",readonly=on,multidevs=remap"), ("work", cwd, ""), ("ctl", ctl, "")):
             qemu += ["-fsdev", "local,id=%s,path=%s,security_model=none%s" % (tag, path.replace(",", ",,"), extra),
                      "-device", "virtio-9p-pci,fsdev=%s,mount_tag=%s" % (tag, tag)]
