@@ -13,8 +13,9 @@ Meson launcher, cargo, Bazel, as under `shim build`. Auto and percentages need t
 limit: the smallest of the cgroup (v1, v2) limits of this process and MemTotal. Finding
 it is a walk over /proc/self/mountinfo and the cgroup tree (shim/config/limits.py, cold
 code); a step does not pay for it. The walk's result, which files hold a limit, is kept
-in the per-user runtime directory under the fingerprint of /proc/self/cgroup (what
-identifies the process's cgroups), and each step reads just those files again: a limit
+in the per-user runtime directory under the fingerprint of /proc/self/cgroup and of the
+cgroup namespace (what identifies the process's cgroups), and each step reads just those
+files again: a limit
 changed while the runner lives is seen by the next step, a file gone sends the step
 back to the walk. A limit file that cannot be read or holds garbage means no budget for
 the step, with one warning per build: never a failed step.
@@ -114,11 +115,15 @@ _found = {}         # root -> limit: this process asks once
 
 def _limit(env: dict, root: str):
     try:
-        own = host.read_file(host.join(root, "proc/self/cgroup"))
+        own = host.read_file(host.join(root, "proc/self/cgroup")).decode("utf-8", "replace")
     except OSError:
-        own = b""
+        own = ""
+    try:       # inside a cgroup namespace /proc/self/cgroup says "0::/" whichever group it is
+        own += host.osapi.readlink(host.join(root, "proc/self/ns/cgroup"))
+    except (OSError, AttributeError):
+        pass
     try:
-        cache = host.join(rundir.ensure(env), "limits-" + digest.fingerprint(own.decode("utf-8", "replace") + root))
+        cache = host.join(rundir.ensure(env), "limits-" + digest.fingerprint(own + "\0" + root))
     except OSError:
         cache = None
     files = memtotal = None

@@ -1,5 +1,7 @@
 """Budget detection against fixture trees of cgroup v1, v2, hybrid and container layouts."""
 
+import os
+
 import pytest
 
 from shim import budget
@@ -120,3 +122,19 @@ def test_a_bad_budget_says_why(tmp_path):
 def test_this_machine_has_a_figure():
     limit, figures = budget.detect()
     assert limit is not None and limit.value > 0 and figures
+
+
+def test_a_cgroup_namespace_made_below_the_mount_finds_its_group_by_this_process(tmp_path):
+    # `unshare --cgroup` without mounting cgroup2 anew: the mount's root shows as "/..", the
+    # process's own path as "/"; the group holding this pid, one level down, is the one.
+    root = tree(tmp_path, {
+        "proc/meminfo": MEMINFO,
+        "proc/self/cgroup": "0::/\n",
+        "proc/self/mountinfo": "58 53 0:53 /.. /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n",
+        "sys/fs/cgroup/other/cgroup.procs": "1\n",
+        "sys/fs/cgroup/other/memory.max": "%d\n" % GIB,
+        "sys/fs/cgroup/job/cgroup.procs": "1\n%d\n" % os.getpid(),
+        "sys/fs/cgroup/job/memory.max": "%d\n" % (2 * GIB),
+    })
+    limit, _ = budget.detect(root)
+    assert (limit.value, limit.source) == (2 * GIB, "/sys/fs/cgroup/job/memory.max")

@@ -270,3 +270,57 @@ def write_fake_project(directory, alloc, steps, wrapped: bool, prior: str = None
                 f.write('\n[step.compile]\nmemory = "%s"\n' % prior)
         os.chmod(toml, 0o644)
     return outs
+
+
+def pid_lines(path) -> list:
+    """[(pid, oom_score_adj)] the fake tool (alloc.c) appended to OUT.pid, one line per run."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    return [tuple(int(x) for x in line.split()) for line in text.splitlines() if line.strip()]
+
+
+def ninja_under(root: int):
+    """The pid of the `ninja` process below *root* (e.g. shim build's child), or None."""
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            if _read("/proc/%d/comm" % pid).strip() == "ninja":
+                return pid
+            todo += [int(c) for c in _read("/proc/%d/task/%d/children" % (pid, pid)).split()]
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+def oom_score_adj(pid) -> int:
+    return int(_read("/proc/%d/oom_score_adj" % pid))
+
+
+def summary_line(output: str) -> str:
+    """The first line of `shim build`'s closing summary in *output*."""
+    lines = [line for line in output.splitlines() if line.startswith("shim: ") and " steps in " in line]
+    assert lines, output
+    return lines[0]
+
+
+def ledger_steps(directory) -> list:
+    """Every step the ledger of the project in *directory* recorded."""
+    from shim.reports import records
+    return records.load(os.path.join(str(directory), ".shim"), which="all")[1]
+
+
+def assert_retried_alone(directory, output: str) -> None:
+    """The ledger of the retry scene (`long` held, `big` overshooting): big's first run was
+    OOM-killed, its retry ran alone after long and succeeded, long was spared."""
+    steps = ledger_steps(directory)
+    first, retry = [s for s in steps if s["out"] == ["big.o"]]
+    (long,) = [s for s in steps if s["out"] == ["long.o"]]
+    assert (first["sig"], first["oom"], first["retry"]) == (9, True, None), first
+    assert (retry["exit"], retry["retry"]) == (0, 1), retry
+    assert (long["exit"], long.get("retry")) == (0, None), long                 # the bystander was spared
+    assert retry["t0"] + retry["wait"] >= long["t1"] - 0.05, (retry, long)      # the retry ran alone
+    assert "1 out-of-memory retries" in output, output

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import memcg
+from memcg import ledger_steps as steps_of, ninja_under, oom_score_adj, pid_lines, summary_line as summary
 from conftest import SHIM
-from shim.reports import records
 
 NINJA = Path(sys.executable).parent / "ninja"
 MIB = 1 << 20
@@ -51,17 +51,6 @@ def env(env, tmp_path):
 def run(cg, argv, cwd, env):
     return subprocess.run(cg.wrap(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=60)
-
-
-def summary(output: str) -> str:
-    """The first line of `shim build`'s closing summary."""
-    lines = [line for line in output.splitlines() if line.startswith("shim: ") and " steps in " in line]
-    assert lines, output
-    return lines[0]
-
-
-def steps_of(directory):
-    return records.load(str(Path(directory) / ".shim"), which="all")[1]
 
 
 def test_steps_overlapping_past_the_limit_are_oom_killed_under_ninja_j4_and_all_finish_under_shim_build(
@@ -105,31 +94,6 @@ def test_plain_ninja_whose_rules_call_shim_under_shim_memory_budget_finishes_wit
     assert sum(1 for s in steps if s["wait"] > 0.5) >= 3     # one at a time: the others waited for memory
 
 
-def pid_lines(path: Path):
-    """[(pid, oom_score_adj)] the fake tool appended to OUT.pid, one line per run."""
-    if not path.exists():
-        return []
-    return [tuple(int(x) for x in line.split()) for line in path.read_text().splitlines() if line.strip()]
-
-
-def ninja_under(root: int):
-    """The pid of the `ninja` process below *root* (shim build's child), or None."""
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            if Path("/proc/%d/comm" % pid).read_text().strip() == "ninja":
-                return pid
-            todo += [int(c) for c in Path("/proc/%d/task/%d/children" % (pid, pid)).read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return None
-
-
-def oom_score_adj(pid) -> int:
-    return int(Path("/proc/%d/oom_score_adj" % pid).read_text())
-
-
 def test_a_step_overshooting_its_estimate_is_the_kernels_victim_and_is_retried_alone(tmp_path, env, alloc, cgroup):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs 2 cores: shim build must run the two steps at once")
@@ -168,14 +132,7 @@ def test_a_step_overshooting_its_estimate_is_the_kernels_victim_and_is_retried_a
     if victims is not None:                                     # the kernel log names the victim
         assert victims and all(v == (first_pid, "alloc") for v in victims), (victims, first_pid)
 
-    steps = steps_of(tmp_path)
-    first, retry = [s for s in steps if s["out"] == ["big.o"]]
-    (long,) = [s for s in steps if s["out"] == ["long.o"]]
-    assert (first["sig"], first["oom"], first["retry"]) == (9, True, None)
-    assert (retry["exit"], retry["retry"]) == (0, 1)
-    assert (long["exit"], long.get("retry")) == (0, None)                     # the bystander was spared
-    assert retry["t0"] + retry["wait"] >= long["t1"] - 0.05                   # the retry ran alone
-    assert "1 out-of-memory retries" in output, output
+    memcg.assert_retried_alone(tmp_path, output)
 
 
 # Protected by default (issue 17): shim dropped into a build file, run by the build tool as

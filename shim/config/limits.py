@@ -70,12 +70,31 @@ def _mounts(root: str):
     return mounts
 
 
+def _listdir(path: str):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
 def _directory(mount_root: str, mount_point: str, cgroup_path: str, root: str) -> str:
     """Where *cgroup_path* of a hierarchy is visible, given how it is mounted here."""
     if mount_root == "/":
         rel = cgroup_path
     elif cgroup_path == mount_root or cgroup_path.startswith(mount_root.rstrip("/") + "/"):
         rel = cgroup_path[len(mount_root.rstrip("/")):]
+    elif set(mount_root.strip("/").split("/")) == {".."}:
+        # A cgroup namespace made below the mount (`unshare --cgroup` without mounting anew):
+        # the mount's root is "/..", and the namespace's root, whose name this process
+        # cannot see, is the group N levels down that holds this process.
+        found = [os.path.join(root, mount_point.lstrip("/"))]
+        for _ in range(mount_root.count("..")):
+            found = [os.path.join(d, name) for d in found for name in _listdir(d)]
+        for d in found:
+            d = os.path.join(d, cgroup_path.lstrip("/"))
+            if str(os.getpid()) in (_read(os.path.join(d, "cgroup.procs")) or "").split():
+                return d
+        rel = "/"
     else:
         rel = "/"                     # a container sees its own cgroup as the mount's root
     return os.path.join(root, mount_point.lstrip("/"), rel.lstrip("/"))
