@@ -59,3 +59,37 @@ def test_the_estimates_index_leaves_no_temporary_file_on_a_full_disk(tmp_path, e
     for i in range(20):
         assert run_shim([gcc, "-c", "a.c", "-o", "a%d.o" % i], cwd=tmp_path, env=env).returncode == 0
     assert [p.name for p in full_disk.rglob("*.tmp")] == []
+
+
+def _spawned(tool, out, rss, kind="compile", need=None):
+    rec = {"tool": tool, "out": [out], "kind": kind, "rss": rss, "argv": "f", "t0": 1.0}
+    if need:
+        rec["need"] = need
+    return rec
+
+
+def test_a_cold_step_is_admitted_at_what_its_siblings_measured_earlier_in_this_build(tmp_path):
+    ledger_dir = str(tmp_path)
+    mib = 1 << 20
+    for i, peak in enumerate((40, 60, 50)):
+        assert estimates.siblings(ledger_dir, "cc", "compile", "build-1") is None     # fewer than three
+        estimates.observe(ledger_dir, _spawned("cc", "s%d.o" % i, peak * mib), "build-1")
+    peers = estimates.siblings(ledger_dir, "cc", "compile", "build-1")
+    assert sorted(peers) == [40 * mib, 50 * mib, 60 * mib]
+    assert estimates.estimate(None, "compile", {"steps": {}}, None, peers) == (60 * mib, "build")
+    # Another build, another tool or kind, learns nothing from them; its own history still wins.
+    assert estimates.siblings(ledger_dir, "cc", "compile", "build-2") is None
+    assert estimates.siblings(ledger_dir, "cc", "link", "build-1") is None
+    assert estimates.siblings(ledger_dir, "cxx", "compile", "build-1") is None
+    own = estimates.lookup(ledger_dir, estimates.key("cc", "s0.o"))
+    assert estimates.estimate(own, "compile", {"steps": {}}, None, peers) == (40 * mib, "history")
+    # A new build starts its class over instead of mixing in the old one's peaks.
+    estimates.observe(ledger_dir, _spawned("cc", "t.o", 300 * mib), "build-2")
+    assert estimates.siblings(ledger_dir, "cc", "compile", "build-2") is None
+
+
+def test_an_attempt_the_oom_killer_cut_short_is_learned_as_its_need_and_teaches_no_sibling(tmp_path):
+    ledger_dir = str(tmp_path)
+    estimates.observe(ledger_dir, _spawned("cc", "big.o", 200 << 20, need=900 << 20), "build-1")
+    assert estimates.lookup(ledger_dir, estimates.key("cc", "big.o"))[0] == [900 << 20]
+    assert estimates.lookup(ledger_dir, estimates.class_key("cc", "compile")) is None
