@@ -90,10 +90,10 @@ class FileLocks:
     def __init__(self, fd: int):
         self.fd = fd
 
-    def try_lock(self, offset: int) -> bool:
+    def try_lock(self, offset: int, length: int = 1) -> bool:
         osapi.lseek(self.fd, offset, 0)
         try:
-            osapi.lockf(self.fd, osapi.F_TLOCK, 1)
+            osapi.lockf(self.fd, osapi.F_TLOCK, length)
         except OSError:          # EAGAIN/EACCES: another process holds it
             return False
         return True
@@ -171,6 +171,9 @@ def _release_all(locks, held: list) -> None:
 
 def _take(locks, total: int, want: int, first: int, held: list) -> None:
     """Add up to *want* free slots to *held*, scanning from slot *first*."""
+    if not held and first + want <= total and want > 1 and locks.try_lock(1 + first, want):
+        held.extend(range(first, first + want))     # all free: one lock call for the whole run
+        return
     mine = set(held)
     goal = len(held) + want
     for n in range(total):
@@ -219,8 +222,11 @@ def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE
     if owner:
         record = ("%d %s" % (host.getpid(), owner))[:OWNER_SIZE - 1].ljust(OWNER_SIZE - 1) + "\n"
         data = record.encode("utf-8", "replace")[:OWNER_SIZE]
-        for i in held:
-            locks.write(data, OWNER_BASE + i * OWNER_SIZE)
+        if held == list(range(held[0], held[0] + len(held))):
+            locks.write(data * len(held), OWNER_BASE + held[0] * OWNER_SIZE)     # one write for a run
+        else:
+            for i in held:
+                locks.write(data, OWNER_BASE + i * OWNER_SIZE)
     return Reservation(locks, held, unit, clock() - start)
 
 

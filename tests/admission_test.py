@@ -311,11 +311,12 @@ class MemoryLocks:
     def __init__(self, pool: dict, owner: str):
         self.pool, self.owner = pool, owner
 
-    def try_lock(self, offset):
-        holder = self.pool["locks"].get(offset)
-        if holder not in (None, self.owner):
-            return False
-        self.pool["locks"][offset] = self.owner
+    def try_lock(self, offset, length=1):
+        span = range(offset, offset + length)
+        if any(self.pool["locks"].get(o) not in (None, self.owner) for o in span):
+            return False           # all or nothing, as one lockf over the range
+        for o in span:
+            self.pool["locks"][o] = self.owner
         return True
 
     def lock(self, offset):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import memcg
+from shim.driver.build import DRIVER_OOM_SCORE
 import vm
 from conftest import BIN
 
@@ -137,7 +138,8 @@ def test_the_oom_victim_is_the_overshooting_step_never_ninja_or_shim_build_and_i
     seen = check(guest, "retry")
     project = guest[1] / "retry"
     assert seen["adj"]["long's tool"] >= 500, seen
-    assert (seen["adj"]["ninja"], seen["adj"]["shim build"]) == (seen["own_adj"], seen["own_adj"]), seen
+    # shim build keeps the OOM killer off itself and ninja (-900 where it may lower its score).
+    assert seen["adj"]["ninja"] == seen["adj"]["shim build"] in (seen["own_adj"], DRIVER_OOM_SCORE), seen
     assert seen["exit"] == 0, seen["output"]                 # shim build and ninja survived
     assert seen["oom_kills"] >= 1, seen["output"]            # memory.events
     assert (project / "big.o").exists() and (project / "long.o").exists()

@@ -18,6 +18,7 @@ import pytest
 import memcg
 from memcg import ledger_steps as steps_of, ninja_under, oom_score_adj, pid_lines, summary_line as summary
 from conftest import SHIM
+from shim.driver.build import DRIVER_OOM_SCORE
 
 NINJA = Path(sys.executable).parent / "ninja"
 MIB = 1 << 20
@@ -121,7 +122,8 @@ def test_a_step_overshooting_its_estimate_is_the_kernels_victim_and_is_retried_a
             build.kill()
             build.communicate()
     assert adj["long's tool"] >= 500, adj
-    assert (adj["ninja"], adj["shim build"]) == (own_adj, own_adj), adj
+    # shim build keeps the OOM killer off itself and ninja (-900 where it may lower its score).
+    assert adj["ninja"] == adj["shim build"] in (own_adj, DRIVER_OOM_SCORE), adj
 
     assert build.returncode == 0, output                       # shim build and ninja survived
     assert cgroup.oom_kills() >= 1, output
