@@ -22,6 +22,7 @@ __all__ = (
     "PLATFORM",
     "getcwd",
     "stat",
+    "lstat",
     "exists",
     "getpid",
     "getuid",
@@ -76,6 +77,7 @@ osapi = posix      # the low-level os functions both platforms share (open, writ
 getcwd = posix.getcwd
 mkdir = posix.mkdir
 stat = posix.stat
+lstat = posix.lstat
 getpid = posix.getpid
 getuid = posix.getuid
 open_file = posix.open

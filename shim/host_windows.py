@@ -23,6 +23,7 @@ __all__ = (
     "PLATFORM",
     "getcwd",
     "stat",
+    "lstat",
     "exists",
     "getpid",
     "getuid",
@@ -69,6 +70,7 @@ osapi = os
 getcwd = os.getcwd
 mkdir = os.mkdir
 stat = os.stat
+lstat = os.lstat
 getpid = os.getpid
 open_file = os.open
 read = os.read
