@@ -260,3 +260,29 @@ def test_shim_build_names_a_missing_directory_and_does_not_suggest_the_c_it_was_
     line = one_error_line(run_shim(["build", "-C", project], env=env), USAGE, "no build.ninja in %s" % project)
     assert "use -C" not in line
     assert "(use -C DIR)" in one_error_line(run_shim(["build"], cwd=project, env=env), USAGE, "no build.ninja")
+
+
+@pytest.mark.parametrize("command", [["report"], ["build"]])
+def test_a_deleted_current_directory_is_a_system_error_for_subcommands_too(tmp_path, env, command):
+    fast = tmp_path / "fast"
+    assert run_shim(["launcher", fast], env=env).returncode == 0
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    result = run_shim(command, cwd=gone, env=env, shim=fast / "shim", preexec_fn=lambda: os.rmdir(gone))
+    one_error_line(result, 71, "cannot get the current directory")
+
+
+def test_toml_nested_thousands_deep_is_a_config_error_not_a_crash(project, env):
+    path = write_toml(project / "toolchain.toml", "a = " + "[" * 5000 + "]" * 5000 + "\n")
+    one_error_line(run_shim(["cc", "--version"], cwd=project, env=env), CONFIG, str(path), "nested")
+
+
+@pytest.mark.parametrize("option", ["--html", "--trace"])
+def test_a_ledger_time_beyond_a_float_is_skipped_like_a_bad_line(ledger_with_a_step, env, option, tmp_path):
+    ledger = ledger_with_a_step / ".shim" / "ledger-v1.jsonl"
+    start = [line for line in ledger.read_text().splitlines() if '"rec": "start"' in line][0]
+    with ledger.open("a") as f:     # JSON reads 1e309 as inf
+        f.write(start.replace('"rec": "start", "id": "', '"rec": "step", "t1": 1e309, "id": "x') + "\n")
+    result = run_shim(["report", option, tmp_path / "out"], cwd=ledger_with_a_step, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out").stat().st_size > 0

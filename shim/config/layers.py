@@ -55,6 +55,8 @@ def read_layer(role: str, path: str) -> Layer:
         raise ShimError("%s:%d: invalid TOML: not UTF-8" % (path, line), CONFIG) from None
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ShimError("%s: invalid TOML: arrays or tables nested too deep" % path, CONFIG) from None
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         where = ""
