@@ -325,7 +325,29 @@ def exec_program(path: str, argv: list, env: dict) -> "NoReturn":
     flush_stdio()
     for signum in _RESTORE_DEFAULT:
         _signal.signal(signum, _signal.SIG_DFL)
-    posix.execve(path, argv, env)
+    try:
+        posix.execve(path, argv, env)
+    except OSError as e:
+        if not _shell_script(path, e):
+            raise
+    posix.execve(_SHELL, [_SHELL, path] + argv[1:], env)
+
+
+_SHELL = "/bin/sh"
+_ENOEXEC = 8     # Linux, macOS and the BSDs alike
+
+
+def _shell_script(path: str, error: OSError) -> bool:
+    """Whether *path*, which the kernel refused to execute (*error*), is a script without a
+    `#!` line: execvp (and so sh, env, make) runs those with /bin/sh. A NUL byte in its
+    first line means a binary instead (bash's test), which stays an error."""
+    if error.errno != _ENOEXEC:
+        return False
+    try:
+        head = _read_small(path)[:80]
+    except OSError:
+        return False
+    return b"\0" not in head.partition(b"\n")[0]
 
 
 def tree_rss(pid: int) -> int:
@@ -421,10 +443,12 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
             actions = ((posix.POSIX_SPAWN_DUP2, w, 2), (posix.POSIX_SPAWN_CLOSE, r))
         try:
             sigdef = _RESTORE_DEFAULT + tuple(s for s, _ in previous)
-            if die_with_parent and _PROC_CHILDREN:
-                pid = _fork_exec_dying_with_parent(path, argv, env, sigdef)
-            else:
-                pid = posix.posix_spawn(path, argv, env, file_actions=actions, setsigdef=sigdef)
+            try:
+                pid = _start(path, argv, env, actions, sigdef, die_with_parent)
+            except OSError as e:
+                if not _shell_script(path, e):
+                    raise
+                pid = _start(_SHELL, [_SHELL, path] + argv[1:], env, actions, sigdef, die_with_parent)
         finally:
             if capture_stderr:
                 posix.close(w)
@@ -451,6 +475,12 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
         code, sig = posix.WEXITSTATUS(status), None
     return Finished(code, sig, max(usage.ru_maxrss * _KB, box[0]), usage.ru_utime, usage.ru_stime,
                     forwarded[0] if forwarded else None, tail, noticed)
+
+
+def _start(path: str, argv: list, env: dict, actions, sigdef, die_with_parent: bool) -> int:
+    if die_with_parent and _PROC_CHILDREN:
+        return _fork_exec_dying_with_parent(path, argv, env, sigdef)
+    return posix.posix_spawn(path, argv, env, file_actions=actions, setsigdef=sigdef)
 
 
 def _fork_exec_dying_with_parent(path: str, argv: list, env: dict, sigdef) -> int:

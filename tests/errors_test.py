@@ -286,3 +286,13 @@ def test_a_ledger_time_beyond_a_float_is_skipped_like_a_bad_line(ledger_with_a_s
     result = run_shim(["report", option, tmp_path / "out"], cwd=ledger_with_a_step, env=env)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out").stat().st_size > 0
+
+
+def test_a_script_without_a_shebang_runs_with_sh_as_execvp_does(project, env):
+    script = project / "noshebang"
+    script.write_text('echo "ran as $0 with $1"\nexit 7\n')
+    script.chmod(0o755)
+    for mode in ("exec", "spawn"):
+        env["SHIM_MODE"] = mode
+        result = run_shim([script, "x"], cwd=project, env=env)
+        assert (result.returncode, result.stdout, result.stderr) == (7, "ran as %s with x\n" % script, ""), mode
