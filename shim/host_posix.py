@@ -42,6 +42,7 @@ __all__ = (
     "is_executable_file",
     "program_candidates",
     "flush_stdio",
+    "hold_std_fds",
     "exit_now",
     "read_file",
     "mkdir",
@@ -304,6 +305,20 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True          # EPERM: it exists, it is someone else's
     return True
+
+
+def hold_std_fds() -> None:
+    """Fill descriptors 0, 1 and 2, if closed, with /dev/null until exec (close-on-exec):
+    a state file opened next would otherwise become the tool's stdout (`echo hi` written
+    into the memory pool), while the tool must still find them closed. git and OpenSSH
+    do the same (sanitize_stdfds); it costs one open and one close when none is closed."""
+    try:
+        fd = posix.open("/dev/null", posix.O_RDWR | O_CLOEXEC)
+        while fd <= 2:
+            fd = posix.open("/dev/null", posix.O_RDWR | O_CLOEXEC)
+        posix.close(fd)
+    except OSError:
+        pass
 
 
 def flush_stdio() -> None:

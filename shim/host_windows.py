@@ -43,6 +43,7 @@ __all__ = (
     "is_executable_file",
     "program_candidates",
     "flush_stdio",
+    "hold_std_fds",
     "exit_now",
     "read_file",
     "mkdir",
@@ -198,6 +199,10 @@ def pid_alive(pid: int) -> bool:
 def private_dir_problem(path: str):
     """Windows: a per-user directory is private by its ACL; only refuse a non-directory."""
     return None if os.path.isdir(path) and not os.path.islink(path) else "not a directory"
+
+
+def hold_std_fds() -> None:
+    """Nothing to do: Windows handles are not numbered from 0 as POSIX descriptors are."""
 
 
 def flush_stdio() -> None:

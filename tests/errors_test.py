@@ -296,3 +296,8 @@ def test_a_script_without_a_shebang_runs_with_sh_as_execvp_does(project, env):
         env["SHIM_MODE"] = mode
         result = run_shim([script, "x"], cwd=project, env=env)
         assert (result.returncode, result.stdout, result.stderr) == (7, "ran as %s with x\n" % script, ""), mode
+
+
+def test_with_stderr_closed_an_error_still_has_its_exit_status(project, env):
+    result = run_shim(["no-such-tool-anywhere"], cwd=project, env=env, preexec_fn=lambda: os.close(2))
+    assert result.returncode == NOT_FOUND

@@ -156,3 +156,15 @@ def test_windows_program_names_and_candidates(monkeypatch):
     monkeypatch.setattr(args.host, "program_stem", host_windows.program_stem)
     assert args.family_of("C:\\VC\\bin\\cl.exe") == "msvc"
     assert args.family_of("C:\\LLVM\\bin\\lld-link.exe") == "msvc-link"
+
+
+@pytest.mark.parametrize("mode", ["exec", "spawn"])
+@pytest.mark.parametrize("fd", [0, 1])
+def test_a_closed_stdin_or_stdout_stays_closed_for_the_tool_and_no_state_file_takes_it(tmp_path, env, mode, fd):
+    probe = "if [ -e /proc/$$/fd/%d ]; then echo open >&2; else echo closed >&2; fi; echo hi" % fd
+    env.update(SHIM_MEMORY_BUDGET="1GiB", SHIM_MODE=mode)
+    result = run_shim(["sh", "-c", probe], cwd=tmp_path, env=env, preexec_fn=lambda: os.close(fd))
+    assert result.stderr.splitlines()[:1] == ["closed"], result.stderr
+    assert result.stdout == ("hi\n" if fd == 0 else ""), result.stdout
+    pools = list((tmp_path / "run" / "shim").glob("pool-*"))
+    assert pools and all(b"hi" not in p.read_bytes() for p in pools)
