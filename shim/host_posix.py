@@ -50,6 +50,7 @@ __all__ = (
     "private_dir_problem",
     "make_private_dir",
     "read_own_file",
+    "read_regular_file",
     "replace_file",
     "O_NOFOLLOW",
     "raise_oom_score",
@@ -169,18 +170,24 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def read_own_file(path: str) -> bytes:
-    """The content of *path* if it is a regular file of ours (not a symlink); else OSError.
-
-    For state another user could plant (a cache naming programs to run)."""
-    fd = posix.open(path, posix.O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+def read_regular_file(path: str, own: bool = False) -> bytes:
+    """The content of *path* if it is a regular file (not a symlink, FIFO, directory or
+    device) and, with *own*, ours; else OSError. For state files: opened without blocking
+    and then checked, since opening a FIFO for reading waits for a writer forever."""
+    fd = posix.open(path, posix.O_RDONLY | posix.O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW)
     try:
         st = posix.fstat(fd)
-        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != posix.getuid():
-            raise OSError(1, "not a regular file of ours", path)
+        if st.st_mode & 0o170000 != 0o100000 or (own and st.st_uid != posix.getuid()):
+            raise OSError(22, "not a regular file" + (" of ours" if own else ""), path)
         return _read_all(fd)
     finally:
         posix.close(fd)
+
+
+def read_own_file(path: str) -> bytes:
+    """read_regular_file, ours only: for state another user could plant (a cache naming
+    programs to run)."""
+    return read_regular_file(path, own=True)
 
 
 def makedirs(path: str, mode: int = 0o755) -> None:

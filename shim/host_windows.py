@@ -51,6 +51,7 @@ __all__ = (
     "private_dir_problem",
     "make_private_dir",
     "read_own_file",
+    "read_regular_file",
     "replace_file",
     "O_NOFOLLOW",
     "raise_oom_score",
@@ -148,6 +149,11 @@ def read_file(path: str) -> bytes:
 
 def read_own_file(path: str) -> bytes:
     """Windows: files under the user's profile are private by their ACL."""
+    return read_file(path)
+
+
+def read_regular_file(path: str, own: bool = False) -> bytes:
+    """Windows: no FIFOs in the file system; a directory fails to open."""
     return read_file(path)
 
 

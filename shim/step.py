@@ -130,6 +130,7 @@ def _plan(budget, config, env, ledger_dir, key, kind, tool):
     plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"])
     try:
         plan.pool = admission.pool_path(rundir.ensure(env), plan.unit, plan.total)
+        admission.open_pool(plan.pool)     # acquire() takes it from there
     except OSError as e:
         rundir.warn_once("memory", "no memory admission: %s" % e, env)
         return None
@@ -154,6 +155,7 @@ def _cpu_slot(env: dict, owner: str):
         return None
     try:
         path = admission.cpu_pool_path(rundir.ensure(env), int(cores))
+        admission.open_pool(path)
     except OSError as e:
         rundir.warn_once("cpu", "no CPU admission: %s" % e, env)
         return None

@@ -1,5 +1,6 @@
 """Launchers: the installed polyglot, direct launchers, masquerade, never running shim as the tool."""
 
+import os
 import subprocess
 
 import pytest
@@ -52,3 +53,9 @@ def test_masquerade_launchers_written_by_shim_skip_each_other_on_path(tmp_path, 
     assert run_shim(["launcher", masq, "--as", "gcc", "--as", "cc"], env=env).returncode == 0
     result = _masquerade_compiles(tmp_path, env, masq / "gcc")
     assert "COLLECT_GCC=%s" % (masq / "gcc") not in result.stderr
+
+
+def test_a_fifo_in_place_of_a_direct_launcher_is_replaced_not_waited_on(tmp_path, no_hang):
+    os.mkfifo(tmp_path / "shim")
+    path = launcher.write(str(tmp_path))
+    assert open(path).read() == launcher.direct_text()
