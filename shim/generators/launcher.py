@@ -4,8 +4,9 @@ pip rewrites a script's `#!python` line to the bare interpreter path and drops a
 flags, so an installed script cannot ask for `-I -S`, and `site` plus `os` cost
 ~3 ms on every build step (BENCHMARKS.md). Two launchers share one body (BODY):
 
-- bin/shim, the one pip installs: a `#!/bin/sh` + Python polyglot that re-runs
-  itself as `<venv>/bin/python -IS` (dash adds ~0.8 ms).
+- bin/shim, the one pip installs: `#!python`, which pip turns into the venv's
+  interpreter without flags; its first run adds `-IS` to that line where it may
+  (no /bin/sh in between: dash drops environment names like DOT.NAME).
 - direct launchers written by `shim launcher DIR` and by `shim build` (into
   .shim/bin, first on ninja's PATH): `#!<python> -IS` with the paths baked in,
   no shell at all.
