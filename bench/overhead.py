@@ -86,7 +86,7 @@ def in_process(work: str, env: dict, rounds: int):
     budget, reservation) costs in this interpreter, each round as a fresh process would do it
     (no memo of the limit or the runtime dir), without the process start both variants share."""
     sys.path.insert(0, os.path.dirname(HERE))
-    from shim import budget, rundir, step
+    from shim import admission, budget, rundir, step
     old = os.getcwd()
     os.chdir(work)
     out = {"off": [], "auto": []}
@@ -96,6 +96,7 @@ def in_process(work: str, env: dict, rounds: int):
                 e = dict(env, SHIM_MODE="exec", **({"SHIM_MEMORY_BUDGET": "off"} if variant == "off" else {}))
                 budget._found.clear()
                 rundir._chosen.clear()
+                admission._OPEN.clear()
                 start = time.perf_counter_ns()
                 s = step._prepare("cc", ["-c", "tiny.c", "-o", "tiny.o"], e)
                 step._admit(s)

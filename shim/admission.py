@@ -31,6 +31,7 @@ The pool file descriptor stays open and inheritable across exec: closing any
 descriptor of the file would drop all of the process's locks on it.
 """
 
+import errno
 import time
 
 from shim import budget as grammar
@@ -155,12 +156,26 @@ def slots_for(estimate: int, unit: int, total: int) -> int:
     return max(1, min(total, -(-estimate // unit)))
 
 
+_OPEN = {}     # path -> FileLocks: one descriptor per pool and process (a close would drop its locks)
+
+
 def open_pool(path: str) -> FileLocks:
     """The pool file *path* (created if needed), its descriptor inheritable across exec:
-    the exec'd tool holds the reservation, and closing it would drop every lock on it."""
-    fd = host.open_private(path, osapi.O_RDWR | osapi.O_CREAT, 0o600)
+    the exec'd tool holds the reservation, and closing it would drop every lock on it.
+    OSError when it cannot be used: opened only inside a private directory of ours, relative
+    to it (host.open_private), not followed if a symlink, not waited on if a FIFO, refused
+    unless a regular file of ours."""
+    locks = _OPEN.get(path)
+    if locks is not None:
+        return locks
+    try:
+        fd = host.open_private(path, osapi.O_RDWR | osapi.O_CREAT, 0o600)
+    except OSError as e:
+        raise OSError("cannot use %s: %s" % (path, "a symlink (not followed)" if e.errno == errno.ELOOP
+                                              else e.strerror or e)) from None
     osapi.set_inheritable(fd, True)
-    return FileLocks(fd)
+    locks = _OPEN[path] = FileLocks(fd)
+    return locks
 
 
 def _release_all(locks, held: list) -> None:

@@ -105,8 +105,10 @@ FAMILIES = ("gcc", "ar", "ld", "msvc", "msvc-link", "msvc-lib", "rustc", "other"
 # Caches and compile farms a generator may write in front of the compiler (`ccache c++ -c ...`):
 # `shim ccache c++ ...` is c++'s step through that launcher chain, and shim wrap puts shim there.
 LAUNCHERS = frozenset(("ccache", "sccache", "distcc", "icecc"))
-# rustc's @argfiles hold one argument per line, unquoted.
-QUOTING = {"msvc": "msvc", "msvc-link": "msvc", "msvc-lib": "msvc", "rustc": "lines"}   # others: "gcc"
+# How each family reads @files: rustc's hold one argument per line, unquoted. A program of
+# no known family may not read @files at all (`echo @scope/pkg`): its arguments are left alone.
+QUOTING = {"msvc": "msvc", "msvc-link": "msvc", "msvc-lib": "msvc", "rustc": "lines",
+           "other": None}   # others: "gcc"
 
 
 def _index(table):
@@ -165,7 +167,8 @@ def parse(args, family: str, cwd: str, kind: str = "") -> ParsedArgs:
     *kind* forces the step kind (toolchain.toml `kind`); empty means infer it.
     Raises ShimError (BAD_INPUT) when an @file cannot be read or split.
     """
-    expanded, rsp_files = rsp.expand(args, QUOTING.get(family, "gcc"), cwd)
+    quoting = QUOTING.get(family, "gcc")
+    expanded, rsp_files = rsp.expand(args, quoting, cwd) if quoting else (list(args), ())
     if family == "rustc":
         crate = rustc.scan(expanded)
         outputs, depfile = rustc.artifacts(crate)

@@ -16,6 +16,7 @@ _OWN_NAMES = ("shim", "__main__.py")
 
 def main(argv=None) -> int:
     """Run shim with *argv* (default sys.argv); returns the exit status unless it execs."""
+    host.hold_std_fds()      # before any state file is opened
     argv = sys.argv if argv is None else argv
     env = host.environ()
     # The launcher passes the name it was invoked by when it had to resolve a symlink.

@@ -74,9 +74,11 @@ def _entry_ok(entry) -> bool:
 def _read_shard(path: str):
     """The table in shard *path*: {} if there is none, None if the file is damaged."""
     try:
-        data = host.read_file(path)
-    except OSError:
+        data = host.read_regular_file(path)
+    except FileNotFoundError:
         return {}
+    except OSError:
+        return None               # a FIFO, a directory, a symlink in its place
     try:
         table = marshal.loads(data)
     except (ValueError, EOFError, TypeError, MemoryError):

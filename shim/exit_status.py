@@ -70,6 +70,6 @@ def report(error: BaseException) -> int:
     try:
         sys.stderr.write("shim: error: %s\n" % message)
         sys.stderr.flush()
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):    # stderr closed: sys.stderr is None
         pass
     return status

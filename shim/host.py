@@ -7,11 +7,11 @@ import sys
 # holds both to it); nothing else of theirs is reachable as shim.host.NAME.
 API = (
     "osapi", "EXEC_SUPPORTED", "SEP", "PATHSEP", "PLATFORM",
-    "getcwd", "stat", "exists", "getpid", "getuid", "open_file", "read", "write", "close",
+    "getcwd", "stat", "lstat", "exists", "getpid", "getuid", "open_file", "read", "write", "close",
     "O_RDONLY", "O_CLOEXEC", "O_NOFOLLOW", "arch", "environ",
     "is_absolute", "join", "dirname", "basename", "program_stem", "is_executable_file", "program_candidates",
-    "flush_stdio", "exit_now", "read_file", "mkdir", "makedirs", "private_dir_problem", "make_private_dir",
-    "read_own_file", "open_private", "replace_file", "raise_oom_score", "restore_oom_score",
+    "flush_stdio", "hold_std_fds", "exit_now", "read_file", "mkdir", "makedirs", "private_dir_problem", "make_private_dir",
+    "read_own_file", "read_regular_file", "open_private", "replace_file", "raise_oom_score", "restore_oom_score",
     "pid_alive", "tree_rss", "exec_program", "spawn_program", "die_of_signal",
 )
 

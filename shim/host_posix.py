@@ -36,6 +36,7 @@ osapi = posix      # the low-level os functions both platforms share (open, writ
 getcwd = posix.getcwd
 mkdir = posix.mkdir
 stat = posix.stat
+lstat = posix.lstat
 getpid = posix.getpid
 getuid = posix.getuid
 open_file = posix.open
@@ -128,15 +129,15 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
-def read_own_file(path: str) -> bytes:
-    """The content of *path* if it is a regular file of ours (not a symlink); else OSError.
-
-    For state another user could plant (a cache naming programs to run)."""
-    fd = posix.open(path, posix.O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+def read_regular_file(path: str, own: bool = False) -> bytes:
+    """The content of *path* if it is a regular file (not a symlink, FIFO, directory or
+    device) and, with *own*, ours; else OSError. For state files: opened without blocking
+    and then checked, since opening a FIFO for reading waits for a writer forever."""
+    fd = posix.open(path, posix.O_RDONLY | posix.O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW)
     try:
         st = posix.fstat(fd)
-        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != posix.getuid():
-            raise OSError(1, "not a regular file of ours", path)
+        if st.st_mode & 0o170000 != 0o100000 or (own and st.st_uid != posix.getuid()):
+            raise OSError(22, "not a regular file" + (" of ours" if own else ""), path)
         return _read_all(fd)
     finally:
         posix.close(fd)
@@ -164,6 +165,12 @@ def open_private(path: str, flags: int, mode: int = 0o600) -> int:
         posix.close(fd)
         raise
     return fd
+
+
+def read_own_file(path: str) -> bytes:
+    """read_regular_file, ours only: for state another user could plant (a cache naming
+    programs to run)."""
+    return read_regular_file(path, own=True)
 
 
 def makedirs(path: str, mode: int = 0o755) -> None:
@@ -290,6 +297,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def hold_std_fds() -> None:
+    """Fill descriptors 0, 1 and 2, if closed, with /dev/null until exec (close-on-exec):
+    a state file opened next would otherwise become the tool's stdout (`echo hi` written
+    into the memory pool), while the tool must still find them closed. git and OpenSSH
+    do the same (sanitize_stdfds); it costs one open and one close when none is closed."""
+    try:
+        fd = posix.open("/dev/null", posix.O_RDWR | O_CLOEXEC)
+        while fd <= 2:
+            fd = posix.open("/dev/null", posix.O_RDWR | O_CLOEXEC)
+        posix.close(fd)
+    except OSError:
+        pass
+
+
 def flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -309,7 +330,29 @@ def exec_program(path: str, argv: list, env: dict) -> "NoReturn":
     flush_stdio()
     for signum in _RESTORE_DEFAULT:
         _signal.signal(signum, _signal.SIG_DFL)
-    posix.execve(path, argv, env)
+    try:
+        posix.execve(path, argv, env)
+    except OSError as e:
+        if not _shell_script(path, e):
+            raise
+    posix.execve(_SHELL, [_SHELL, path] + argv[1:], env)
+
+
+_SHELL = "/bin/sh"
+_ENOEXEC = 8     # Linux, macOS and the BSDs alike
+
+
+def _shell_script(path: str, error: OSError) -> bool:
+    """Whether *path*, which the kernel refused to execute (*error*), is a script without a
+    `#!` line: execvp (and so sh, env, make) runs those with /bin/sh. A NUL byte in its
+    first line means a binary instead (bash's test), which stays an error."""
+    if error.errno != _ENOEXEC:
+        return False
+    try:
+        head = _read_small(path)[:80]
+    except OSError:
+        return False
+    return b"\0" not in head.partition(b"\n")[0]
 
 
 def tree_rss(pid: int) -> int:
@@ -410,15 +453,12 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
             actions = ((posix.POSIX_SPAWN_DUP2, w, 2), (posix.POSIX_SPAWN_CLOSE, r))
         try:
             sigdef = _RESTORE_DEFAULT + tuple(s for s, _ in previous)
-            deathsig = "TERM" if die_with_parent is True else die_with_parent
-            if deathsig and _SETPRIV and argv[:1] == [path]:
-                _check_executable(path)        # as execve would: setpriv's own message is not ours
-                pid = posix.posix_spawn(_SETPRIV, [_SETPRIV, "--pdeathsig", deathsig, "--"] + argv,
-                                        env, file_actions=actions, setsigdef=sigdef)
-            elif deathsig == "TERM" and _PROC_CHILDREN:
-                pid = _fork_exec_dying_with_parent(path, argv, env, sigdef)
-            else:
-                pid = posix.posix_spawn(path, argv, env, file_actions=actions, setsigdef=sigdef)
+            try:
+                pid = _start(path, argv, env, actions, sigdef, die_with_parent)
+            except OSError as e:
+                if not _shell_script(path, e):
+                    raise
+                pid = _start(_SHELL, [_SHELL, path] + argv[1:], env, actions, sigdef, die_with_parent)
         finally:
             if capture_stderr:
                 posix.close(w)
@@ -452,6 +492,17 @@ def _check_executable(path: str) -> None:
     st = posix.stat(path)                           # ENOENT, ENOTDIR, ELOOP...
     if st.st_mode & 0o170000 == 0o040000 or not posix.access(path, posix.X_OK):
         raise OSError(errno.EACCES, posix.strerror(errno.EACCES), path)
+
+
+def _start(path: str, argv: list, env: dict, actions, sigdef, die_with_parent) -> int:
+    deathsig = "TERM" if die_with_parent is True else die_with_parent
+    if deathsig and _SETPRIV and argv[:1] == [path]:
+        _check_executable(path)        # as execve would: setpriv's own message is not ours
+        return posix.posix_spawn(_SETPRIV, [_SETPRIV, "--pdeathsig", deathsig, "--"] + argv,
+                                 env, file_actions=actions, setsigdef=sigdef)
+    if deathsig == "TERM" and _PROC_CHILDREN:
+        return _fork_exec_dying_with_parent(path, argv, env, sigdef)
+    return posix.posix_spawn(path, argv, env, file_actions=actions, setsigdef=sigdef)
 
 
 def _fork_exec_dying_with_parent(path: str, argv: list, env: dict, sigdef) -> int:

@@ -24,6 +24,7 @@ osapi = os
 getcwd = os.getcwd
 mkdir = os.mkdir
 stat = os.stat
+lstat = os.lstat
 getpid = os.getpid
 open_file = os.open
 read = os.read
@@ -108,6 +109,11 @@ def open_private(path: str, flags: int, mode: int = 0o600) -> int:
     return os.open(path, flags | O_CLOEXEC, mode)
 
 
+def read_regular_file(path: str, own: bool = False) -> bytes:
+    """Windows: no FIFOs in the file system; a directory fails to open."""
+    return read_file(path)
+
+
 def makedirs(path: str, mode: int = 0o755) -> None:
     os.makedirs(path, exist_ok=True)
 
@@ -156,6 +162,10 @@ def pid_alive(pid: int) -> bool:
 def private_dir_problem(path: str):
     """Windows: a per-user directory is private by its ACL; only refuse a non-directory."""
     return None if os.path.isdir(path) and not os.path.islink(path) else "not a directory"
+
+
+def hold_std_fds() -> None:
+    """Nothing to do: Windows handles are not numbered from 0 as POSIX descriptors are."""
 
 
 def flush_stdio() -> None:

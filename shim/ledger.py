@@ -145,7 +145,8 @@ def append(ledger_dir: str, record: dict, env: dict) -> bool:
     """Append *record*; False (after warning once per build) if it could not be written."""
     data = (encode(record) + "\n").encode("utf-8", "surrogatepass")
     path = host.join(ledger_dir, FILENAME)
-    flags = osapi.O_RDWR | osapi.O_APPEND | host.O_CLOEXEC | host.O_NOFOLLOW
+    # O_NONBLOCK: a FIFO in its place must not hold the step (it is then refused below).
+    flags = osapi.O_RDWR | osapi.O_APPEND | osapi.O_NONBLOCK | host.O_CLOEXEC | host.O_NOFOLLOW
     try:
         try:
             fd = osapi.open(path, flags)

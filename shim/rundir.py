@@ -89,7 +89,7 @@ def warn_once(topic: str, message: str, env: dict) -> None:
     try:
         sys.stderr.write("shim: warning: %s (warned once per build)\n" % message)
         sys.stderr.flush()
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):    # stderr closed: sys.stderr is None
         pass
 
 

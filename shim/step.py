@@ -135,6 +135,7 @@ def _plan(budget, config, env, ledger_dir, key, kind, tool, name):
     plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"], found[0] if found else None)
     try:
         plan.pool = admission.pool_path(rundir.ensure(env), plan.unit)
+        admission.open_pool(plan.pool)     # acquire() takes it from there
     except OSError as e:
         rundir.warn_once("memory", "no memory admission: %s" % e, env)
         return None
@@ -159,6 +160,7 @@ def _cpu_slot(env: dict, owner: str):
         return None
     try:
         path = admission.cpu_pool_path(rundir.ensure(env), int(cores))
+        admission.open_pool(path)
         return admission.acquire(path, int(cores), 1, 1, owner=owner)
     except OSError as e:
         rundir.warn_once("cpu", "no CPU admission: %s" % (e.strerror or e), env)

@@ -31,17 +31,18 @@ def cache_dir(env: dict):
     return host.join(base, "shim") if base else None
 
 
-def _distrust(path: str, st):
+def _distrust(path: str, st, link=None):
     """Why a toolchain.toml found by walking up must be skipped, or None to use it.
 
     It names programs to run, so it must be ours or root's, in a folder that is ours or
-    root's: another user's file is skipped (another user can plant /tmp/toolchain.toml
+    root's (and when it is a symlink, the *link* too: another user's link to /etc/passwd
+    would make root's file the config of every build below it): another user's file is skipped (another user can plant /tmp/toolchain.toml
     above every build under /tmp; it must not stop them, nor be run). A file of ours
     that others may write is refused outright: it is ours to fix (as ccache 4.13)."""
     uid = host.getuid()
     folder = host.dirname(path)
     fst = host.stat(folder)
-    for what, s in ((path, st), (folder, fst)):
+    for what, s in ((path, link or st), (path, st), (folder, fst)):
         if s.st_uid not in (uid, 0):
             return "%s is owned by %s, not by you or root" % (what, _user(s.st_uid))
     if st.st_mode & 0o022:
@@ -73,13 +74,14 @@ def discover(cwd: str, env: dict):
     while True:
         path = host.join(d, FILENAME)
         try:
-            st = host.stat(path)
+            link = host.lstat(path)
+            st = host.stat(path) if link.st_mode & 0o170000 == 0o120000 else link
         except OSError:
             st = None
         if st is not None:
             if path == user:
                 break
-            why = _distrust(path, st)
+            why = _distrust(path, st, link)
             if why is None:
                 found.append(("project", path, st))
                 break

@@ -181,3 +181,19 @@ def one_error_line(result, status: int, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+@pytest.fixture
+def no_hang():
+    """Fail a test, rather than hang the run, when what it calls blocks for 10 s (a FIFO
+    opened for reading waits for a writer forever)."""
+    import signal
+
+    def expired(signum, frame):
+        pytest.fail("blocked for 10 s")     # not an OSError: the code under test would catch that
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(10)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -263,3 +263,44 @@ def test_shim_build_names_a_missing_directory_and_does_not_suggest_the_c_it_was_
     line = one_error_line(run_shim(["build", "-C", project], env=env), USAGE, "no build.ninja in %s" % project)
     assert "use -C" not in line
     assert "(use -C DIR)" in one_error_line(run_shim(["build"], cwd=project, env=env), USAGE, "no build.ninja")
+
+
+@pytest.mark.parametrize("command", [["report"], ["build"]])
+def test_a_deleted_current_directory_is_a_system_error_for_subcommands_too(tmp_path, env, command):
+    fast = tmp_path / "fast"
+    assert run_shim(["launcher", fast], env=env).returncode == 0
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    result = run_shim(command, cwd=gone, env=env, shim=fast / "shim", preexec_fn=lambda: os.rmdir(gone))
+    one_error_line(result, 71, "cannot get the current directory")
+
+
+def test_toml_nested_thousands_deep_is_a_config_error_not_a_crash(project, env):
+    path = write_toml(project / "toolchain.toml", "a = " + "[" * 5000 + "]" * 5000 + "\n")
+    one_error_line(run_shim(["cc", "--version"], cwd=project, env=env), CONFIG, str(path), "nested")
+
+
+@pytest.mark.parametrize("option", ["--html", "--trace"])
+def test_a_ledger_time_beyond_a_float_is_skipped_like_a_bad_line(ledger_with_a_step, env, option, tmp_path):
+    ledger = ledger_with_a_step / ".shim" / "ledger-v1.jsonl"
+    start = [line for line in ledger.read_text().splitlines() if '"rec": "start"' in line][0]
+    with ledger.open("a") as f:     # JSON reads 1e309 as inf
+        f.write(start.replace('"rec": "start", "id": "', '"rec": "step", "t1": 1e309, "id": "x') + "\n")
+    result = run_shim(["report", option, tmp_path / "out"], cwd=ledger_with_a_step, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out").stat().st_size > 0
+
+
+def test_a_script_without_a_shebang_runs_with_sh_as_execvp_does(project, env):
+    script = project / "noshebang"
+    script.write_text('echo "ran as $0 with $1"\nexit 7\n')
+    script.chmod(0o755)
+    for mode in ("exec", "spawn"):
+        env["SHIM_MODE"] = mode
+        result = run_shim([script, "x"], cwd=project, env=env)
+        assert (result.returncode, result.stdout, result.stderr) == (7, "ran as %s with x\n" % script, ""), mode
+
+
+def test_with_stderr_closed_an_error_still_has_its_exit_status(project, env):
+    result = run_shim(["no-such-tool-anywhere"], cwd=project, env=env, preexec_fn=lambda: os.close(2))
+    assert result.returncode == NOT_FOUND

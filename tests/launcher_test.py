@@ -1,5 +1,6 @@
-"""Launchers: the installed polyglot, direct launchers, masquerade, never running shim as the tool."""
+"""Launchers: the installed script, direct launchers, masquerade, never running shim as the tool."""
 
+import os
 import subprocess
 
 import pytest
@@ -13,13 +14,28 @@ pytestmark = pytest.mark.e2e          # the installed launchers
 def test_the_installed_script_carries_the_shared_launcher_body():
     text = (REPO / "bin" / "shim").read_text()
     assert text.endswith(launcher.BODY)
-    assert SHIM.read_text() == text
+    assert SHIM.read_text().partition("\n")[2] == text.partition("\n")[2]    # pip rewrote the #! line
+
+
+def test_the_installed_script_puts_back_the_flags_pip_dropped_on_its_first_run(tmp_path, env):
+    python = SHIM.parent / "python"
+    script = tmp_path / "shim"              # as pip installs it: `#!python` becomes the venv's interpreter
+    script.write_text("#!%s\n" % python + (REPO / "bin" / "shim").read_text().partition("\n")[2])
+    script.chmod(0o755)
+    env["DOT.NAME"] = "1"
+    for first_line in ("#!%s" % python, "#!%s -IS" % python):
+        assert script.read_text().partition("\n")[0] == first_line
+        result = run_shim(["env"], env=env, shim=script)
+        assert result.returncode == 0 and "DOT.NAME=1" in result.stdout.splitlines(), result.stderr
+    assert script.read_text().partition("\n")[0] == "#!%s -IS" % python
+    assert oct(script.stat().st_mode & 0o777) == "0o755" and not list(tmp_path.glob("*.tmp"))
 
 
 def test_a_direct_launcher_runs_steps_and_is_rewritten_only_when_it_changes(tmp_path, env):
     assert run_shim(["launcher", tmp_path / "bin"], env=env).returncode == 0
     fast = tmp_path / "bin" / "shim"
-    assert fast.read_text().startswith("#!%s -IS\n" % (SHIM.parent / "python"))
+    first = fast.read_text().partition("\n")[0]           # python or python3: what pip wrote into bin/shim
+    assert first.startswith("#!%s/python" % SHIM.parent) and first.endswith(" -IS"), first
     before = fast.stat().st_mtime_ns
     run_shim(["launcher", tmp_path / "bin"], env=env)
     assert fast.stat().st_mtime_ns == before
@@ -52,3 +68,19 @@ def test_masquerade_launchers_written_by_shim_skip_each_other_on_path(tmp_path, 
     assert run_shim(["launcher", masq, "--as", "gcc", "--as", "cc"], env=env).returncode == 0
     result = _masquerade_compiles(tmp_path, env, masq / "gcc")
     assert "COLLECT_GCC=%s" % (masq / "gcc") not in result.stderr
+
+
+def test_a_fifo_in_place_of_a_direct_launcher_is_replaced_not_waited_on(tmp_path, no_hang):
+    os.mkfifo(tmp_path / "shim")
+    path = launcher.write(str(tmp_path))
+    assert open(path).read() == launcher.direct_text()
+
+
+def test_environment_names_sh_cannot_hold_reach_the_tool_through_every_launcher(tmp_path, env):
+    assert run_shim(["launcher", tmp_path / "fast"], env=env).returncode == 0
+    env.update({"DOT.NAME": "1", "DASH-NAME": "2"})
+    for shim in (SHIM, tmp_path / "fast" / "shim"):
+        for mode in ("exec", "spawn"):
+            result = run_shim(["env"], env=dict(env, SHIM_MODE=mode), shim=shim)
+            assert result.returncode == 0, result.stderr
+            assert {"DOT.NAME=1", "DASH-NAME=2"} <= set(result.stdout.splitlines()), (shim, mode)

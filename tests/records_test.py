@@ -50,3 +50,9 @@ def test_only_the_newest_step_of_an_output_takes_its_time(tmp_path):
     found = steps(tmp_path, exec_record(1, T0, out), exec_record(2, T0 + 100, out))
     assert (found["s1"]["timing"], found["s2"]["timing"]) == ("unknown", "outputs")
     assert found["s2"]["dur"] == 0.5
+
+
+def test_a_fifo_in_place_of_the_ledger_reads_as_empty_rather_than_waiting_for_a_writer(tmp_path, no_hang):
+    (tmp_path / ".shim").mkdir()
+    os.mkfifo(tmp_path / ".shim" / ledger.FILENAME)
+    assert records.read_counted(str(tmp_path / ".shim")) == ([], 0)

@@ -61,3 +61,10 @@ def test_msvc_does_not_nest_response_files(tmp_path):
 def test_arguments_without_at_files_are_returned_as_they_are():
     argv = ["-c", "a.c", "@"]
     assert rsp.expand(argv, "gcc", "/") == (argv, ())
+
+
+@pytest.mark.e2e
+def test_an_at_argument_of_a_tool_that_reads_no_at_files_reaches_it_as_it_is(tmp_path, env):
+    from conftest import run_shim
+    result = run_shim(["echo", "@scope/pkg", "@missing"], cwd=tmp_path, env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "@scope/pkg @missing\n", "")

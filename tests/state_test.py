@@ -1,5 +1,6 @@
 """Every file shim reads back, damaged at random (random bytes, truncations of the real
-file, marshal and JSON of the wrong shape): the step still ends with the tool's own exit
+file, marshal and JSON of the wrong shape), or replaced by a FIFO, a directory or a symlink:
+the step neither hangs nor writes through the link, it still ends with the tool's own exit
 status, and its ledger record is not lost. Bookkeeping never breaks a build."""
 
 import json
@@ -77,11 +78,11 @@ class Scene:
                           for kind, files in STATE_FILES.items()}
         assert all(self.originals.values()), {k: len(v) for k, v in self.originals.items()}
 
-    def step(self, status: int):
+    def step(self, status: int, timeout: float = 60):
         self.n += 1
         return subprocess.run([str(SHIM), str(self.tool), "-c", "a.c", "-o", "out%d.o" % self.n],
                               cwd=self.build, env=dict(self.env, STATUS=str(status)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,42 @@ def test_a_damaged_state_file_never_changes_the_steps_exit_status_nor_loses_its_
         assert len(mine) == 1 and mine[0]["exit"] == status, result.stderr
 
     damaged()
+
+
+def _put_in_place(path: Path, form: str, victim: Path) -> None:
+    """Replace state file *path* with a FIFO, a directory, or a symlink to *victim*."""
+    path.unlink()
+    if form == "fifo":
+        os.mkfifo(path, 0o600)
+    elif form == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to(victim)
+
+
+@pytest.mark.parametrize("form", ["fifo", "directory", "symlink"])
+@pytest.mark.parametrize("kind", sorted(STATE_FILES))
+def test_a_fifo_directory_or_symlink_in_place_of_a_state_file_neither_hangs_nor_stops_the_step(scene, kind, form):
+    victim = scene.root / "victim"
+    victim.write_bytes(b"not shim's\n")
+    originals = scene.originals[kind]
+    for path in originals:
+        _put_in_place(path, form, victim)
+    try:
+        for status in (0, 3):
+            result = scene.step(status, timeout=20)       # a FIFO opened for reading must not block
+            assert result.returncode == status, result.stderr
+            assert "error" not in result.stderr, result.stderr
+            assert len(result.stderr.splitlines()) <= 2, result.stderr
+            if kind != "ledger":                            # there, the record has nowhere to go
+                mine = [r for r in records.read(str(scene.build / ".shim"))
+                        if r.get("out") == ["out%d.o" % scene.n] and r["rec"] == "step"]
+                assert len(mine) == 1 and mine[0]["exit"] == status, result.stderr
+        assert victim.read_bytes() == b"not shim's\n"        # nothing written through a link
+    finally:
+        for path, original in originals.items():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            path.write_bytes(original)

@@ -189,3 +189,15 @@ def test_a_spawned_tool_dies_with_its_shim_even_of_kill_9_so_it_never_runs_witho
     finally:
         shim.kill()
         shim.communicate()
+
+
+@pytest.mark.parametrize("mode", ["exec", "spawn"])
+@pytest.mark.parametrize("fd", [0, 1])
+def test_a_closed_stdin_or_stdout_stays_closed_for_the_tool_and_no_state_file_takes_it(tmp_path, env, mode, fd):
+    probe = "if [ -e /proc/$$/fd/%d ]; then echo open >&2; else echo closed >&2; fi; echo hi" % fd
+    env.update(SHIM_MEMORY_BUDGET="1GiB", SHIM_MODE=mode)
+    result = run_shim(["sh", "-c", probe], cwd=tmp_path, env=env, preexec_fn=lambda: os.close(fd))
+    assert result.stderr.splitlines()[:1] == ["closed"], result.stderr
+    assert result.stdout == ("hi\n" if fd == 0 else ""), result.stdout
+    pools = list((tmp_path / "run" / "shim").glob("pool-*"))
+    assert pools and all(b"hi" not in p.read_bytes() for p in pools)

@@ -354,3 +354,16 @@ def test_a_planted_toolchain_does_not_stop_a_shim_build_below_it(shared_tmp, env
     assert result.returncode == 0, result.stdout + result.stderr
     assert (build / "build" / "tally").exists()
     assert "ignoring %s" % (shared_tmp / "toolchain.toml") in result.stderr
+
+
+def test_a_symlink_planted_by_another_user_is_skipped_not_followed_to_a_root_file(shared_tmp, env, other_user):
+    planted = shared_tmp / "toolchain.toml"
+    planted.symlink_to("/etc/passwd")          # root's file, not TOML: trusted, it would stop every build
+    os.chown(planted, *other_user, follow_symlinks=False)
+    project = shared_tmp / "proj"
+    project.mkdir()
+    result = run_shim(["cc", "--version"], cwd=project, env=env)
+    assert result.returncode == 0 and "gcc" in result.stdout, result.stderr
+    assert result.stderr.splitlines() == [
+        "shim: warning: ignoring %s: %s is owned by uid %d (%s), not by you or root; looking further up "
+        "(warned once per build)" % (planted, planted, other_user[0], OTHER_USER)]

@@ -7,6 +7,7 @@ when that command runs. Errors become one `shim: error:` line and an exit status
 """
 
 import importlib
+import os
 
 import click
 
@@ -33,6 +34,13 @@ def main(argv) -> int:
         return exit_status.report(ShimError(e.format_message(), e.exit_code))
     except ShimError as e:
         return exit_status.report(e)
+    except OSError:
+        try:
+            os.getcwd()           # relative paths (-C ., the ledger) resolve against it
+        except OSError as e:
+            return exit_status.report(ShimError("cannot get the current directory: %s" % (e.strerror or e),
+                                                exit_status.OS_ERROR))
+        raise
 
 
 def _lower(message: str) -> str:

@@ -35,9 +35,12 @@ class Layer:
         self.path = path
         self.text = text
         self.data = data
+        self._lines = None
 
     def where(self, dotted: tuple) -> str:
-        line = locate(self.text, dotted)
+        if self._lines is None:
+            self._lines = KeyLines(self.text)      # once: merging asks for every key's line
+        line = self._lines.locate(dotted)
         return "%s:%d" % (self.path, line) if line else self.path
 
 
@@ -55,6 +58,8 @@ def read_layer(role: str, path: str) -> Layer:
         raise ShimError("%s:%d: invalid TOML: not UTF-8" % (path, line), CONFIG) from None
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ShimError("%s: invalid TOML: arrays or tables nested too deep" % path, CONFIG) from None
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         where = ""
@@ -214,6 +219,8 @@ def _shape_problem(typ: str, value):
 
 
 def _split_dotted(text: str):
+    if '"' not in text and "'" not in text:
+        return tuple(part.strip() for part in text.split("."))
     parts, cur, quote = [], [], ""
     for c in text:
         if quote:
@@ -236,8 +243,8 @@ def _bare_key(text: str) -> bool:
     return bool(text) and all(c.isalnum() or c in "_-.\"' " for c in text)
 
 
-def locate(text: str, dotted: tuple):
-    """Line number where key *dotted* (or the table or inline table holding it) is written."""
+def _written(text: str):
+    """(line number, dotted path, is a header) of every table header and key line in *text*."""
     header = ()
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -245,16 +252,40 @@ def locate(text: str, dotted: tuple):
             continue
         if line[0] == "[":
             header = _split_dotted(line.split("#", 1)[0].strip().strip("[]").strip())
-            if header[:len(dotted)] == dotted:      # [tool.cc] for key tool.cc, or a table below it
-                return lineno
+            yield lineno, header, True
             continue
         key, eq, _ = line.partition("=")
-        if not eq or not _bare_key(key.strip()):
-            continue
-        full = header + _split_dotted(key.strip())
-        if dotted[:len(full)] == full or full[:len(dotted)] == dotted:
-            return lineno
-    return None
+        if eq and _bare_key(key.strip()):
+            yield lineno, header + _split_dotted(key.strip()), False
+
+
+class KeyLines:
+    """Where each key of a TOML text is written, indexed in one pass, so that looking up
+    every key of a file is linear in its size (a scan per key was quadratic: 7.8 s for a
+    toolchain.toml of 2000 tools, BENCHMARKS.md)."""
+
+    def __init__(self, text: str):
+        self.below = {}     # dotted -> first line of a header or key at or below it
+        self.keys = {}      # dotted -> first line of a key line with exactly that path
+        for lineno, path, is_header in _written(text):
+            for n in range(1, len(path) + 1):
+                self.below.setdefault(path[:n], lineno)
+            if not is_header:
+                self.keys.setdefault(path, lineno)
+
+    def locate(self, dotted: tuple):
+        """Line number where key *dotted* (or the table or inline table holding it) is
+        written: the first header or key at or below it ([tool.cc] for key tool.cc), or key
+        line above it (`env.set = {...}` for env.set.X)."""
+        lines = [self.keys[dotted[:n]] for n in range(1, len(dotted)) if dotted[:n] in self.keys]
+        if dotted in self.below:
+            lines.append(self.below[dotted])
+        return min(lines) if lines else None
+
+
+def locate(text: str, dotted: tuple):
+    """Line number where key *dotted* (or the table or inline table holding it) is written."""
+    return KeyLines(text).locate(dotted)
 
 
 # --- presets, merging, compiling -----------------------------------------------------
@@ -317,9 +348,10 @@ def _merge_into(dst, origins, src, path, layer, written_under=()):
         if isinstance(value, dict):
             _merge_into(dst.setdefault(name, {}), origins, value, here, layer, written_under)
         else:
+            if isinstance(dst.get(name), dict):      # a value replacing a table: forget its keys
+                for key in [k for k in origins if k[:len(here)] == here]:
+                    del origins[key]
             dst[name] = value
-            for key in [k for k in origins if k[:len(here)] == here]:
-                del origins[key]
             origins[here] = layer.where(written_under + here)
 
 

@@ -4,8 +4,9 @@ pip rewrites a script's `#!python` line to the bare interpreter path and drops a
 flags, so an installed script cannot ask for `-I -S`, and `site` plus `os` cost
 ~3 ms on every build step (BENCHMARKS.md). Two launchers share one body (BODY):
 
-- bin/shim, the one pip installs: a `#!/bin/sh` + Python polyglot that re-runs
-  itself as `<venv>/bin/python -IS` (dash adds ~0.8 ms).
+- bin/shim, the one pip installs: `#!python`, which pip turns into the venv's
+  interpreter without flags; its first run adds `-IS` to that line where it may
+  (no /bin/sh in between: dash drops environment names like DOT.NAME).
 - direct launchers written by `shim launcher DIR` and by `shim build` (into
   .shim/bin, first on ninja's PATH): `#!<python> -IS` with the paths baked in,
   no shell at all.
@@ -66,9 +67,8 @@ def write(directory: str, name: str = "shim") -> str:
     text = direct_text()
     path = os.path.join(directory, name)
     try:
-        with open(path) as f:
-            if f.read() == text:
-                return path
+        if host.read_regular_file(path) == text.encode():     # a FIFO there must not hang `shim build`
+            return path
     except OSError:
         pass
     host.makedirs(os.path.abspath(directory))

@@ -93,8 +93,8 @@ def fits(field: Field, value) -> bool:
     """Whether *value* (read back from the ledger) has one of *field*'s JSON types."""
     if isinstance(value, bool) and "boolean" not in field.types:
         return False                  # JSON true is not a number
-    if isinstance(value, float) and value != value:
-        return False
+    if isinstance(value, float) and not -1e18 < value < 1e18:
+        return False                  # NaN, or JSON's 1e309 (inf): no time or size is that large
     if not any(isinstance(value, _PYTHON[t]) for t in field.types):
         return False
     if isinstance(value, list):

@@ -29,7 +29,7 @@ import json
 import os
 import stat
 
-from shim import ledger
+from shim import host, ledger
 from shim.reports import fields
 
 STEP_KEYS = fields.NAMES
@@ -78,10 +78,7 @@ def read_counted(ledger_dir: str):
     """(records, lines skipped): like read(), also counting the lines it could not use."""
     path = os.path.join(ledger_dir, ledger.FILENAME)
     try:
-        with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return [], 0             # e.g. a link to /dev/full: reading it would never end
-            data = f.read()
+        data = host.read_regular_file(path)     # not a FIFO (a reader would wait forever), nor a link
     except OSError:
         return [], 0
     records = []
