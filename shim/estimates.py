@@ -45,7 +45,7 @@ def class_key(tool: str, kind: str) -> str:
 
 def siblings(ledger_dir: str, tool: str, kind: str, build: str, env: dict = None):
     """Peaks of *tool*'s *kind* steps measured so far in *build*, once there are enough."""
-    entry = lookup(ledger_dir, class_key(tool, kind), env)
+    entry = lookup(ledger_dir, class_key(tool, kind), None, quiet=True)
     if entry and entry[1] == build and len(entry[0]) >= SIBLINGS_MIN:
         return entry[0]
     return None
@@ -91,18 +91,17 @@ def _damaged(path: str, env: dict) -> None:
                      "its prior (the file is rewritten by the next measured step)" % path, env)
 
 
-def lookup(ledger_dir: str, k: str, env: dict = None):
+def lookup(ledger_dir: str, k: str, env: dict = None, quiet: bool = False):
     """(peaks newest last, argv fingerprint, t) for key *k*, or None. Never raises: a
-    damaged shard or entry (a partial CI cache restore) is ignored with a warning."""
+    damaged shard or entry (a partial CI cache restore) is ignored with a warning (none
+    when *quiet*: the step's own lookup has said so)."""
     path = _shard(ledger_dir, k)
     table = _read_shard(path)
-    if table is None:
-        _damaged(path, env or {})
-        return None
-    entry = table.get(k)
-    if entry is None or _entry_ok(entry):
+    entry = table.get(k) if table is not None else None
+    if table is not None and (entry is None or _entry_ok(entry)):
         return entry
-    _damaged(path, env or {})
+    if not quiet:
+        _damaged(path, env or {})
     return None
 
 

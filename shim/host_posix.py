@@ -488,10 +488,25 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
 
 
 def _check_executable(path: str) -> None:
-    """OSError as execve(*path*) would raise it for a missing or non-executable file."""
+    """OSError as execve(*path*) would raise it, where setpriv would otherwise answer in its
+    own words: a missing or non-executable file, a `#!` interpreter that is missing, a file
+    that is neither an ELF program, a script nor text (execvp runs text with /bin/sh)."""
     st = posix.stat(path)                           # ENOENT, ENOTDIR, ELOOP...
     if st.st_mode & 0o170000 == 0o040000 or not posix.access(path, posix.X_OK):
         raise OSError(errno.EACCES, posix.strerror(errno.EACCES), path)
+    try:
+        head = _read_small(path)[:256]
+    except OSError:
+        return                                      # execute-only: let exec decide
+    if head[:2] == b"#!":
+        interpreter = head[2:].partition(b"\n")[0].strip().split(b" ")[0]
+        if interpreter and not posix.access(interpreter, posix.X_OK):
+            raise OSError(errno.ENOENT, posix.strerror(errno.ENOENT), path)
+    elif head[:4] == b"\x7fELF":
+        if len(head) < 52 or head[4] not in (1, 2) or head[5] not in (1, 2):
+            raise OSError(_ENOEXEC, posix.strerror(_ENOEXEC), path)
+    elif b"\0" in head.partition(b"\n")[0]:
+        raise OSError(_ENOEXEC, posix.strerror(_ENOEXEC), path)
 
 
 def _start(path: str, argv: list, env: dict, actions, sigdef, die_with_parent) -> int:

@@ -215,12 +215,13 @@ def test_a_4_slot_step_is_admitted_in_bounded_time_among_a_stream_of_1_slot_step
 
 
 def test_while_a_big_step_drains_a_small_one_that_fits_beside_it_runs_and_a_medium_one_waits(tmp_path, env):
-    # 16 slots. `long` holds 8; `big` (12) drains the pool after 0.3 s of patience. `small` (4)
-    # fits with everything admitted since the drain began plus big (4 + 12 <= 16): it runs at
-    # once, on slots that would otherwise stay idle until long ends. `medium` (8) does not fit
-    # beside big (8 + 12 > 16), so it waits behind the drain: big is never starved.
+    # 16 slots. `long` holds 8; `big` (11: under 3/4 of the budget, so it does not simply run
+    # alone) drains the pool after 0.3 s of patience. `small` (4) fits with everything admitted
+    # since the drain began plus big (4 + 11 <= 16): it runs at once, on slots that would
+    # otherwise stay idle until long ends. `medium` (8) does not fit beside big (8 + 11 > 16), so
+    # it waits behind the drain: big is never starved.
     sleeper = write_tool(tmp_path / "tools", "sleeper", 'sleep "$1"\n')
-    tools = {"long": ("archive", "128MiB"), "big": ("link", "192MiB"), "small": ("other", "64MiB"),
+    tools = {"long": ("archive", "128MiB"), "big": ("link", "176MiB"), "small": ("other", "64MiB"),
              "medium": ("preprocess", "128MiB")}     # priors are per step kind: one kind each
     write_toml(tmp_path / "toolchain.toml", "[memory]\npatience = 0.3\n" + "".join(
         '[tool.%s]\nprogram = "%s"\nkind = "%s"\n[step.%s]\nmemory = "%s"\n'
@@ -238,7 +239,7 @@ def test_while_a_big_step_drains_a_small_one_that_fits_beside_it_runs_and_a_medi
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
     steps = {s["tool"]: s for s in records.load(str(tmp_path / "ledger"), which="all")[1]}
     assert {name: steps[name]["res"] for name in tools} == {
-        "long": 128 * MIB, "big": 192 * MIB, "small": 64 * MIB, "medium": 128 * MIB}
+        "long": 128 * MIB, "big": 176 * MIB, "small": 64 * MIB, "medium": 128 * MIB}
     assert steps["small"]["wait"] < 0.5, steps["small"]                  # backfilled
     assert steps["small"]["t1"] <= steps["big"]["t0"] + 0.05             # and did not delay big
     assert steps["big"]["t0"] >= steps["long"]["t1"] - 0.05              # big waited for long only

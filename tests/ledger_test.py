@@ -72,7 +72,7 @@ def test_a_corrupt_ledger_is_skipped_line_by_line_and_appended_to(tmp_path, env,
     d = tmp_path / "ledger"
     d.mkdir()
     (d / ledger.FILENAME).write_bytes(ledger.HEADER.encode() + b"\x00\xffgarbage\n[1, 2]\n{\"rec\": \"alien\"}\n{not json\n")
-    env["SHIM_LEDGER"] = str(d)
+    env.update(SHIM_LEDGER=str(d), SHIM_MODE="exec")
     result = run_shim([toucher, "x.o", "3"], cwd=tmp_path, env=env)
     assert result.returncode == 3 and result.stderr == ""
     recs = records.read(str(d))
