@@ -269,8 +269,9 @@ def _put_launcher_first(plan: Plan) -> str:
 
 
 def choose_budget(plan: Plan, option) -> None:
-    """The budget (admission.budget, `auto` by default) and, under one, the estimates index
-    rebuilt from the ledger so steps are admitted by their measured peaks."""
+    """The budget (admission.budget, `auto` by default). The estimates index is the steps'
+    own (estimates.observe): the ledger's history is not read (only a ledger that never had
+    an index gets one, once)."""
     from shim import estimates, toolchain
     from shim.reports import records
     try:
@@ -279,7 +280,8 @@ def choose_budget(plan: Plan, option) -> None:
         plan.config = None         # the steps will say what is wrong with toolchain.toml
     plan.budget = admission.budget(plan.env, plan.config, option, default="auto")
     plan.ledger_dir = ledger.directory(plan.build_dir, plan.env, plan.config or {}, require_build_dir=False)
-    if plan.budget and plan.ledger_dir:
+    if plan.budget and plan.ledger_dir and not os.path.isdir(os.path.join(plan.ledger_dir, estimates.DIRNAME)) \
+            and os.path.isfile(os.path.join(plan.ledger_dir, ledger.FILENAME)):
         _, history = records.load(plan.ledger_dir, plan.build_dir, "all")
         try:
             estimates.rebuild(plan.ledger_dir, history)
@@ -336,6 +338,8 @@ def record_build(plan: Plan, argv, t0, t1, finished, peak, jobs, what: str = "ed
                                     "exit": finished.code, "sig": finished.signal,
                                     "argv": list(argv), "budget": plan.budget,
                                     "steps_budget": plan.steps_budget, "peak": peak, "jobs": jobs}, plan.env)
+    from shim.reports import compact
+    compact.maybe(plan.ledger_dir, plan.config)
     for line in summary(plan.ledger_dir, plan.build_dir, plan.build_id, t1 - t0, plan.budget, peak, jobs, what):
         click.echo(line)
 

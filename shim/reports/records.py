@@ -79,6 +79,12 @@ def read_counted(ledger_dir: str):
             data = f.read()
     except OSError:
         return [], 0
+    return _parse(data)
+
+
+def _parse(data: bytes):
+    """(records, lines skipped) of ledger lines *data*, the first of them the version line
+    when *data* begins the file."""
     records = []
     skipped = 0
     for line in data.split(b"\n"):
@@ -274,11 +280,67 @@ def builds_of(records: list, steps: list) -> list:
     return groups
 
 
-def load_builds(ledger_dir: str, build_dir: str = None):
-    """([(build record or None, steps)] oldest first, only builds that ran steps; lines skipped)."""
+def load_builds(ledger_dir: str, build_dir: str = None, last: int = 0):
+    """([(build record or None, steps)] oldest first, only builds that ran steps; lines skipped).
+    With *last*, only the last *last* builds, read from the end of the file (tail())."""
+    build_dir = build_dir or ledger.build_dir(ledger_dir)
+    if last:
+        return tail(ledger_dir, build_dir, last)
     records, skipped = read_counted(ledger_dir)
-    steps = steps_of(records, build_dir or ledger.build_dir(ledger_dir), ledger_dir)
+    steps = steps_of(records, build_dir, ledger_dir)
     return [g for g in builds_of(records, steps) if g[1]], skipped
+
+
+TAIL = 1 << 20     # bytes: the first tail() reads; each further one four times as much
+
+
+def tail(ledger_dir: str, build_dir: str, count: int = 1):
+    """([(build record or None, steps)] of the last *count* builds that ran steps, lines skipped
+    in what was read): the end of the ledger, read back until it reaches before their start.
+
+    Records are appended when they happen (a start at its t0, a step or build record at its
+    t1), so every record before the part read was appended before the first one in it: if that
+    one was appended over a second before the first of the builds started (SESSION_GAP more for
+    builds without an id, which are told apart by that gap), nothing before it belongs to them.
+    Two builds run at once into one ledger can defeat this (an exec'd step of one, started
+    before a record of the other): the report then misses that step."""
+    path = os.path.join(ledger_dir, ledger.FILENAME)
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return [], 0
+            size = os.fstat(f.fileno()).st_size
+            head = f.readline()
+            versioned, _ = _parse(head)
+            if head.startswith(b'{"rec": "ledger"') and not versioned:
+                return [], 0             # another format under this name: start over
+            start = len(head) if versioned else 0
+            want = TAIL
+            while True:
+                lo = max(start, size - want)
+                f.seek(lo)
+                data = f.read(size - lo)
+                if lo > start:
+                    data = data[data.find(b"\n") + 1:] if b"\n" in data else b""
+                records, skipped = _parse(data)
+                steps = steps_of(records, build_dir, ledger_dir)
+                groups = [g for g in builds_of(records, steps) if g[1]][-count:]
+                if lo == start or (groups and _reaches_back(records, groups[0])):
+                    return groups, skipped
+                want *= 4
+    except OSError:
+        return [], 0
+
+
+def _reaches_back(records: list, group) -> bool:
+    """Whether *records* (a tail of the ledger) begin early enough to hold all of *group*."""
+    first = next((r for r in records if isinstance(r.get("t0"), (int, float))), None)
+    if first is None:
+        return False
+    appended = max(first["t0"], first.get("t1") if isinstance(first.get("t1"), (int, float)) else 0)
+    build, steps = group
+    begin = min([steps[0]["t0"]] + ([build["t0"]] if build else []))
+    return appended < begin - (1.0 if steps[0]["build"] else 1.0 + SESSION_GAP)
 
 
 def load(ledger_dir: str, build_dir: str = None, which: str = "last"):
@@ -289,13 +351,10 @@ def load(ledger_dir: str, build_dir: str = None, which: str = "last"):
 
 def load_counted(ledger_dir: str, build_dir: str = None, which: str = "last"):
     """(build record or None, steps, ledger lines skipped): load(), and what it could not read."""
-    records, skipped = read_counted(ledger_dir)
     build_dir = build_dir or ledger.build_dir(ledger_dir)
+    if which != "all":
+        with_steps, skipped = tail(ledger_dir, build_dir, 1)
+        return with_steps[-1] + (skipped,) if with_steps else (None, [], skipped)
+    records, skipped = read_counted(ledger_dir)
     steps = steps_of(records, build_dir, ledger_dir)
-    if which == "all":
-        return None, steps, skipped
-    groups = builds_of(records, steps)
-    with_steps = [g for g in groups if g[1]]
-    if not with_steps:
-        return None, [], skipped
-    return with_steps[-1] + (skipped,)
+    return None, steps, skipped
