@@ -155,6 +155,7 @@ def test_shim_build_starts_without_reading_the_history_and_ends_within_the_bound
 
     assert build.run(str(tmp_path), "/no/ninja", ["-j", "2"], env, "2GiB", spawn=ninja) == 0
     assert seen["reads"] == 0                             # nothing of the ledger read before ninja
+    assert len(reads) == 0                                # nor after: the summary reads from the mark
     kept = build_ids(str(d))
     assert kept == ids[-3:] + [env["SHIM_BUILD_ID"]]      # the last 4 builds, this one the newest
     assert [len(s) for _, s in records.load_builds(str(d))[0]] == [200, 200, 200, 1]

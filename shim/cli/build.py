@@ -213,7 +213,7 @@ class Plan:
 
     def __init__(self, build_dir: str, env: dict, runner: str = "ninja"):
         self.build_dir, self.env, self.runner = build_dir, env, runner
-        self.config = self.ledger_dir = self.jobserver = None
+        self.config = self.ledger_dir = self.jobserver = self.ledger_mark = None
         self.budget = self.steps_budget = None
         self.build_id = ""
 
@@ -280,6 +280,7 @@ def choose_budget(plan: Plan, option) -> None:
         plan.config = None         # the steps will say what is wrong with toolchain.toml
     plan.budget = admission.budget(plan.env, plan.config, option, default="auto")
     plan.ledger_dir = ledger.directory(plan.build_dir, plan.env, plan.config or {}, require_build_dir=False)
+    plan.ledger_mark = records.mark(plan.ledger_dir) if plan.ledger_dir else None
     if plan.budget and plan.ledger_dir and not os.path.isdir(os.path.join(plan.ledger_dir, estimates.DIRNAME)) \
             and os.path.isfile(os.path.join(plan.ledger_dir, ledger.FILENAME)):
         _, history = records.load(plan.ledger_dir, plan.build_dir, "all")
@@ -338,16 +339,17 @@ def record_build(plan: Plan, argv, t0, t1, finished, peak, jobs, what: str = "ed
                                     "exit": finished.code, "sig": finished.signal,
                                     "argv": list(argv), "budget": plan.budget,
                                     "steps_budget": plan.steps_budget, "peak": peak, "jobs": jobs}, plan.env)
-    from shim.reports import compact
-    compact.maybe(plan.ledger_dir, plan.config)
-    for line in summary(plan.ledger_dir, plan.build_dir, plan.build_id, t1 - t0, plan.budget, peak, jobs, what):
+    for line in summary(plan.ledger_dir, plan.build_dir, plan.build_id, t1 - t0, plan.budget, peak, jobs, what,
+                        since=plan.ledger_mark):
         click.echo(line)
+    from shim.reports import compact
+    compact.maybe(plan.ledger_dir, plan.config)       # the last ledger.keep_builds builds, ledger.max_size
 
 
-def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs, what: str = "edges") -> list:
-    """The closing lines of `shim build`."""
+def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs, what: str = "edges", since=None) -> list:
+    """The closing lines of `shim build` (*since*: records.mark() of the ledger at its start)."""
     from shim.reports import fields, records
-    recs = [r for r in records.read(ledger_dir) if r.get("b") == build_id]
+    recs = [r for r in records.read(ledger_dir, since) if r.get("b") == build_id]
     steps = records.steps_of(recs, build_dir)
     waited = [s for s in steps if (s.get("wait") or 0) >= 0.05]
     cpu_waited = [s for s in steps if (s.get("cpu_wait") or 0) >= 0.05]

@@ -64,9 +64,29 @@ def valid(rec) -> bool:
     return rec["rec"] == "end" or "t0" in rec
 
 
-def read(ledger_dir: str) -> list:
-    """Every record of the ledger in *ledger_dir*; bad lines and unknown kinds skipped."""
-    return read_counted(ledger_dir)[0]
+def read(ledger_dir: str, since=None) -> list:
+    """Every record of the ledger in *ledger_dir*; bad lines and unknown kinds skipped. With
+    *since* (mark() of an earlier moment), only the records appended after it."""
+    if since:
+        path = os.path.join(ledger_dir, ledger.FILENAME)
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if stat.S_ISREG(st.st_mode) and (st.st_ino, st.st_dev) == since[:2] and st.st_size >= since[2]:
+                    f.seek(since[2])
+                    return _parse(f.read())[0]
+        except OSError:
+            return []
+    return read_counted(ledger_dir)[0]     # compacted since: all of it (within the bound)
+
+
+def mark(ledger_dir: str):
+    """Where the ledger ends now, for read(since=...): (inode, device, size), or None."""
+    try:
+        st = os.stat(os.path.join(ledger_dir, ledger.FILENAME))
+    except OSError:
+        return None
+    return st.st_ino, st.st_dev, st.st_size
 
 
 def read_counted(ledger_dir: str):
@@ -315,19 +335,19 @@ def tail(ledger_dir: str, build_dir: str, count: int = 1):
             if head.startswith(b'{"rec": "ledger"') and not versioned:
                 return [], 0             # another format under this name: start over
             start = len(head) if versioned else 0
-            want = TAIL
-            while True:
+            records, skipped, hi, want = [], 0, size, TAIL
+            while True:                  # each round parses only what it adds at the front
                 lo = max(start, size - want)
                 f.seek(lo)
-                data = f.read(size - lo)
-                if lo > start:
-                    data = data[data.find(b"\n") + 1:] if b"\n" in data else b""
-                records, skipped = _parse(data)
+                data = f.read(hi - lo)
+                cut = 0 if lo == start else data.find(b"\n") + 1
+                more, bad = _parse(data[cut:])
+                records, skipped, hi = more + records, skipped + bad, lo + cut
                 steps = steps_of(records, build_dir, ledger_dir)
                 groups = [g for g in builds_of(records, steps) if g[1]][-count:]
                 if lo == start or (groups and _reaches_back(records, groups[0])):
                     return groups, skipped
-                want *= 4
+                want *= 2
     except OSError:
         return [], 0
 
