@@ -8,8 +8,9 @@ newest. The estimate is a high percentile (p90) of those peaks, which for fewer
 than ten observations is their maximum.
 
 The index lives beside the ledger in SHARDS small marshal files, so a step reads
-one file of a few KB, never the ledger. `shim build` (and `shim report`) rebuild it
-from the ledger; a step whose key is missing falls back to toolchain.toml's
+one file of a few KB, never the ledger. Each spawned step updates it (observe), so it
+outlives the ledger's bounded history; rebuild() makes one from a ledger only where
+there is none. A step whose key is missing falls back to toolchain.toml's
 `step.<kind>.memory` prior, then to PRIORS.
 """
 
@@ -106,8 +107,8 @@ def is_fresh(entry, argv: str, now: float) -> bool:
 
 
 def observe(ledger_dir: str, record: dict) -> None:
-    """Add a spawned step's measured peak to its shard at once, so that plain ninja and
-    Bazel builds learn too (not only `shim build`, which rebuilds the whole index).
+    """Add a spawned step's measured peak to its shard at once: how every build (plain
+    ninja, Bazel, `shim build`) learns.
     A concurrent update of the same shard may win over this one: then the step is
     measured again next time. Never raises."""
     k = key_of(record)

@@ -16,6 +16,10 @@ a newline by the next writer, so it cannot swallow the next record. The file is
 opened without following a symlink. A reader skips a torn line, unknown record
 kinds and lines it cannot parse, and counts them.
 
+The ledger keeps a bounded history: cold code (shim/reports/compact.py) drops old
+builds by copying and renaming; a step that wrote to the replaced file after its seal
+writes its record again (_after_seal), so no append is lost.
+
 Bookkeeping never breaks a build: if the ledger cannot be written, the step runs
 anyway and shim warns once per build (rundir.warn_once), not once per step.
 

@@ -3,8 +3,8 @@
 What it adds around the ninja of the PyPI package:
 - the fast launcher first on ninja's PATH (so `shim` in build files costs the least);
 - a memory budget (detected, or --budget / SHIM_MEMORY_BUDGET / memory.budget),
-  passed to every step as SHIM_MEMORY_BUDGET=<bytes>, and the estimates index
-  rebuilt from the ledger so steps are admitted by their measured peaks;
+  passed to every step as SHIM_MEMORY_BUDGET=<bytes> (the steps admit themselves by
+  the peaks they learned, shim/estimates.py: nothing of the ledger is read at start);
 - when the user gives no -j: a GNU make jobserver fifo (MAKEFLAGS=--jobserver-auth=
   fifo:PATH, which ninja >= 1.13 obeys) with twice as many tokens as cores, and
   SHIM_CPU_SLOTS=<cores> for the steps: more edges are in flight than cores, so a
@@ -12,7 +12,7 @@ What it adds around the ninja of the PyPI package:
   ones by CPU and by memory;
 - a sampler of the memory in use by ninja's process tree, and a closing summary
   (wall, aggregate peak, steps that waited, OOM retries, top memory steps), with
-  a `build` record in the ledger.
+  a `build` record in the ledger, which is then kept to its bound (reports/compact.py).
 
 The process runner is a parameter (`spawn`, as ninja's CommandRunner), so the driver's
 decisions (budget, jobserver, environment, summary) are unit-tested without a ninja.
