@@ -1,4 +1,4 @@
-"""A ledger that stays small (issue 22 item 15): compaction to the last N builds / M bytes
+"""The ledger kept small (issue 22 item 15): compaction to the last N builds / M bytes
 without losing a concurrent append, `shim build` starting without reading the history,
 `shim report` reading only the end of the file."""
 
