@@ -50,3 +50,19 @@ def test_only_the_newest_step_of_an_output_takes_its_time(tmp_path):
     found = steps(tmp_path, exec_record(1, T0, out), exec_record(2, T0 + 100, out))
     assert (found["s1"]["timing"], found["s2"]["timing"]) == ("unknown", "outputs")
     assert found["s2"]["dur"] == 0.5
+
+
+def test_the_fast_checks_of_a_record_agree_with_fields_fits_for_every_key_and_kind_of_value():
+    from shim.reports import records as r
+    values = ["x", "0123456789abcdef", 0, -1, 5, 1.5, float("nan"), float("inf"), None, True, False, ["a"],
+              [1], ["a", None], [], {}, "spawn", "compile", "hit", "history"]
+    keys = list(r._BY_LEDGER_KEY) + list(r._LEDGER_ONLY) + ["other"]
+    for kind in ("start", "step", "build", "end"):
+        for key in keys:
+            for value in values:
+                rec = {"rec": kind, "t0": 1.0, key: value} if key != "t0" else {"rec": kind, key: value}
+                slow = all(r._LEDGER_ONLY.get(k, lambda v: True)(v) if k not in r._BY_LEDGER_KEY
+                           else (type(v) is list and all(type(x) is str for x in v))
+                           if k == "argv" and kind == "build" else r.fields.fits(r._BY_LEDGER_KEY[k], v)
+                           for k, v in rec.items() if k != "rec") and (kind == "end" or "t0" in rec)
+                assert r.valid(rec) == slow, (kind, key, value)
