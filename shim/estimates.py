@@ -17,6 +17,7 @@ there is none. A step whose key is missing falls back to toolchain.toml's
 import marshal
 
 from shim import digest, host, rundir
+from shim.host import osapi
 
 DIRNAME = "memory-v1"
 SHARDS = 32
@@ -40,7 +41,11 @@ def key_of(record: dict) -> str:
 
 
 def _shard(ledger_dir: str, k: str) -> str:
-    return host.join(host.join(ledger_dir, DIRNAME), "%02d.marshal" % (int(digest.fingerprint(k), 16) % SHARDS))
+    return host.join(host.join(ledger_dir, DIRNAME), "%02d.marshal" % _index(k))
+
+
+def _index(k: str) -> int:
+    return int(digest.fingerprint(k), 16) % SHARDS
 
 
 def _entry_ok(entry) -> bool:
@@ -108,23 +113,46 @@ def is_fresh(entry, argv: str, now: float) -> bool:
 
 def observe(ledger_dir: str, record: dict) -> None:
     """Add a spawned step's measured peak to its shard at once: how every build (plain
-    ninja, Bazel, `shim build`) learns.
-    A concurrent update of the same shard may win over this one: then the step is
-    measured again next time. Never raises."""
+    ninja, Bazel, `shim build`) learns, and nothing else does (the ledger keeps only recent
+    builds). Steps finishing together update a shard in turn: byte <shard> of
+    `memory-v1/lock` is held (lockf) from reading the shard to renaming its new version, so
+    no update is lost. Never raises."""
     k = key_of(record)
     path = _shard(ledger_dir, k)
+    lock = None
     try:
+        lock = _lock(host.dirname(path), _index(k))
         table = _read_shard(path)
         if table is None:
             table = {}                    # damaged: start it over
-        if not table:
-            host.makedirs(host.dirname(path))
         entry = table.get(k)
         peaks = (list(entry[0]) if _entry_ok(entry) else []) + [record.get("need") or record["rss"]]
         table[k] = (peaks[-KEEP:], record.get("argv"), record["t0"])
         host.replace_file(path, marshal.dumps(table))
     except (OSError, ValueError):
         pass
+    finally:
+        if lock is not None:
+            osapi.close(lock)                   # releases the lock
+
+
+def _lock(directory: str, index: int) -> int:
+    """A descriptor of *directory*/lock holding byte *index* locked (made if missing); on a
+    system without lockf (Windows), unlocked: a lost race there means measuring again."""
+    flags = osapi.O_RDWR | osapi.O_CREAT | host.O_CLOEXEC
+    try:
+        fd = osapi.open(host.join(directory, "lock"), flags, 0o644)
+    except FileNotFoundError:
+        host.makedirs(directory)
+        fd = osapi.open(host.join(directory, "lock"), flags, 0o644)
+    if hasattr(osapi, "lockf"):
+        try:
+            osapi.lseek(fd, index, 0)
+            osapi.lockf(fd, osapi.F_LOCK, 1)
+        except BaseException:
+            osapi.close(fd)
+            raise
+    return fd
 
 
 def rebuild(ledger_dir: str, steps: list) -> int:
@@ -140,7 +168,7 @@ def rebuild(ledger_dir: str, steps: list) -> int:
         table[k] = (peaks, s.get("argv"), s["t0"])
     shards = [{} for _ in range(SHARDS)]
     for k, v in table.items():
-        shards[int(digest.fingerprint(k), 16) % SHARDS][k] = v
+        shards[_index(k)][k] = v
     d = host.join(ledger_dir, DIRNAME)
     host.makedirs(d)
     for i, shard in enumerate(shards):

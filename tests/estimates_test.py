@@ -59,3 +59,26 @@ def test_the_estimates_index_leaves_no_temporary_file_on_a_full_disk(tmp_path, e
     for i in range(20):
         assert run_shim([gcc, "-c", "a.c", "-o", "a%d.o" % i], cwd=tmp_path, env=env).returncode == 0
     assert [p.name for p in full_disk.rglob("*.tmp")] == []
+
+
+def _observe_many(ledger_dir, worker, n):
+    from shim import estimates
+    for i in range(n):
+        estimates.observe(ledger_dir, {"tool": "cc", "out": ["w%d-%d.o" % (worker, i)], "rss": 1 << 20,
+                                       "argv": "%016x" % i, "t0": 1.0})
+
+
+def test_steps_finishing_together_lose_no_learned_peak(tmp_path):
+    """The index is the only memory of what steps needed (the ledger keeps recent builds): a
+    read-update-rename race between steps of one shard must not drop an update."""
+    import multiprocessing
+    from shim import estimates
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_observe_many, args=(str(tmp_path), w, 150)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    missing = [(w, i) for w in range(4) for i in range(150)
+               if estimates.lookup(str(tmp_path), estimates.key("cc", "w%d-%d.o" % (w, i))) is None]
+    assert not missing, "%d of 600 updates lost" % len(missing)
