@@ -14,14 +14,16 @@ the prior. Those peaks are kept under a class key (tool, kind) with the build th
 from, and count only for that build.
 
 The index lives beside the ledger in SHARDS small marshal files, so a step reads
-one file of a few KB, never the ledger. `shim build` (and `shim report`) rebuild it
-from the ledger; a step whose key is missing falls back to toolchain.toml's
+one file of a few KB, never the ledger. Each spawned step updates it (observe), so it
+outlives the ledger's bounded history; rebuild() makes one from a ledger only where
+there is none. A step whose key is missing falls back to toolchain.toml's
 `step.<kind>.memory` prior, then to PRIORS.
 """
 
 import marshal
 
 from shim import digest, host, rundir
+from shim.host import osapi
 
 DIRNAME = "memory-v1"
 SHARDS = 32
@@ -61,7 +63,11 @@ def key_of(record: dict) -> str:
 
 
 def _shard(ledger_dir: str, k: str) -> str:
-    return host.join(host.join(ledger_dir, DIRNAME), "%02d.marshal" % (int(digest.fingerprint(k), 16) % SHARDS))
+    return host.join(host.join(ledger_dir, DIRNAME), "%02d.marshal" % _index(k))
+
+
+def _index(k: str) -> int:
+    return int(digest.fingerprint(k), 16) % SHARDS
 
 
 def _entry_ok(entry) -> bool:
@@ -132,11 +138,12 @@ def is_fresh(entry, argv: str, now: float) -> bool:
 
 
 def observe(ledger_dir: str, record: dict, build: str = None) -> None:
-    """Add a spawned step's measured peak to its shard at once, so that plain ninja and
-    Bazel builds learn too (not only `shim build`, which rebuilds the whole index); with
-    *build*, also to this build's peaks of its tool and kind (a step cut short by the
-    OOM killer says nothing of its siblings). A concurrent update of the same shard may
-    win over this one: then the step is measured again next time. Never raises."""
+    """Add a spawned step's measured peak to its shard at once: how every build (plain
+    ninja, Bazel, `shim build`) learns, and nothing else does (the ledger keeps only recent
+    builds); with *build*, also to this build's peaks of its tool and kind (a step cut short
+    by the OOM killer says nothing of its siblings). Steps finishing together update a shard
+    in turn: byte <shard> of `memory-v1/lock` is held (lockf) from reading the shard to
+    renaming its new version, so no update is lost. Never raises."""
     peak = record.get("need") or record["rss"]
     _add(ledger_dir, key_of(record), peak, record.get("argv"), record["t0"], False)
     if build and not record.get("need"):
@@ -145,18 +152,40 @@ def observe(ledger_dir: str, record: dict, build: str = None) -> None:
 
 def _add(ledger_dir: str, k: str, peak: int, tag, t: float, same_tag_only: bool) -> None:
     path = _shard(ledger_dir, k)
+    lock = None
     try:
+        lock = _lock(host.dirname(path), _index(k))
         table = _read_shard(path)
         if table is None:
             table = {}                    # damaged: start it over
-        if not table:
-            host.makedirs(host.dirname(path))
         entry = table.get(k)
         kept = list(entry[0]) if _entry_ok(entry) and (not same_tag_only or entry[1] == tag) else []
         table[k] = ((kept + [peak])[-KEEP:], tag, t)
         host.replace_file(path, marshal.dumps(table))
     except (OSError, ValueError):
         pass
+    finally:
+        if lock is not None:
+            osapi.close(lock)                   # releases the lock
+
+
+def _lock(directory: str, index: int) -> int:
+    """A descriptor of *directory*/lock holding byte *index* locked (made if missing); on a
+    system without lockf (Windows), unlocked: a lost race there means measuring again."""
+    flags = osapi.O_RDWR | osapi.O_CREAT | host.O_CLOEXEC
+    try:
+        fd = osapi.open(host.join(directory, "lock"), flags, 0o644)
+    except FileNotFoundError:
+        host.makedirs(directory)
+        fd = osapi.open(host.join(directory, "lock"), flags, 0o644)
+    if hasattr(osapi, "lockf"):
+        try:
+            osapi.lseek(fd, index, 0)
+            osapi.lockf(fd, osapi.F_LOCK, 1)
+        except BaseException:
+            osapi.close(fd)
+            raise
+    return fd
 
 
 def rebuild(ledger_dir: str, steps: list) -> int:
@@ -172,7 +201,7 @@ def rebuild(ledger_dir: str, steps: list) -> int:
         table[k] = (peaks, s.get("argv"), s["t0"])
     shards = [{} for _ in range(SHARDS)]
     for k, v in table.items():
-        shards[int(digest.fingerprint(k), 16) % SHARDS][k] = v
+        shards[_index(k)][k] = v
     d = host.join(ledger_dir, DIRNAME)
     host.makedirs(d)
     for i, shard in enumerate(shards):

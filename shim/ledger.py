@@ -16,6 +16,10 @@ a newline by the next writer, so it cannot swallow the next record. The file is
 opened without following a symlink. A reader skips a torn line, unknown record
 kinds and lines it cannot parse, and counts them.
 
+The ledger keeps a bounded history: cold code (shim/reports/compact.py) drops old
+builds by copying and renaming; a step that wrote to the replaced file after its seal
+writes its record again (_after_seal), so no append is lost.
+
 Bookkeeping never breaks a build: if the ledger cannot be written, the step runs
 anyway and shim warns once per build (rundir.warn_once), not once per step.
 
@@ -141,7 +145,7 @@ def _string(s: str) -> str:
     return '"%s"' % "".join(out)
 
 
-def append(ledger_dir: str, record: dict, env: dict) -> bool:
+def append(ledger_dir: str, record: dict, env: dict, _again: int = 3) -> bool:
     """Append *record*; False (after warning once per build) if it could not be written."""
     data = (encode(record) + "\n").encode("utf-8", "surrogatepass")
     path = host.join(ledger_dir, FILENAME)
@@ -160,16 +164,44 @@ def append(ledger_dir: str, record: dict, env: dict) -> bool:
             if st.st_size and osapi.pread(fd, 1, st.st_size - 1) != b"\n":
                 data = b"\n" + data          # close a torn line rather than extend it
             written = osapi.write(fd, data)
+            retired = written == len(data) and _after_seal(fd, path, st, written)
         finally:
             osapi.close(fd)
         if written != len(data):
             raise OSError(28, "short write (disk full?)")
+        if retired and _again:
+            return append(ledger_dir, record, env, _again - 1)   # to the file that replaced it
         return True
     except OSError as e:
         reason = "a symlink (not followed)" if e.errno == errno.ELOOP else e.strerror or e
         rundir.warn_once(ledger_dir, "cannot write the ledger in %s: %s; steps still run but are not recorded"
                          % (ledger_dir, reason), env)
         return False
+
+
+# Written by a compaction (shim/reports/compact.py) at the end of the file it has just
+# replaced: what lies before it was copied, what lies after it was not.
+SEAL = b'{"rec": "sealed"}'
+
+
+def _after_seal(fd: int, path: str, st, n: int) -> bool:
+    """Whether the *n* bytes just written on *fd* went to a ledger file that a compaction had
+    already sealed, so that they are not in the file that replaced it. Costs one stat while
+    the file is still the ledger (its seal, if one comes, then lands after the record)."""
+    try:
+        now = osapi.stat(path)
+    except OSError:
+        return False
+    if now.st_ino == st.st_ino and now.st_dev == st.st_dev:
+        return False
+    start = osapi.lseek(fd, 0, 1) - n          # O_APPEND: the offset is the end of our write
+    end = start
+    while end > 0:                             # from the record backwards: the seal is near, if there
+        lo = max(0, end - 65536)
+        if SEAL in osapi.pread(fd, min(start, end + len(SEAL)) - lo, lo):
+            return True
+        end = lo
+    return False
 
 
 def _create(ledger_dir: str, path: str) -> None:

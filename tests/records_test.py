@@ -56,3 +56,19 @@ def test_a_fifo_in_place_of_the_ledger_reads_as_empty_rather_than_waiting_for_a_
     (tmp_path / ".shim").mkdir()
     os.mkfifo(tmp_path / ".shim" / ledger.FILENAME)
     assert records.read_counted(str(tmp_path / ".shim")) == ([], 0)
+
+
+def test_the_fast_checks_of_a_record_agree_with_fields_fits_for_every_key_and_kind_of_value():
+    from shim.reports import records as r
+    values = ["x", "0123456789abcdef", 0, -1, 5, 1.5, float("nan"), float("inf"), None, True, False, ["a"],
+              [1], ["a", None], [], {}, "spawn", "compile", "hit", "history"]
+    keys = list(r._BY_LEDGER_KEY) + list(r._LEDGER_ONLY) + ["other"]
+    for kind in ("start", "step", "build", "end"):
+        for key in keys:
+            for value in values:
+                rec = {"rec": kind, "t0": 1.0, key: value} if key != "t0" else {"rec": kind, key: value}
+                slow = all(r._LEDGER_ONLY.get(k, lambda v: True)(v) if k not in r._BY_LEDGER_KEY
+                           else (type(v) is list and all(type(x) is str for x in v))
+                           if k == "argv" and kind == "build" else r.fields.fits(r._BY_LEDGER_KEY[k], v)
+                           for k, v in rec.items() if k != "rec") and (kind == "end" or "t0" in rec)
+                assert r.valid(rec) == slow, (kind, key, value)

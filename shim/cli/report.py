@@ -21,6 +21,8 @@ def _ledger_for(directory: str):
     ledger_dir = ledger.directory(build_dir, env, config, require_build_dir=False)
     if ledger_dir is None:
         raise ShimError("the ledger is off here (SHIM_LEDGER or ledger.enabled = false)", exit_status.USAGE)
+    from shim.reports import compact
+    compact.maybe(ledger_dir, config)       # the bound holds under plain ninja too
     return ledger_dir, build_dir
 
 
@@ -140,7 +142,7 @@ def _earlier(ref: str, ledger_dir: str, build_dir: str):
     """(build record, steps) to compare the last build with: see --compare."""
     from shim import ledger
     from shim.reports import records
-    groups, _ = records.load_builds(ledger_dir, build_dir)
+    groups, _ = records.load_builds(ledger_dir, build_dir, last=0 if ref else 2)
     if not ref:
         if len(groups) < 2:
             raise ShimError("--compare: %s holds only one build: nothing to compare with (--compare DIR "
@@ -151,7 +153,7 @@ def _earlier(ref: str, ledger_dir: str, build_dir: str):
         return named[-1]
     for d in (ref, os.path.join(ref, ledger.DIRNAME)):
         if os.path.isfile(os.path.join(d, ledger.FILENAME)):
-            theirs, _ = records.load_builds(d, ledger.build_dir(os.path.abspath(d)))
+            theirs, _ = records.load_builds(d, ledger.build_dir(os.path.abspath(d)), last=1)
             if not theirs:
                 raise ShimError("--compare %s: no build recorded in %s" % (ref, d), exit_status.USAGE)
             return theirs[-1]

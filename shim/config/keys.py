@@ -118,6 +118,12 @@ KEYS = (
     ("ledger.enabled", "bool", True, "Record every step in the ledger (shim report, shim compdb)."),
     ("ledger.dir", "str", ".shim",
      "Ledger directory, relative to the build dir (where steps run). SHIM_LEDGER overrides it."),
+    ("ledger.keep_builds", "int", 20,
+     "Builds the ledger keeps (a `shim build` or `shim cargo` run is one): older ones are dropped when "
+     "one finishes and by `shim report`. Learned memory estimates are kept apart and stay."),
+    ("ledger.max_size", "size", "64MiB",
+     "Largest the ledger may stay: older builds (then older lines) are dropped to fit, also under "
+     "plain ninja (by `shim report`)."),
 )
 
 # Sane ranges: (lowest, highest) accepted, for the keys of type int, number and size.
@@ -128,6 +134,8 @@ BOUNDS = {
     "memory.unit": (1 << 20, 1 << 30),
     "launcher.<name>.memory_factor": (0, 100),
     "launcher.<name>.jobs": (1, 100000),
+    "ledger.keep_builds": (1, 10000),
+    "ledger.max_size": (1 << 20, 16 << 30),
 }
 
 TYPES = {

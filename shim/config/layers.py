@@ -391,7 +391,9 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
                  for name, table in merged.get("launcher", {}).items()}
     return {
         "launchers": launchers,
-        "ledger": {"enabled": ledger.get("enabled", True), "dir": ledger.get("dir")},
+        "ledger": {"enabled": ledger.get("enabled", True), "dir": ledger.get("dir"),
+                   "keep_builds": int(ledger.get("keep_builds", 20)),
+                   "max_size": size.parse(ledger.get("max_size", "64MiB"))},
         "memory": {"budget": str(memory["budget"]) if "budget" in memory else None,
                    "unit": size.parse(memory.get("unit", "16MiB")),
                    "patience": float(memory.get("patience", 2.0)),

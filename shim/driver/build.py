@@ -120,7 +120,7 @@ class Plan:
 
     def __init__(self, build_dir: str, env: dict, runner: str = "ninja"):
         self.build_dir, self.env, self.runner = build_dir, env, runner
-        self.config = self.ledger_dir = self.jobserver = None
+        self.config = self.ledger_dir = self.jobserver = self.ledger_mark = None
         self.budget = self.steps_budget = None
         self.build_id = ""
 
@@ -192,8 +192,9 @@ def _put_launcher_first(plan: Plan) -> str:
 
 
 def choose_budget(plan: Plan, option) -> None:
-    """The budget (admission.budget, `auto` by default) and, under one, the estimates index
-    rebuilt from the ledger so steps are admitted by their measured peaks."""
+    """The budget (admission.budget, `auto` by default). The estimates index is the steps'
+    own (estimates.observe): the ledger's history is not read (only a ledger that never had
+    an index gets one, once)."""
     from shim import estimates, toolchain
     from shim.reports import records
     try:
@@ -202,7 +203,9 @@ def choose_budget(plan: Plan, option) -> None:
         plan.config = None         # the steps will say what is wrong with toolchain.toml
     plan.budget = admission.budget(plan.env, plan.config, option, default="auto")
     plan.ledger_dir = ledger.directory(plan.build_dir, plan.env, plan.config or {}, require_build_dir=False)
-    if plan.budget and plan.ledger_dir:
+    plan.ledger_mark = records.mark(plan.ledger_dir) if plan.ledger_dir else None
+    if plan.budget and plan.ledger_dir and not os.path.isdir(os.path.join(plan.ledger_dir, estimates.DIRNAME)) \
+            and os.path.isfile(os.path.join(plan.ledger_dir, ledger.FILENAME)):
         _, history = records.load(plan.ledger_dir, plan.build_dir, "all")
         try:
             estimates.rebuild(plan.ledger_dir, history)
@@ -260,15 +263,18 @@ def record_build(plan: Plan, argv, t0, t1, finished, peak, jobs, what: str = "ed
                                     "argv": list(argv), "budget": plan.budget,
                                     "steps_budget": plan.steps_budget, "peak": peak, "jobs": jobs}, plan.env)
     for line in summary(plan.ledger_dir, plan.build_dir, plan.build_id, t1 - t0, plan.budget, peak, jobs, what,
-                        plan.runner):
+                        plan.runner, since=plan.ledger_mark):
         say(line)
+    from shim.reports import compact
+    compact.maybe(plan.ledger_dir, plan.config)       # the last ledger.keep_builds builds, ledger.max_size
 
 
 def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs, what: str = "edges",
-            runner: str = "ninja") -> list:
-    """The closing lines of `shim build` and `shim cargo` (*runner*: the build tool)."""
+            runner: str = "ninja", since=None) -> list:
+    """The closing lines of `shim build` and `shim cargo` (*runner*: the build tool; *since*:
+    records.mark() of the ledger at its start, so only this build's part is read)."""
     from shim.reports import fields, records
-    recs = [r for r in records.read(ledger_dir) if r.get("b") == build_id]
+    recs = [r for r in records.read(ledger_dir, since) if r.get("b") == build_id]
     steps = records.steps_of(recs, build_dir)
     waited = [s for s in steps if (s.get("wait") or 0) >= 0.05]
     cpu_waited = [s for s in steps if (s.get("cpu_wait") or 0) >= 0.05]
