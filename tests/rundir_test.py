@@ -7,11 +7,12 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import SHIM, plant, run_shim
+from conftest import REPO, SHIM, plant, run_shim
 
 pytestmark = pytest.mark.usefixtures("other_user")
 
@@ -69,15 +70,16 @@ UNSHARE = shutil.which("unshare")
 def run_with_private_tmp(args, env, tmp_path, setup: str = ""):
     """`shim ARGS` in a mount namespace of its own with an empty tmpfs on /tmp (after the
     shell commands *setup* ran there): the real /tmp/shim-$UID of other runs stays out.
-    The test's own *tmp_path* is bound back into it, from the /tmp it hides."""
+    What must stay visible and lies under /tmp (the test's *tmp_path*; the checkout and its
+    venv when CI cloned it there) is bound back into it from the /tmp it hides."""
     if not UNSHARE:
         pytest.skip("unshare (util-linux) is not installed")
-    keep = str(tmp_path)
-    rel = os.path.relpath(keep, "/tmp")
-    script = ("exec 3</tmp && mount -t tmpfs tmpfs /tmp || exit 99\n"
-              "mkdir -p '%s' && mount --no-canonicalize --bind '/proc/self/fd/3/%s' '%s' || exit 99\nexec 3<&-\n%s\nexec \"$@\""
-              % (keep, rel, keep, setup)) if not rel.startswith("..") else \
-        "mount -t tmpfs tmpfs /tmp || exit 99\n%s\nexec \"$@\"" % setup
+    keep = [str(tmp_path), sys.prefix, str(REPO)]
+    binds = "".join("mkdir -p '%s' && mount --no-canonicalize --bind '/proc/self/fd/3/%s' '%s' || exit 99\n"
+                    % (p, os.path.relpath(p, "/tmp"), p)
+                    for p in sorted(set(os.path.realpath(k) for k in keep))
+                    if not os.path.relpath(p, "/tmp").startswith(".."))
+    script = "exec 3</tmp && mount -t tmpfs tmpfs /tmp || exit 99\n%sexec 3<&-\n%s\nexec \"$@\"" % (binds, setup)
     result = subprocess.run([UNSHARE, "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                              str(SHIM)] + [str(a) for a in args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, timeout=120)
