@@ -127,7 +127,7 @@ def test_kill_9_frees_the_reservation_at_once(tmp_path, env):
 
 def test_a_daemon_that_inherited_the_pool_descriptor_does_not_keep_a_slot(tmp_path, env):
     daemonizer = write_tool(tmp_path / "tools", "daemonizer",
-                            '( sleep 30 & echo $! > "$1" )\nls -l /proc/$$/fd > "$2"\n')
+                            '( sleep 30 </dev/null >/dev/null 2>&1 & echo $! > "$1" )\nls -l /proc/$$/fd > "$2"\n')
     env.update(SHIM_MEMORY_BUDGET="256MiB", SHIM_MODE="exec", SHIM_LEDGER=str(tmp_path / "ledger"))
     path, total = pool(env, 256 * MIB)
     assert run_shim([daemonizer, tmp_path / "daemon.pid", tmp_path / "fds"], env=env).returncode == 0
