@@ -318,7 +318,7 @@ def choose_preset(env_path: str):
 
 
 def merge(layers):
-    """(merged data, {dotted key: 'file:line'}) of *layers*, later layers winning.
+    """(merged data, {dotted key: Origin}) of *layers*, later layers winning.
 
     Tables merge key by key; any other value (lists too) replaces the earlier one.
     `platform.<os>` and then `platform.<os>-<arch>` tables are applied on top of the
@@ -352,7 +352,21 @@ def _merge_into(dst, origins, src, path, layer, written_under=()):
                 for key in [k for k in origins if k[:len(here)] == here]:
                     del origins[key]
             dst[name] = value
-            origins[here] = layer.where(written_under + here)
+            origins[here] = Origin(layer, written_under + here)
+
+
+class Origin:
+    """Where a merged value was written: its layer, and `file:line` on demand (str()). Found
+    only when asked (an error, `shim config show --origin`): locating every key of a large
+    toolchain.toml on each cache miss was a third of its cost (BENCHMARKS.md)."""
+
+    __slots__ = ("layer", "dotted")
+
+    def __init__(self, layer, dotted: tuple):
+        self.layer, self.dotted = layer, dotted
+
+    def __str__(self) -> str:
+        return self.layer.where(self.dotted)
 
 
 def compile_config(merged: dict, base_dirs: dict) -> dict:
@@ -433,10 +447,9 @@ def build(found, env_path: str):
     layers, reason = load_layers(found, env_path)
     merged, origins = merge(layers)
     merged["preset"] = [layer for layer in layers if layer.role == "preset"][-1].path.rsplit("/", 1)[-1][:-5]
-    base_dirs = {}
-    for key, where in origins.items():
-        path = where.rsplit(":", 1)[0] if where.rsplit(":", 1)[-1].isdigit() else where
-        base_dirs[key] = os.path.dirname(os.path.abspath(path))
+    dirs = {layer.path: os.path.dirname(os.path.abspath(layer.path)) for layer in layers}
+    base_dirs = {key: dirs[origin.layer.path] for key, origin in origins.items()   # relative paths' base
+                 if key[-1] in ("program", "path_prepend")}
     config = compile_config(merged, base_dirs)
     config["preset_reason"] = reason
     config["files"] = [(layer.role, layer.path) for layer in layers]
@@ -481,7 +494,7 @@ def _dump_table(out, table, path, origins):
     for k, v in scalars:
         line = "%s = %s" % (_toml_key(k), _toml_value(v))
         if origins is not None:
-            where = origins.get(path + (k,)) or _origin_below(origins, path + (k,))
+            where = str(origins.get(path + (k,)) or "") or _origin_below(origins, path + (k,))
             if where:
                 line += "  # " + where
         out.append(line)
@@ -495,5 +508,5 @@ def _inline(path: tuple) -> bool:
 
 
 def _origin_below(origins, path):
-    found = sorted({w for k, w in origins.items() if k[:len(path)] == path})
+    found = sorted({str(w) for k, w in origins.items() if k[:len(path)] == path})
     return ", ".join(found)
