@@ -92,6 +92,14 @@ def unsandboxed(path):
     return path
 
 
+def transient_exec_root(cwd: str, outputs) -> bool:
+    """Whether *cwd* is an exec root made for one action, such as a remote worker's
+    `<root>/exec-XXXX` (deleted after it): Bazel names the outputs relative to an exec
+    root (bazel-out/...), and only its own stable one is called execroot. Paths relative
+    to such a root are the same in every build and on every worker."""
+    return "/execroot/" not in cwd + "/" and any(p and p.startswith("bazel-out/") for p in outputs)
+
+
 def new_id(t0: float) -> str:
     """A record id: start time and pid, plus random bits, since every sandboxed Bazel
     action is pid 2 and two may start in the same microsecond."""

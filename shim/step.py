@@ -437,6 +437,8 @@ def _record(tool: str, prog: str, path: str, parsed, cwd: str, ledger_dir: str,
     """The ledger record of a step about to run; paths relative to the build dir."""
     base = ledger.build_dir(ledger_dir)
     cwd = ledger.unsandboxed(cwd)
+    if ledger.transient_exec_root(cwd, parsed.outputs):
+        base = cwd          # a remote worker's: record what stays the same between builds
     where = ledger.relative(cwd, base) if cwd != base else "."
 
     def portable(p):

@@ -29,14 +29,23 @@ def bazel():
 @click.option("--bazelrc", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the build:shim config here instead of DIR/.bazelrc "
                    "(e.g. a git-ignored user.bazelrc that .bazelrc try-imports).")
-def init(directory, package, toolchain_file, budget, bazelrc):
+@click.option("--remote", is_flag=True,
+              help="For remote execution: the actions carry shim and need only a Python 3 on the "
+                   "workers; no path of this checkout in any action (checkouts share the remote cache).")
+@click.option("--worker-python", metavar="PATH",
+              help="With --remote: the workers' Python 3 [default: %s]." % bazel_toolchain.REMOTE_PYTHON)
+@click.option("--worker-ledger", metavar="DIR",
+              help="With --remote: a directory on the workers for shim's ledger and learned "
+                   "estimates (--action_env=SHIM_LEDGER); default: none.")
+def init(directory, package, toolchain_file, budget, bazelrc, remote, worker_python, worker_ledger):
     """Write a shim cc_toolchain and a `build:shim` config into Bazel workspace DIR.
 
     Then `bazel build --config=shim //...` compiles, archives and links through
     shim. Safe to re-run (after moving shim, or changing compilers).
     """
     try:
-        lines = bazel_toolchain.write_all(directory, package, toolchain_file, budget, bazelrc)
+        lines = bazel_toolchain.write_all(directory, package, toolchain_file, budget, bazelrc,
+                                          remote, worker_python, worker_ledger)
     except OSError as e:
         raise outfile.cannot(e.filename or directory, e) from None
     for line in lines:

@@ -14,6 +14,15 @@ site-packages, SHIM_TOOLCHAIN (no toolchain.toml is found by walking up from an
 execroot) and SHIM_CACHE_DIR (there is no HOME, so without it every action would
 parse TOML). Each is a default: `--action_env` wins. The ledger and the cache must
 be writable in the sandbox, hence the `--sandbox_writable_path` lines.
+
+With `--remote` the actions run on remote-execution workers that share nothing with
+this machine but the action's inputs, so nothing may name a path of this checkout:
+shim's package is copied to NAME/lib/shim (an input of every toolchain action, by the
+BUILD's glob), the wrappers start with `#!<worker python> -IS` and find that copy
+beside themselves, SHIM_TOOLCHAIN is NAME/toolchain.toml relative to the exec root,
+mode is spawn (a worker deletes the outputs whose times an exec'd step's end is read
+from), and the config adds no `--action_env` with a client path (it would enter every
+action's cache key: two checkouts would share no cache entry).
 """
 
 import os
@@ -22,7 +31,7 @@ import subprocess
 import sys
 
 
-from shim import admission, exit_status, host, program, rundir, toolchain
+from shim import __version__, admission, exit_status, host, program, rundir, toolchain
 from shim.config import layers
 from shim.exit_status import ShimError
 from shim.generators import launcher
@@ -47,8 +56,21 @@ TOOLCHAIN_TOML = """\
 """
 
 
-def write_all(directory, package=PACKAGE, toolchain_file=None, budget=None, bazelrc=None) -> list:
-    """Do `shim bazel init`; return the lines it prints."""
+REMOTE_PYTHON = "/usr/bin/python3"     # on the workers; --worker-python for another
+LIB = "lib"                            # NAME/lib/shim: the copy of shim the remote actions run
+_NOT_COPIED = ("__pycache__", "*.pyc", "_hotpath.bundle")   # differ by client Python: keys would too
+
+_REMOTE = '''#!{python} -IS
+# shim-launcher {version}, written by `shim bazel init --remote`: shim from {lib}/ beside this file
+import sys
+sys.dont_write_bytecode = True      # an input directory: nothing may appear in it
+sp = (__file__.rpartition("/")[0] or ".") + "/{lib}"
+'''
+
+
+def write_all(directory, package=PACKAGE, toolchain_file=None, budget=None, bazelrc=None,
+              remote=False, worker_python=None, worker_ledger=None) -> list:
+    """Do `shim bazel init` (`--remote`: for remote execution); return the lines it prints."""
     ws = os.path.abspath(directory)
     if not any(os.path.isfile(os.path.join(ws, name)) for name in WORKSPACE_FILES):
         raise ShimError("%s is not a Bazel workspace (no %s)" % (ws, ", ".join(WORKSPACE_FILES)),
@@ -59,6 +81,16 @@ def write_all(directory, package=PACKAGE, toolchain_file=None, budget=None, baze
                         exit_status.USAGE)
     if budget:
         _check_budget(budget)
+    if remote:
+        if toolchain_file:
+            raise ShimError("--toolchain: with --remote the actions read %s/toolchain.toml, an input of "
+                            "theirs (edit that file)" % package, exit_status.USAGE)
+        for option, path in (("--worker-python", worker_python), ("--worker-ledger", worker_ledger)):
+            if path and not os.path.isabs(path):
+                raise ShimError("%s %s: expected an absolute path on the workers" % (option, path),
+                                exit_status.USAGE)
+    elif worker_python or worker_ledger:
+        raise ShimError("--worker-python and --worker-ledger need --remote", exit_status.USAGE)
     source = _source_dir()
     pkg = os.path.join(ws, package)
     out = []
@@ -78,6 +110,8 @@ def write_all(directory, package=PACKAGE, toolchain_file=None, budget=None, baze
     show(_write(local, local_bzl(_cpu(), includes, _tool_paths())), local,
          "%s, %d include directories" % (gcc, len(includes)))
 
+    if remote:
+        return out + _write_remote(ws, package, pkg, show, budget, bazelrc, worker_python, worker_ledger)
     if toolchain_file:
         toml = os.path.abspath(toolchain_file)
         if not os.path.isfile(toml):
@@ -111,6 +145,75 @@ def write_all(directory, package=PACKAGE, toolchain_file=None, budget=None, baze
     out.append("build through shim:  bazel build --config=shim //...")
     out.append("then:                shim report -C %s   (the ledger is %s)" % (_rc_quote(ws), ledger))
     return out
+
+
+def _write_remote(ws, package, pkg, show, budget, bazelrc, worker_python, worker_ledger) -> list:
+    """The rest of `shim bazel init --remote`: toolchain.toml, shim's copy, wrappers, config."""
+    toml = os.path.join(pkg, toolchain.FILENAME)
+    if os.path.exists(toml):
+        show("kept", toml, "yours to edit")
+    else:
+        show(_write(toml, TOOLCHAIN_TOML % os.path.join(package, toolchain.FILENAME)), toml, "yours to edit")
+    lib = os.path.join(pkg, LIB, "shim")
+    show(_copy_package(lib), lib, "shim %s, an input of every action" % __version__)
+    python = worker_python or REMOTE_PYTHON
+    text = _REMOTE.format(python=python, version=__version__, lib=LIB)
+    # Relative to the exec root, where every action runs; spawn: see the module docstring.
+    text += "import posix\n" + "".join("posix.environ.setdefault(%r, %r)\n" % (k.encode(), v.encode()) for k, v in
+                                       (("SHIM_MODE", "spawn"),
+                                        ("SHIM_TOOLCHAIN", "%s/%s" % (package, toolchain.FILENAME))))
+    for name in WRAPPERS:
+        path = os.path.join(pkg, name)
+        show(_write(path, text + launcher.BODY, 0o755), path, "%s -IS on the workers" % python if name == "gcc" else "")
+    rc = os.path.abspath(bazelrc) if bazelrc else os.path.join(ws, ".bazelrc")
+    lines = remote_config_lines(package, budget, worker_ledger)
+    show(_write(rc, with_block(_read(rc), lines)), rc, "build:shim")
+    return ["", "build remotely through shim:  bazel build --config=shim --remote_executor=grpc://HOST:PORT //...",
+            "the workers need:             %s (Python 3.11+, or 3.9+ with tomli)" % python,
+            "their ledger:                 %s" % (worker_ledger or "none (--worker-ledger DIR to keep one)")]
+
+
+def remote_config_lines(package: str, budget=None, worker_ledger=None) -> list:
+    """The `build:shim` lines of .bazelrc for remote execution: none names a client path."""
+    lines = [
+        "build:shim --crosstool_top=//%s:suite" % package,
+        "build:shim --extra_toolchains=//%s:toolchain" % package,
+        # PATH and the like from the client's shell would enter every action's cache key.
+        "build:shim --incompatible_strict_action_env",
+    ]
+    if worker_ledger:
+        lines.append("build:shim --action_env=SHIM_LEDGER=%s" % worker_ledger)
+    if budget:
+        lines.append("build:shim --action_env=SHIM_MEMORY_BUDGET=%s" % budget)
+    return [" ".join(_rc_quote(word) for word in line.split(" ", 1)) for line in lines]
+
+
+def _copy_package(dest: str) -> str:
+    """Copy the running shim package to *dest* (what was there goes): "wrote", "updated" or
+    "unchanged" (the same files with the same bytes)."""
+    import shutil
+    import shim
+    src = os.path.dirname(os.path.abspath(shim.__file__))
+    old = _files(dest) if os.path.isdir(dest) else None
+    if old == _files(src):
+        return "unchanged"
+    if old is not None:
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*_NOT_COPIED))
+    return "wrote" if old is None else "updated"
+
+
+def _files(root: str) -> dict:
+    """{path below *root*: bytes} of the files a copy of shim's package keeps."""
+    import fnmatch
+    found = {}
+    for d, dirs, names in os.walk(root):
+        dirs[:] = [n for n in dirs if not any(fnmatch.fnmatch(n, p) for p in _NOT_COPIED)]
+        for n in names:
+            if not any(fnmatch.fnmatch(n, p) for p in _NOT_COPIED):
+                with open(os.path.join(d, n), "rb") as f:
+                    found[os.path.relpath(os.path.join(d, n), root)] = f.read()
+    return found
 
 
 def config_lines(package: str, ledger: str, cache: str, budget=None) -> list:
