@@ -206,3 +206,17 @@ def test_a_directory_that_is_not_a_build_dir_gets_no_ledger(tmp_path, env):
     for name in ("probe", "ninja", "make", "kept"):
         assert run_shim(["gcc", "--version"], cwd=tmp_path / name, env=env).returncode == 0
     assert sorted(p.parent.parent.name for p in tmp_path.rglob(ledger.FILENAME)) == ["kept", "make", "ninja"]
+
+
+@pytest.mark.parametrize("cwd, outputs, transient", [
+    ("/var/lib/worker/exec-3f2a", ["bazel-out/k8-fastbuild/bin/main/_objs/a/a.pic.o"], True),
+    ("/w/exec-1", ["x.o", "bazel-out/k8-fastbuild/bin/libx.a"], True),
+    ("/home/u/.cache/bazel/_bazel_u/0f/execroot/ws", ["bazel-out/k8-fastbuild/bin/a.o"], False),  # stable
+    ("/home/u/.cache/bazel/_bazel_u/0f/execroot", ["bazel-out/k8-fastbuild/bin/a.o"], False),
+    ("/src/build", ["obj/a.o"], False),
+    ("/src/build", ["/abs/bazel-out/a.o"], False),
+    ("/src/build", [None], False),
+    ("/src/build", [], False),
+])
+def test_a_transient_exec_root_is_told_by_outputs_named_below_bazel_out(cwd, outputs, transient):
+    assert ledger.transient_exec_root(cwd, outputs) is transient

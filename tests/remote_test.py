@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_shim
+from conftest import REPO, one_error_line, run_shim
 
 pytestmark = pytest.mark.e2e
 from shim.reports import records
@@ -359,3 +359,79 @@ def test_a_build_from_another_output_base_is_admitted_at_the_first_builds_peaks(
     for s in later:
         assert s["src"] == "history" and s["est"] == measured[s["out"][0]], s
     assert not any(s["src"] in ("history", "build") for s in first.steps_now)    # the first knew nothing
+
+
+# --- shim bazel init --remote, and a remote action's wrapper (no BuildGrid needed) ---------------
+
+
+def _files(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_init_remote_writes_the_same_bytes_in_two_checkouts_and_no_path_of_either(tmp_path, env):
+    checkouts = []
+    for name in ("one", "two"):
+        ws = tmp_path / name
+        shutil.copytree(FIXTURE, ws)
+        result = run_shim(["bazel", "init", "--remote", "--worker-ledger", "/var/lib/shim", ws], env=env)
+        assert result.returncode == 0, result.stderr
+        assert "shim_toolchain/lib/shim  (shim " in result.stdout and "/usr/bin/python3" in result.stdout
+        checkouts.append(ws)
+    one, two = (_files(ws / "shim_toolchain") for ws in checkouts)
+    assert one == two
+    assert (checkouts[0] / ".bazelrc").read_bytes() == (checkouts[1] / ".bazelrc").read_bytes()
+    assert "lib/shim/step.py" in one and "lib/shim/toolchains/bazel/BUILD" in one
+    assert not any("__pycache__" in p or p.endswith((".pyc", ".bundle")) for p in one)
+    for name in ("gcc", "ar", "shim"):
+        text = one[name].decode()
+        assert text.startswith("#!/usr/bin/python3 -IS\n")
+        assert "b'SHIM_TOOLCHAIN', b'shim_toolchain/toolchain.toml'" in text and "b'SHIM_MODE', b'spawn'" in text
+    rc = (checkouts[0] / ".bazelrc").read_text()
+    assert "build:shim --incompatible_strict_action_env\n" in rc
+    assert "build:shim --action_env=SHIM_LEDGER=/var/lib/shim\n" in rc
+    for ws in checkouts:
+        assert not any(str(tmp_path).encode() in data for data in _files(ws / "shim_toolchain").values())
+        assert str(tmp_path) not in (ws / ".bazelrc").read_text() and not (ws / ".shim").exists()
+
+    again = run_shim(["bazel", "init", "--remote", "--worker-ledger", "/var/lib/shim", checkouts[0],
+                      "--worker-python", "/opt/python/bin/python3"], env=env)
+    assert again.returncode == 0, again.stderr
+    assert "unchanged shim_toolchain/lib/shim" in again.stdout and "kept      shim_toolchain/toolchain.toml" in again.stdout
+    assert (checkouts[0] / "shim_toolchain" / "gcc").read_text().startswith("#!/opt/python/bin/python3 -IS\n")
+
+
+def test_init_remote_refuses_options_that_cannot_work_on_a_worker(tmp_path, env):
+    ws = tmp_path / "ws"
+    shutil.copytree(FIXTURE, ws)
+    (tmp_path / "t.toml").write_text("")
+    one_error_line(run_shim(["bazel", "init", "--remote", "--toolchain", tmp_path / "t.toml", ws], env=env), 2,
+                   "--toolchain", "shim_toolchain/toolchain.toml")
+    one_error_line(run_shim(["bazel", "init", "--remote", "--worker-python", "python3", ws], env=env), 2,
+                   "--worker-python python3", "absolute")
+    one_error_line(run_shim(["bazel", "init", "--worker-ledger", "/var/lib/shim", ws], env=env), 2, "--remote")
+    assert "--remote" in run_shim(["bazel", "init", "--help"], env=env).stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or not os.path.isdir("/mnt")
+                    or not os.access("/usr/bin/python3", os.X_OK),
+                    reason="needs root, unshare and /mnt (a read-only /tmp in a mount namespace), /usr/bin/python3")
+def test_a_remote_action_compiles_where_no_state_directory_can_be_written(tmp_path, env):
+    ws = tmp_path / "ws"
+    shutil.copytree(FIXTURE, ws)
+    assert run_shim(["bazel", "init", "--remote", "--worker-ledger", "/proc/no-ledger", ws], env=env).returncode == 0
+    root = tmp_path / "worker" / "exec-0a1b"        # as a worker stages an action's inputs
+    (root / "bazel-out" / "k8-fastbuild" / "bin").mkdir(parents=True)
+    shutil.copytree(ws / "shim_toolchain", root / "shim_toolchain")
+    (root / "a.c").write_text("int a;\n")
+    # No HOME, no XDG_RUNTIME_DIR, the ledger's directory cannot be made, and /tmp is an empty
+    # read-only tmpfs: only the exec root (bound to /mnt first) can be written, as on a locked-down worker.
+    script = ("mount --bind {0} /mnt && mount -t tmpfs -o ro tmpfs /tmp && cd /mnt && "
+              "exec env -i PATH=/usr/bin:/bin SHIM_LEDGER=/proc/no-ledger "
+              "shim_toolchain/gcc -c a.c -o bazel-out/k8-fastbuild/bin/a.o").format(shlex.quote(str(root)))
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (root / "bazel-out" / "k8-fastbuild" / "bin" / "a.o").exists()
+    assert "no memory admission: unsafe runtime directory /tmp/shim-0: Read-only" in result.stderr
+    assert "cannot write the ledger" in result.stderr and "Traceback" not in result.stderr
+    assert not (root / "shim_toolchain" / "lib" / "shim" / "__pycache__").exists()
