@@ -297,6 +297,7 @@ def remote(tmp_path_factory):
         builds["cached"] = client.build(two, "ob2")
         builds["again"] = client.build(two, "ob3", "--noremote_accept_cached")
         builds["client"] = client
+        builds["ledger"] = ledger
         yield builds
     finally:
         grid.stop()
@@ -340,6 +341,16 @@ def test_another_checkout_gets_every_action_from_the_remote_cache(remote):
     cached = remote["cached"]
     assert cached.remote() == 0 and cached.executions == [], cached.result.stderr[-3000:]
     assert "4 remote cache hit" in cached.result.stderr, cached.result.stderr[-3000:]
+
+
+def test_the_workers_ledger_reads_back_with_shim_report(remote, tmp_path):
+    env = dict(remote["client"].env, SHIM_LEDGER=str(remote["ledger"]))
+    result = run_shim(["report", "--json", "--all"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    steps = json.loads(result.stdout)["steps"]
+    assert sorted(s["kind"] for s in steps) == ["archive"] * 2 + ["compile"] * 4 + ["link"] * 2
+    text = run_shim(["report", "--all"], cwd=tmp_path, env=env)
+    assert text.returncode == 0 and "libgreet.a" in text.stdout, text.stdout + text.stderr
 
 
 def test_no_action_names_a_path_of_the_client(remote):
@@ -398,6 +409,9 @@ def test_init_remote_writes_the_same_bytes_in_two_checkouts_and_no_path_of_eithe
     assert again.returncode == 0, again.stderr
     assert "unchanged shim_toolchain/lib/shim" in again.stdout and "kept      shim_toolchain/toolchain.toml" in again.stdout
     assert (checkouts[0] / "shim_toolchain" / "gcc").read_text().startswith("#!/opt/python/bin/python3 -IS\n")
+    local = run_shim(["bazel", "init", checkouts[0]], env=env)       # back to local actions: no copy left
+    assert local.returncode == 0 and "removed   shim_toolchain/lib/shim" in local.stdout, local.stderr
+    assert not (checkouts[0] / "shim_toolchain" / "lib" / "shim").exists()
 
 
 def test_init_remote_refuses_options_that_cannot_work_on_a_worker(tmp_path, env):

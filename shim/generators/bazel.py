@@ -112,6 +112,11 @@ def write_all(directory, package=PACKAGE, toolchain_file=None, budget=None, baze
 
     if remote:
         return out + _write_remote(ws, package, pkg, show, budget, bazelrc, worker_python, worker_ledger)
+    lib = os.path.join(pkg, LIB, "shim")
+    if os.path.isfile(os.path.join(lib, "__init__.py")):     # a copy --remote wrote: no longer an input
+        import shutil
+        shutil.rmtree(lib)
+        show("removed", lib, "only --remote needs it")
     if toolchain_file:
         toml = os.path.abspath(toolchain_file)
         if not os.path.isfile(toml):
