@@ -426,6 +426,18 @@ def test_init_remote_refuses_options_that_cannot_work_on_a_worker(tmp_path, env)
     assert "--remote" in run_shim(["bazel", "init", "--help"], env=env).stdout
 
 
+def test_init_remote_says_that_the_workspaces_own_toolchain_toml_is_not_what_remote_actions_read(tmp_path, env):
+    ws = tmp_path / "ws"
+    shutil.copytree(FIXTURE, ws)
+    (ws / "toolchain.toml").write_text("[step.link]\nmemory = \"2GiB\"\n")
+    result = run_shim(["bazel", "init", "--remote", ws], env=env)
+    assert result.returncode == 0, result.stderr
+    assert "not used  toolchain.toml  (not an input of the actions: they read shim_toolchain/toolchain.toml)" \
+        in result.stdout, result.stdout
+    assert (ws / "shim_toolchain" / "toolchain.toml").is_file()
+    assert "SHIM_LEDGER" not in (ws / ".bazelrc").read_text()          # no --worker-ledger: no ledger
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or not os.path.isdir("/mnt")
                     or not os.access("/usr/bin/python3", os.X_OK),
                     reason="needs root, unshare and /mnt (a read-only /tmp in a mount namespace), /usr/bin/python3")

@@ -159,6 +159,9 @@ def _write_remote(ws, package, pkg, show, budget, bazelrc, worker_python, worker
         show("kept", toml, "yours to edit")
     else:
         show(_write(toml, TOOLCHAIN_TOML % os.path.join(package, toolchain.FILENAME)), toml, "yours to edit")
+    own = os.path.join(ws, toolchain.FILENAME)
+    if os.path.isfile(own):
+        show("not used", own, "not an input of the actions: they read %s/%s" % (package, toolchain.FILENAME))
     lib = os.path.join(pkg, LIB, "shim")
     show(_copy_package(lib), lib, "shim %s, an input of every action" % __version__)
     python = worker_python or REMOTE_PYTHON
