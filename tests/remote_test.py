@@ -379,6 +379,7 @@ def _files(root: Path) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.skipif(not os.access("/usr/bin/python3", os.X_OK), reason="no /usr/bin/python3 (the default worker Python)")
 def test_init_remote_writes_the_same_bytes_in_two_checkouts_and_no_path_of_either(tmp_path, env):
     checkouts = []
     for name in ("one", "two"):
@@ -392,7 +393,12 @@ def test_init_remote_writes_the_same_bytes_in_two_checkouts_and_no_path_of_eithe
     assert one == two
     assert (checkouts[0] / ".bazelrc").read_bytes() == (checkouts[1] / ".bazelrc").read_bytes()
     assert "lib/shim/step.py" in one and "lib/shim/toolchains/bazel/BUILD" in one
-    assert not any("__pycache__" in p or p.endswith((".pyc", ".bundle")) for p in one)
+    assert not any("__pycache__" in p or p.endswith(".pyc") for p in one)
+    # The hot path precompiled by the workers' Python (here the same): the same bytes in both checkouts.
+    bundle = one["lib/shim/_hotpath.bundle"]
+    magic = subprocess.run(["/usr/bin/python3", "-I", "-c", "import importlib.util, sys; "
+                            "sys.stdout.buffer.write(importlib.util.MAGIC_NUMBER)"], stdout=subprocess.PIPE).stdout
+    assert bundle[:4] == magic and str(tmp_path).encode() not in bundle
     for name in ("gcc", "ar", "shim"):
         text = one[name].decode()
         assert text.startswith("#!/usr/bin/python3 -IS\n")
@@ -409,6 +415,8 @@ def test_init_remote_writes_the_same_bytes_in_two_checkouts_and_no_path_of_eithe
     assert again.returncode == 0, again.stderr
     assert "unchanged shim_toolchain/lib/shim" in again.stdout and "kept      shim_toolchain/toolchain.toml" in again.stdout
     assert (checkouts[0] / "shim_toolchain" / "gcc").read_text().startswith("#!/opt/python/bin/python3 -IS\n")
+    assert "removed   shim_toolchain/lib/shim/_hotpath.bundle  (no /opt/python/bin/python3 here" in again.stdout
+    assert not (checkouts[0] / "shim_toolchain" / "lib" / "shim" / "_hotpath.bundle").exists()
     local = run_shim(["bazel", "init", checkouts[0]], env=env)       # back to local actions: no copy left
     assert local.returncode == 0 and "removed   shim_toolchain/lib/shim" in local.stdout, local.stderr
     assert not (checkouts[0] / "shim_toolchain" / "lib" / "shim").exists()

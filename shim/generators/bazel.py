@@ -31,7 +31,7 @@ import subprocess
 import sys
 
 
-from shim import __version__, admission, exit_status, host, program, rundir, toolchain
+from shim import __version__, admission, exit_status, host, hotpath, program, rundir, toolchain
 from shim.config import layers
 from shim.exit_status import ShimError
 from shim.generators import launcher
@@ -165,6 +165,10 @@ def _write_remote(ws, package, pkg, show, budget, bazelrc, worker_python, worker
     lib = os.path.join(pkg, LIB, "shim")
     show(_copy_package(lib), lib, "shim %s, an input of every action" % __version__)
     python = worker_python or REMOTE_PYTHON
+    bundle = os.path.join(lib, hotpath.BUNDLE_NAME)
+    made = _worker_bundle(python, os.path.dirname(lib), bundle)
+    show(made, bundle, "for %s" % python if made != "removed" else
+         "no %s here to compile it for: remote actions import shim from source" % python)
     text = _REMOTE.format(python=python, version=__version__, lib=LIB)
     # Relative to the exec root, where every action runs; spawn: see the module docstring.
     text += "import posix\n" + "".join("posix.environ.setdefault(%r, %r)\n" % (k.encode(), v.encode()) for k, v in
@@ -209,6 +213,52 @@ def _copy_package(dest: str) -> str:
         shutil.rmtree(dest)
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*_NOT_COPIED))
     return "wrote" if old is None else "updated"
+
+
+# Run by the workers' Python (here, when this machine has it too): the hot-path bundle
+# (shim/hotpath.py) for that Python, as backend/shim_backend.py writes one into a wheel.
+# PYTHONHASHSEED=0: set constants are marshalled in hash order, and the bytes are an action
+# input: every checkout must write the same ones.
+_BUNDLER = """
+import importlib.util, marshal, sys
+lib = sys.argv[1]
+spec = importlib.util.spec_from_file_location("_shim_hotpath", lib + "/shim/hotpath.py")
+hot = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hot)
+mods = []
+for name in hot.MODULES:
+    rel = "/".join(name.split(".")) + ("/__init__.py" if name == "shim" else ".py")
+    with open(lib + "/" + rel, "rb") as f:
+        mods.append((name, "/" + rel, compile(f.read(), rel, "exec", dont_inherit=True, optimize=2)))
+boot = compile(hot.BOOT, "<shim boot>", "exec", dont_inherit=True)
+sys.stdout.buffer.write(importlib.util.MAGIC_NUMBER + marshal.dumps((boot, mods)))
+"""
+
+
+def _worker_bundle(python: str, lib: str, bundle: str) -> str:
+    """Write *bundle* compiled by *python* from the copy of shim in *lib*: "wrote", "updated",
+    "unchanged", or "removed" when *python* cannot be run here (a stale bundle must not stay)."""
+    try:
+        # Not -I, which would ignore PYTHONHASHSEED; cwd and PYTHONSAFEPATH keep stray modules out.
+        result = subprocess.run([python, "-S", "-s", "-B", "-c", _BUNDLER, lib], cwd=lib, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env={"PYTHONHASHSEED": "0", "PYTHONSAFEPATH": "1"}, timeout=120)
+        data = result.stdout if result.returncode == 0 else b""
+    except (OSError, subprocess.SubprocessError):
+        data = b""
+    if not data:
+        if os.path.exists(bundle):
+            os.remove(bundle)
+        return "removed"
+    try:
+        with open(bundle, "rb") as f:
+            if f.read() == data:
+                return "unchanged"
+        old = "updated"
+    except FileNotFoundError:
+        old = "wrote"
+    host.replace_file(bundle, data, 0o644)
+    return old
 
 
 def _files(root: str) -> dict:
