@@ -92,6 +92,8 @@ def _missing() -> str:
         return "the worker's mount namespace needs root and unshare"
     if not os.access("/usr/bin/python3", os.X_OK):
         return "no /usr/bin/python3 for the remote actions"
+    if subprocess.run(["/usr/bin/python3", "-I", "-c", "import tomllib"], stderr=subprocess.DEVNULL).returncode:
+        return "the remote actions' /usr/bin/python3 is older than 3.11 (no tomllib)"
     return ""
 
 
