@@ -201,3 +201,17 @@ def test_a_closed_stdin_or_stdout_stays_closed_for_the_tool_and_no_state_file_ta
     assert result.stdout == ("hi\n" if fd == 0 else ""), result.stdout
     pools = list((tmp_path / "run" / "shim").glob("pool-*"))
     assert pools and all(b"hi" not in p.read_bytes() for p in pools)
+
+
+def test_a_step_in_a_remote_workers_exec_root_is_recorded_relative_to_that_root():
+    from shim import args, step
+    root = "/var/lib/worker/exec-9c1f"
+    parsed = args.parse(["-c", "main/a.c", "-o", "bazel-out/k8-fastbuild/bin/main/_objs/a/a.pic.o"], "gcc", root)
+    record = step._record("cc", "gcc", "/usr/bin/gcc", parsed, root, "/var/lib/shim", ["-c"], {})
+    assert (record["cwd"], record["in"], record["out"][0]) == (
+        ".", "main/a.c", "bazel-out/k8-fastbuild/bin/main/_objs/a/a.pic.o")
+    # Bazel's own execroot is stable: recorded as it was.
+    execroot = "/home/u/.cache/bazel/_bazel_u/0f/execroot/ws"
+    parsed = args.parse(["-c", "a.c", "-o", "bazel-out/k8-fastbuild/bin/a.o"], "gcc", execroot)
+    record = step._record("cc", "gcc", "/usr/bin/gcc", parsed, execroot, "/ws/.shim", ["-c"], {})
+    assert (record["cwd"], record["out"][0]) == (execroot, execroot + "/bazel-out/k8-fastbuild/bin/a.o")
