@@ -96,6 +96,9 @@ def in_process(work: str, env: dict, rounds: int):
                 e = dict(env, SHIM_MODE="exec", **({"SHIM_MEMORY_BUDGET": "off"} if variant == "off" else {}))
                 budget._found.clear()
                 rundir._chosen.clear()
+                for fd in rundir._fds.values():
+                    os.close(fd)
+                rundir._fds.clear()
                 admission._OPEN.clear()
                 start = time.perf_counter_ns()
                 s = step._prepare("cc", ["-c", "tiny.c", "-o", "tiny.o"], e)

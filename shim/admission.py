@@ -159,17 +159,18 @@ def slots_for(estimate: int, unit: int, total: int) -> int:
 _OPEN = {}     # path -> FileLocks: one descriptor per pool and process (a close would drop its locks)
 
 
-def open_pool(path: str) -> FileLocks:
+def open_pool(path: str, dir_fd=None) -> FileLocks:
     """The pool file *path* (created if needed), its descriptor inheritable across exec:
     the exec'd tool holds the reservation, and closing it would drop every lock on it.
     OSError when it cannot be used: opened only inside a private directory of ours, relative
     to it (host.open_private), not followed if a symlink, not waited on if a FIFO, refused
-    unless a regular file of ours."""
+    unless a regular file of ours. *dir_fd*: its directory, opened and checked already
+    (shim/rundir.py dir_fd)."""
     locks = _OPEN.get(path)
     if locks is not None:
         return locks
     try:
-        fd = host.open_private(path, osapi.O_RDWR | osapi.O_CREAT, 0o600)
+        fd = host.open_private(path, osapi.O_RDWR | osapi.O_CREAT, 0o600, dir_fd)
     except OSError as e:
         raise OSError("cannot use %s: %s" % (path, "a symlink (not followed)" if e.errno == errno.ELOOP
                                               else e.strerror or e)) from None

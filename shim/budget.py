@@ -30,7 +30,7 @@ MINIMUM = 1 << 20               # a smaller budget is a slip, not a plan
 DESCRIPTION = ("auto (the cgroup or RAM limit minus a reserve; the default), off (also none, no, "
                "false, 0, disabled), a size such as \"6GiB\", or a percentage of the limit such as \"75%\"")
 UNLIMITED = 1 << 60             # cgroup v1 says "no limit" with a number near 2**63
-CACHE_VERSION = "shim-limits 1"
+CACHE_VERSION = "shim-limits 2"
 
 
 def parse(text):
@@ -123,12 +123,13 @@ def _limit(env: dict, root: str):
     except (OSError, AttributeError):
         pass
     try:
-        cache = host.join(rundir.ensure(env), "limits-" + digest.fingerprint(own + "\0" + root))
+        place, dfd = rundir.dir_fd(env)
+        cache = host.join(place, "limits-" + digest.fingerprint(own + "\0" + root))
     except OSError:
-        cache = None
+        cache = dfd = None
     files = memtotal = None
     if cache:
-        files, memtotal = _load(cache)
+        files, memtotal = _load(cache, dfd)
     if files is not None:
         found = _read_limits(files, root)
         if found is not None:
@@ -137,7 +138,7 @@ def _limit(env: dict, root: str):
     files, memtotal = limits.scan(root)
     found = _read_limits(files, root)
     if cache and found is not None:
-        _store(cache, files, memtotal)
+        _store(cache, files, memtotal, dfd)
     if found is None:
         found = ([], ["%s vanished while it was read" % f for f, _ in files[:1]])
     return _smallest(found[0], memtotal, found[1], env)
@@ -172,10 +173,10 @@ def _read_limits(files, root):
     return values, problems
 
 
-def _load(cache: str):
-    """([(path, name)], MemTotal or None) from the cache file, or (None, None)."""
+def _load(cache: str, dir_fd=None):
+    """([(path, name)], MemTotal or None) from the cache (a note: one readlink), or (None, None)."""
     try:
-        lines = host.read_own_file(cache).decode("utf-8", "replace").split("\n")
+        lines = host.read_note(cache, dir_fd).decode("utf-8", "replace").split("\n")
     except OSError:
         return None, None
     if len(lines) < 3 or lines[0] != CACHE_VERSION or not lines[1].isdigit() or lines[-1] != "":
@@ -189,10 +190,10 @@ def _load(cache: str):
     return files, int(lines[1]) or None
 
 
-def _store(cache: str, files, memtotal) -> None:
+def _store(cache: str, files, memtotal, dir_fd=None) -> None:
     text = "%s\n%d\n%s" % (CACHE_VERSION, memtotal or 0, "".join("%s\t%s\n" % f for f in files))
     try:
-        host.replace_file(cache, text.encode("utf-8", "surrogateescape"), 0o600)
+        host.write_note(cache, text.encode("utf-8", "surrogateescape"), dir_fd)
     except OSError:
         pass                                 # the next step walks again: slower, still right
 

@@ -134,8 +134,9 @@ def _plan(budget, config, env, ledger_dir, key, kind, tool, name):
     found = budget_mod.limit(env)
     plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"], found[0] if found else None)
     try:
-        plan.pool = admission.pool_path(rundir.ensure(env), plan.unit)
-        admission.open_pool(plan.pool)     # acquire() takes it from there
+        place, dfd = rundir.dir_fd(env)
+        plan.pool = admission.pool_path(place, plan.unit)
+        admission.open_pool(plan.pool, dfd)     # acquire() takes it from there
     except OSError as e:
         rundir.warn_once("memory", "no memory admission: %s" % e, env)
         return None
@@ -159,8 +160,9 @@ def _cpu_slot(env: dict, owner: str):
     if not cores.isdigit() or int(cores) < 1:
         return None
     try:
-        path = admission.cpu_pool_path(rundir.ensure(env), int(cores))
-        admission.open_pool(path)
+        place, dfd = rundir.dir_fd(env)
+        path = admission.cpu_pool_path(place, int(cores))
+        admission.open_pool(path, dfd)
         return admission.acquire(path, int(cores), 1, 1, owner=owner)
     except OSError as e:
         rundir.warn_once("cpu", "no CPU admission: %s" % (e.strerror or e), env)
