@@ -111,6 +111,7 @@ def limit(env: dict, root: str = "/"):
 
 
 _found = {}         # root -> limit: this process asks once
+_binding = {}       # root -> the limit file whose value is the smallest (its group's usage is read)
 
 
 def _limit(env: dict, root: str):
@@ -153,10 +154,83 @@ def _smallest(values, memtotal, problems, env):
     return (memtotal, True) if memtotal else None
 
 
-def _read_limits(files, root):
+# --- live usage (issue 18): the memory really in use where the limit applies ----------------
+
+# The usage file beside each kind of limit file, and the memory.stat field of page cache the
+# kernel takes back before it kills anything (inactive file pages).
+_USAGE = {"memory.limit_in_bytes": ("memory.usage_in_bytes", b"total_inactive_file"),
+          "memory.max": ("memory.current", b"inactive_file"), "memory.high": ("memory.current", b"inactive_file")}
+_group = {}         # root -> (usage file, stat file, stat field) or "" for MemAvailable
+
+
+def in_use(env: dict, exact: bool = True, root: str = "/"):
+    """Bytes in use now where this process's memory limit applies, or None if they cannot
+    be read (then admission is as it was: reservations only). In a memory cgroup its usage
+    (v1 memory.usage_in_bytes, v2 memory.current), *exact*: less the inactive page cache of
+    memory.stat, which the kernel reclaims before it kills; without one, MemTotal less
+    MemAvailable. Not exact costs one small read: an upper bound, enough when it leaves room."""
+    where = _group.get(root)
+    if where is None:
+        where = _group[root] = _usage_files(env, root)
+    try:
+        if not where:
+            if not exact and root == "/":     # sysinfo(): free RAM, page cache counted as in use
+                return max(_ram(False) - _ram(True), 0)
+            return _mem_in_use(host.read_file(host.join(root, "proc/meminfo")))
+        usage = int(host.read_file(where[0]))
+        if exact:
+            usage -= _field(host.read_file(where[1]), where[2])
+        return max(usage, 0)
+    except (OSError, ValueError, AttributeError):     # AttributeError: no sysconf (Windows)
+        return None
+
+
+def _usage_files(env: dict, root: str):
+    found = limit(env, root)
+    if found is None:
+        return ()
+    if found[1]:
+        return ""
+    path = _binding.get(root)
+    if path is None:
+        return ()
+    usage, field = _USAGE[host.basename(path)]
+    d = host.join(root, host.dirname(path).lstrip("/"))
+    return host.join(d, usage), host.join(d, "memory.stat"), field
+
+
+def _field(stat: bytes, name: bytes) -> int:
+    """The value of line *name* of a memory.stat; ValueError if it has none."""
+    key = name + b" "
+    start = (0 if stat.startswith(key) else stat.index(b"\n" + key) + 1) + len(key)
+    end = stat.find(b"\n", start)
+    return int(stat[start:end if end >= 0 else len(stat)])
+
+
+def _ram(free: bool) -> int:
+    """RAM in bytes, or with *free* what is free now (not counting reclaimable cache)."""
+    return host.osapi.sysconf("SC_AVPHYS_PAGES" if free else "SC_PHYS_PAGES") * host.osapi.sysconf("SC_PAGE_SIZE")
+
+
+def _mem_in_use(meminfo: bytes) -> int:
+    total = available = None
+    for line in meminfo.split(b"\n"):
+        if line.startswith(b"MemTotal:"):
+            total = int(line.split()[1]) << 10
+        elif line.startswith(b"MemAvailable:"):
+            available = int(line.split()[1]) << 10
+            break
+    if total is None or available is None:
+        raise ValueError("no MemAvailable")
+    return max(total - available, 0)
+
+
+def _read_limits(files, root, note: bool = True):
     """([limits in bytes], [problems]) of *files* [(path, name)]; None if one is gone (the
-    cache is stale: the walk must run again)."""
+    cache is stale: the walk must run again). With *note*, which one binds is kept (_binding)."""
     values, problems = [], []
+    if note:
+        _binding.pop(root, None)
     for path, _ in files:
         try:
             text = host.read_file(host.join(root, path.lstrip("/"))).decode("ascii", "replace").strip()
@@ -167,6 +241,8 @@ def _read_limits(files, root):
             continue
         if text.isdigit():
             if int(text) < UNLIMITED:
+                if note and (not values or int(text) < min(values)):
+                    _binding[root] = path
                 values.append(int(text))
         elif text != "max":
             problems.append("%s holds %r" % (path, text[:40]))
@@ -205,7 +281,7 @@ def detect(root: str = "/"):
     files, memtotal = limits.scan(root)
     figures = []
     for path, name in files:
-        values, _ = _read_limits([(path, name)], root) or ([], [])
+        values, _ = _read_limits([(path, name)], root, note=False) or ([], [])
         figures += [limits.Figure(name, v, path) for v in values]
     if memtotal:
         figures.append(limits.Figure("MemTotal", memtotal, "/proc/meminfo"))
