@@ -72,6 +72,8 @@ def runtime(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir, "_chosen", {})
     monkeypatch.setattr(rundir, "_fds", {})
     monkeypatch.setattr(budget, "_found", {})
+    monkeypatch.setattr(budget, "_binding", {})
+    monkeypatch.setattr(budget, "_group", {})
     return {"XDG_RUNTIME_DIR": str(run), "SHIM_BUILD_ID": "test-%s" % tmp_path.name}
 
 
