@@ -175,7 +175,7 @@ def in_use(env: dict, exact: bool = True, root: str = "/"):
     try:
         if not where:
             if not exact and root == "/":     # sysinfo(): free RAM, page cache counted as in use
-                return max(_ram(False) - _ram(True), 0)
+                return max(limit(env, root)[0] - _ram(), 0)
             return _mem_in_use(host.read_file(host.join(root, "proc/meminfo")))
         usage = int(host.read_file(where[0]))
         if exact:
@@ -207,9 +207,9 @@ def _field(stat: bytes, name: bytes) -> int:
     return int(stat[start:end if end >= 0 else len(stat)])
 
 
-def _ram(free: bool) -> int:
-    """RAM in bytes, or with *free* what is free now (not counting reclaimable cache)."""
-    return host.osapi.sysconf("SC_AVPHYS_PAGES" if free else "SC_PHYS_PAGES") * host.osapi.sysconf("SC_PAGE_SIZE")
+def _ram() -> int:
+    """Bytes of RAM free now (reclaimable page cache not counted as free)."""
+    return host.osapi.sysconf("SC_AVPHYS_PAGES") * host.osapi.sysconf("SC_PAGE_SIZE")
 
 
 def _mem_in_use(meminfo: bytes) -> int:
