@@ -172,6 +172,8 @@ def in_use(env: dict, exact: bool = True, root: str = "/"):
     where = _group.get(root)
     if where is None:
         where = _group[root] = _usage_files(env, root)
+    if where == ():
+        return None                           # no limit found, or none that binds: nothing to judge by
     try:
         if not where:
             if not exact and root == "/":     # sysinfo(): free RAM, page cache counted as in use

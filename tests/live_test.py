@@ -137,3 +137,9 @@ def test_a_usage_that_cannot_be_read_means_no_reading(tmp_path, fresh, damage):
         "sys/fs/cgroup/job/memory.max": "%d\n" % GIB, "sys/fs/cgroup/job/memory.current": damage,
     })
     assert budget.in_use(fresh, root=root) is None
+
+
+def test_without_any_limit_there_is_no_reading(tmp_path, fresh):
+    root = tree(tmp_path, {"proc/meminfo": "", "proc/self/cgroup": "", "proc/self/mountinfo": ""})
+    assert budget.limit(fresh, root) is None
+    assert budget.in_use(fresh, root=root) is None
