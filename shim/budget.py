@@ -125,7 +125,9 @@ def _limit(env: dict, root: str):
         pass
     try:
         place, dfd = rundir.dir_fd(env)
-        cache = host.join(place, "limits-" + digest.fingerprint(own + "\0" + root))
+        # The version in the name: a shim of another version beside this one (an upgrade while
+        # a build runs) keeps its own cache, rather than each walking again after the other.
+        cache = host.join(place, "limits%s-" % CACHE_VERSION[-1] + digest.fingerprint(own + "\0" + root))
     except OSError:
         cache = dfd = None
     files = memtotal = None

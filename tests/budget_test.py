@@ -96,7 +96,7 @@ def v2_root(tmp_path, limit_text: str) -> str:
 def test_a_step_walks_the_cgroup_tree_once_then_reads_only_the_cached_files(tmp_path, runtime, monkeypatch):
     root = v2_root(tmp_path, "%d\n" % GIB)
     assert limit(runtime, root) == (GIB, False)
-    caches = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits-")]
+    caches = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits")]
     assert len(caches) == 1
 
     from shim.config import limits
@@ -135,7 +135,7 @@ def test_a_garbage_limit_file_means_no_budget_and_one_warning_per_build(tmp_path
 def test_an_unreadable_or_damaged_cache_is_walked_around(tmp_path, runtime):
     root = v2_root(tmp_path, "%d\n" % GIB)
     limit(runtime, root)
-    (cache,) = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits-")]
+    (cache,) = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits")]
     path = os.path.join(rundir.ensure(runtime), cache)
     for damage in (b"x", b"shim-limits 2\nx\n", b"shim-limits 2\n0\nrelative\tname\n", b"\xff" * 100):
         os.remove(path)
