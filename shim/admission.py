@@ -314,21 +314,22 @@ def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE
                 _release_all(locks, held)     # (hoarding would leave nothing to backfill)
                 sleep(LIVE_POLL if short else 0.005)
                 _take(locks, total, k, first, held)
-                locks.lock(DRAIN_LOCK)        # backfillers list themselves under it
-                try:
-                    short = len(held) == k and live and not _fits(locks, total, unit, held, live)
-                finally:
-                    locks.unlock(DRAIN_LOCK)
+                if live and len(held) == k:
+                    locks.lock(DRAIN_LOCK)    # backfillers list themselves under it
+                    try:
+                        short = not _fits(locks, total, unit, held, live)
+                    finally:
+                        locks.unlock(DRAIN_LOCK)
             _post_drain(locks, None)
         if len(held) == k and not short:
+            if live:
+                _list(locks, held)            # before the gate opens: the next taker counts it
             locks.unlock(GATE)
             break
         _release_all(locks, held)
         locks.unlock(GATE)
         sleep(LIVE_POLL if short else backoff)
         backoff = min(backoff * 2, 0.005)     # a freed core must not idle long: poll often, it is cheap
-    if live:
-        _list(locks, held)
     if owner:
         record = ("%d %s" % (host.getpid(), owner))[:OWNER_SIZE - 1].ljust(OWNER_SIZE - 1) + "\n"
         data = record.encode("utf-8", "replace")[:OWNER_SIZE]

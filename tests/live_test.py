@@ -143,3 +143,18 @@ def test_without_any_limit_there_is_no_reading(tmp_path, fresh):
     root = tree(tmp_path, {"proc/meminfo": "", "proc/self/cgroup": "", "proc/self/mountinfo": ""})
     assert budget.limit(fresh, root) is None
     assert budget.in_use(fresh, root=root) is None
+
+
+def test_a_step_is_in_the_roster_before_the_gate_lets_the_next_step_look():
+    pool = {"locks": {}, "data": bytearray()}
+    seen = []
+
+    class Watched(MemoryLocks):
+        def unlock(self, offset):
+            if offset == admission.GATE:
+                seen.append(admission._roster(pool["data"][admission.ROSTER_BASE:]))
+            super().unlock(offset)
+
+    admission.acquire("", 8, 2, MIB, locks=Watched(pool, "a"), clock=Clock(), sleep=lambda s: None,
+                      live=live(0, 0)[0])
+    assert seen and seen[-1] and seen[-1][0][2] == 2
