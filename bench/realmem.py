@@ -1,6 +1,6 @@
 """Builds inside a real memory cgroup: static ninja -jN vs shim, judged by the kernel's OOM killer.
 
-    .venv/bin/python bench/realmem.py [--limit 1GiB] [--projects fake,gen] [--write BENCHMARKS.md]
+    .venv/bin/python bench/realmem.py [--limit 1GiB] [--projects fake,gen,neighbour] [--write BENCHMARKS.md]
 
 Every build runs in a fresh child memory cgroup of the given limit (tests/memcg.py: cgroup
 v1 here, delegated v2 elsewhere; root needed), from a fresh build dir, so a kill is the
@@ -20,7 +20,10 @@ Projects:
   2 x 520 MiB for 1.5 s and 6 x 200 MiB for 1 s (no prior in toolchain.toml: the gcc preset's
   256 MiB for a compile, so cold shim underestimates the big ones);
 - gen: bench/memory.py's generated project of real `gcc -O2 -c` compiles (cc1 peaks of ~76, 203,
-  387, 587 MiB) and one link.
+  387, 587 MiB) and one link; its cold and warm shim builds are the cold-vs-warm rows of issue 18;
+- neighbour (issue 18): 8 x 330 MiB fake compiles beside a process that holds 400 MiB of the
+  cgroup for the whole build; configurations ninja -j1, -j2, plain `ninja -j8` through shim
+  (build.ninja calls shim, nothing configured) and `shim build`; whether the neighbour survived.
 """
 
 import argparse
@@ -70,8 +73,45 @@ def steps_budget(limit: int) -> int:
 
 
 class Project:
-    def __init__(self, name, title, write, outputs):
+    def __init__(self, name, title, write, outputs, configs=CONFIGS, neighbour=None):
         self.name, self.title, self.write, self.outputs = name, title, write, outputs
+        self.configs, self.neighbour = configs, neighbour      # neighbour: (alloc, MiB) held all along
+
+
+NEIGHBOUR_MB = 400
+NEIGHBOUR_STEPS = [("n%d" % i, 330, 1000) for i in range(8)]
+NEIGHBOUR_CONFIGS = ["ninja -j1", "ninja -j2", "ninja -j8 through shim", "shim build (cold)"]
+
+
+def neighbour_project(root: str):
+    """Issue 18: 8 x 330 MiB fake compiles (prior 256 MiB) beside a process holding 400 MiB of
+    the cgroup for the whole build (a test database, the runner's agent)."""
+    alloc = memcg.compile_alloc(os.path.join(root, "tools"))
+
+    def write(directory, wrapped):
+        return memcg.write_fake_project(directory, alloc, NEIGHBOUR_STEPS, wrapped=wrapped)
+    title = ("neighbour: %d x %d MiB held %.1f s beside a process holding %d MiB all along (gcc preset prior: "
+             "256 MiB a compile)" % (len(NEIGHBOUR_STEPS), NEIGHBOUR_STEPS[0][1], NEIGHBOUR_STEPS[0][2] / 1000,
+                                     NEIGHBOUR_MB))
+    return Project("neighbour", title, write, [s[0] + ".o" for s in NEIGHBOUR_STEPS], NEIGHBOUR_CONFIGS,
+                   (alloc, NEIGHBOUR_MB))
+
+
+def start_neighbour(cg, neighbour, directory):
+    """The neighbour process inside *cg*, once its memory is charged there (or None if it died)."""
+    alloc, mb = neighbour
+    proc = subprocess.Popen(cg.wrap([alloc, "-DMB=%d" % mb, "-DMS=3600000", "-o",
+                                     os.path.join(directory, "neighbour.o")]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    usage = os.path.join(cg.path, "memory.usage_in_bytes" if cg.version == "v1" else "memory.current")
+    for _ in range(1000):
+        with open(usage) as f:
+            if int(f.read()) >= mb * MiB:
+                return proc
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.01)
+    return proc
 
 
 def fake_project(root: str):
@@ -107,7 +147,8 @@ class Run:
 
 
 def build_once(project, config, directory, env, limit, logs, say) -> Run:
-    argv = {"ninja -j2": [ninja_bin(), "-j2"], "ninja -j4": [ninja_bin(), "-j4"],
+    argv = {"ninja -j1": [ninja_bin(), "-j1"], "ninja -j2": [ninja_bin(), "-j2"], "ninja -j4": [ninja_bin(), "-j4"],
+            "ninja -j8 through shim": [ninja_bin(), "-j8"],
             "ninja -j4 + SHIM_MEMORY_BUDGET": [ninja_bin(), "-j4"]}.get(config, [shim_bin(), "build"])
     run_env = dict(env)
     since = len(read_ledger(directory))          # warm: the ledger holds the cold build too
@@ -115,6 +156,7 @@ def build_once(project, config, directory, env, limit, logs, say) -> Run:
         run_env["SHIM_MEMORY_BUDGET"] = "%dMiB" % (steps_budget(limit) // MiB)
     log_path = os.path.join(logs, "%s-%s.log" % (project.name, slug(config)))
     with memcg.MemCg(limit, prefix="shimbench-") as cg, open(log_path, "wb") as log:
+        neighbour = start_neighbour(cg, project.neighbour, directory) if project.neighbour else None
         busy0 = cpu_busy()
         start = time.perf_counter()
         proc = subprocess.Popen(cg.wrap(argv), cwd=directory, env=run_env, stdout=log, stderr=subprocess.STDOUT,
@@ -135,11 +177,18 @@ def build_once(project, config, directory, env, limit, logs, say) -> Run:
             code = "killed after %d s" % TIMEOUT
         other = max(0.0, cpu_busy() - busy0 - (usage.ru_utime + usage.ru_stime))
         kills, victims, max_usage = cg.oom_kills(), cg.victims(), cg.max_usage()
+        alive = None
+        if project.neighbour:
+            alive = neighbour is not None and neighbour.poll() is None
+            if neighbour is not None:
+                neighbour.kill()
+                neighbour.wait()
     with open(log_path, errors="replace") as f:
         output = f.read()
     built = sum(1 for o in project.outputs if os.path.exists(os.path.join(directory, o)))
     retries = sum(1 for r in read_ledger(directory)[since:] if r.get("retry")) if "shim" in config.lower() else None
     r = Run(config, code, wall, built, len(project.outputs), kills, victims, retries, max_usage, other, output)
+    r.neighbour_alive = alive
     say("  %-32s %s, %d/%d built, %d OOM kills%s, %.1f s, max usage %s" % (
         config, "exit 0" if code == 0 else "FAILED (%s)" % code, built, r.total, kills,
         " (%s)" % victim_names(victims) if kills else "", wall, mib(max_usage)))
@@ -160,7 +209,7 @@ def clean(directory, env):
 def bench_project(project, root, env, limit, logs, quiet, say):
     say("%s, cgroup limit %s" % (project.title, mib(limit)))
     runs = []
-    for config in CONFIGS:
+    for config in project.configs:
         if config == "shim build (warm)":
             directory = os.path.join(root, project.name, slug("shim build (cold)"))
             clean(directory, env)      # keep .shim/: the history cold left
@@ -201,6 +250,10 @@ def table(project, runs, limit):
                 "ninja exit %s" % r.status if r.config.startswith("ninja") else "exit %s" % r.status),
             r.built, r.total, "%d (%s)" % (r.kills, victim_names(r.victims)) if r.kills else "0",
             "-" if r.retries is None else r.retries, r.wall, mib(r.max_usage), r.other_cpu))
+    if any(getattr(r, "neighbour_alive", None) is not None for r in runs):
+        lines += ["", "The neighbour after each build: %s. Wall against `ninja -j1`: %s." % (
+            ", ".join("%s %s" % (r.config, "alive" if r.neighbour_alive else "**killed**") for r in runs),
+            ", ".join("%s %.2fx" % (r.config, r.wall / runs[0].wall) for r in runs[1:]))]
     summaries = [(r.config, line) for r in runs for line in r.output.splitlines()
                  if r.config.startswith("shim") and line.startswith("shim: ")]
     if summaries:
@@ -213,7 +266,7 @@ def table(project, runs, limit):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", default="1GiB", help="memory limit of the cgroup of every build (default 1GiB)")
-    parser.add_argument("--projects", default="fake,gen", help="comma-separated subset of fake,gen")
+    parser.add_argument("--projects", default="fake,gen,neighbour", help="comma-separated subset of fake,gen,neighbour")
     parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
                         help="before each build, wait at most S seconds for other load to stop (default 60; 0: never)")
     parser.add_argument("--write", metavar="FILE", help="replace the realmem section of FILE (BENCHMARKS.md)")
@@ -248,14 +301,15 @@ def main(argv=None) -> int:
     say("work dir %s (logs in %s)" % (root, logs))
     sections = []
     for name in args.projects.split(","):
-        project = {"fake": fake_project, "gen": gen_project}[name](os.path.join(root, name + "-src"))
+        project = {"fake": fake_project, "gen": gen_project, "neighbour": neighbour_project}[name](
+            os.path.join(root, name + "-src"))
         runs = bench_project(project, root, env, limit, logs, args.quiet_wait, say)
         sections.append(table(project, runs, limit))
     elapsed = time.time() - started
     head = ["Command: `%s bench/realmem.py --limit %s%s` on %s, Python %s, %d CPUs, %d GiB RAM, gcc %s, "
             "Linux %s, cgroup %s; the whole run took %.1f min." % (
                 os.path.relpath(sys.executable), args.limit,
-                "" if args.projects == "fake,gen" else " --projects " + args.projects,
+                "" if args.projects == "fake,gen,neighbour" else " --projects " + args.projects,
                 time.strftime("%Y-%m-%d"), sys.version.split()[0], os.cpu_count(),
                 round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GiB),
                 subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True).stdout.strip(),

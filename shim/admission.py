@@ -48,6 +48,9 @@ OWNER_BASE = 4160            # owner records: 64 bytes per slot from here (a spa
 OWNER_SIZE = 64
 DRAIN_SIZE = 32
 PATIENCE = 2.0               # seconds of fair retrying before draining
+ROSTER_BASE = OWNER_BASE + MAX_SLOTS * OWNER_SIZE   # "pid slots" of each admitted step, at its first slot
+ROSTER_SIZE = 16
+LIVE_POLL = 0.02             # seconds between looks of a step that waits for memory really in use
 
 
 def budget_request(env: dict, config: dict, option=None, default=grammar.DEFAULT):
@@ -117,19 +120,100 @@ class FileLocks:
 class Reservation:
     """Slots held by this process: released when it exits or calls release()."""
 
-    __slots__ = ("locks", "slots", "unit", "waited")
+    __slots__ = ("locks", "slots", "unit", "waited", "listed")
 
-    def __init__(self, locks, slots, unit, waited):
-        self.locks, self.slots, self.unit, self.waited = locks, slots, unit, waited
+    def __init__(self, locks, slots, unit, waited, listed=False):
+        self.locks, self.slots, self.unit, self.waited, self.listed = locks, slots, unit, waited, listed
 
     @property
     def bytes(self) -> int:
         return len(self.slots) * self.unit
 
     def release(self) -> None:
+        if self.listed and self.slots:     # before the slot: while it is held, the entry is ours
+            self.locks.write(bytes(ROSTER_SIZE), ROSTER_BASE + self.slots[0] * ROSTER_SIZE)
         for i in self.slots:
             self.locks.unlock(1 + i)
         self.slots = []
+
+
+# --- live usage (issue 18): what may be admitted now, given the memory really in use --------
+
+def unfilled(steps) -> int:
+    """Bytes the admitted *steps* [(reservation, current size)] may still grow into: a step
+    counts at the larger of its reservation and its size, and its size is in use already."""
+    return sum(max(0, res - size) for res, size in steps)
+
+
+def room(ceiling: int, in_use: int, steps) -> int:
+    """Bytes a new step may take now under *ceiling* (the limit less its reserve): what is not
+    in use, less what the admitted *steps* may still grow into. Memory in use that no admitted
+    step holds (a neighbour: a database, the runner's agent, another build) shrinks it."""
+    return ceiling - in_use - unfilled(steps)
+
+
+def admit_now(ceiling: int, need: int, in_use, steps, alone: bool = False) -> bool:
+    """Whether a step needing *need* bytes may start now. Without a reading (*in_use* None)
+    the reservations alone decide, as they did before; a step with no admitted step beside it
+    (*alone*) always starts, so a build progresses whatever its neighbours hold."""
+    return in_use is None or alone or need <= room(ceiling, in_use, steps)
+
+
+def _roster(data: bytes):
+    """[(slot, pid, slots)] of the roster's entries in *data* (some may be stale: their step
+    is gone)."""
+    out = []
+    end = data.find(b"\n")
+    while end >= 0:
+        i = end // ROSTER_SIZE
+        fields = data[i * ROSTER_SIZE:end].split()
+        if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
+            out.append((i, int(fields[0]), int(fields[1])))
+        end = data.find(b"\n", end + 1)
+    return out
+
+
+def _fits(locks, total: int, unit: int, held: list, live) -> bool:
+    """Whether the step holding *held* may start now, given *live* = (ceiling, reader): a
+    reader(exact) of the bytes in use (shim/budget.py in_use). First the cheap bound (usage with
+    page cache, every roster entry at its full reservation); only when that leaves no room, the
+    exact reading: page cache left out, the entries of gone steps dropped (and cleared: their
+    first slot is free), each live step's process tree measured."""
+    ceiling, reader = live
+    need = len(held) * unit
+    usage = reader(False)
+    if usage is None:
+        return True
+    data = locks.read(total * ROSTER_SIZE, ROSTER_BASE)
+    try:                                      # every entry's slots, in C: no loop over entries
+        listed = sum(map(int, data.translate(None, b"\0").split()[1::2]))
+    except ValueError:
+        listed = total
+    if admit_now(ceiling, need, usage, [(listed * unit, 0)]):
+        return True
+    entries = _roster(data)
+    usage = reader(True)
+    mine = set(held)
+    steps = []
+    for i, pid, k in entries:
+        if i in mine:
+            continue
+        if locks.try_lock(1 + i):            # its first slot is free: the step is gone
+            locks.write(bytes(ROSTER_SIZE), ROSTER_BASE + i * ROSTER_SIZE)
+            locks.unlock(1 + i)
+            continue
+        steps.append((k * unit, host.tree_rss(pid)))
+    return admit_now(ceiling, need, usage, steps, alone=not steps)
+
+
+def _list(locks, held: list) -> None:
+    """Enter the step holding *held* in the roster at its first slot; entries at its other
+    slots are stale (their writers let those slots go) and are cleared in the same write."""
+    entry = ("%d %d" % (host.getpid(), len(held))).ljust(ROSTER_SIZE - 1).encode("ascii") + b"\n"
+    if held == list(range(held[0], held[0] + len(held))):
+        locks.write(entry + bytes(ROSTER_SIZE * (len(held) - 1)), ROSTER_BASE + held[0] * ROSTER_SIZE)
+    else:
+        locks.write(entry, ROSTER_BASE + held[0] * ROSTER_SIZE)
 
 
 def geometry(budget: int, unit: int = DEFAULT_UNIT, limit: int = None):
@@ -159,17 +243,18 @@ def slots_for(estimate: int, unit: int, total: int) -> int:
 _OPEN = {}     # path -> FileLocks: one descriptor per pool and process (a close would drop its locks)
 
 
-def open_pool(path: str) -> FileLocks:
+def open_pool(path: str, dir_fd=None) -> FileLocks:
     """The pool file *path* (created if needed), its descriptor inheritable across exec:
     the exec'd tool holds the reservation, and closing it would drop every lock on it.
     OSError when it cannot be used: opened only inside a private directory of ours, relative
     to it (host.open_private), not followed if a symlink, not waited on if a FIFO, refused
-    unless a regular file of ours."""
+    unless a regular file of ours. *dir_fd*: its directory, opened and checked already
+    (shim/rundir.py dir_fd)."""
     locks = _OPEN.get(path)
     if locks is not None:
         return locks
     try:
-        fd = host.open_private(path, osapi.O_RDWR | osapi.O_CREAT, 0o600)
+        fd = host.open_private(path, osapi.O_RDWR | osapi.O_CREAT, 0o600, dir_fd)
     except OSError as e:
         raise OSError("cannot use %s: %s" % (path, "a symlink (not followed)" if e.errno == errno.ELOOP
                                               else e.strerror or e)) from None
@@ -201,9 +286,11 @@ def _take(locks, total: int, want: int, first: int, held: list) -> None:
 
 
 def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE,
-            owner: str = "", locks=None, clock=time.monotonic, sleep=time.sleep) -> Reservation:
+            owner: str = "", locks=None, clock=time.monotonic, sleep=time.sleep, live=None) -> Reservation:
     """Block until this process holds min(k, total) slots of pool *path* (or of *locks*,
-    with *clock* and *sleep*: the test seam)."""
+    with *clock* and *sleep*: the test seam). With *live* = (ceiling, reader) the slots are
+    kept only when the memory really in use leaves room for them too (_fits): a step that
+    waits for it looks again every LIVE_POLL seconds."""
     locks = locks or open_pool(path)
     k = max(1, min(k, total))
     start = clock()
@@ -212,7 +299,7 @@ def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE
     held = []
     while True:
         if not locks.try_lock(GATE):          # held: briefly by a taker, or by a drainer
-            if _backfill(locks, total, k, first, held):
+            if _backfill(locks, total, k, first, held, unit, live):
                 break
             sleep(backoff)
             backoff = min(backoff * 2, 0.005)
@@ -220,19 +307,28 @@ def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE
         if _drain_state(locks) is not None:
             _post_drain(locks, None)          # left by a drainer that was killed
         _take(locks, total, k, first, held)
-        if len(held) < k and clock() - start >= patience:
+        short = len(held) == k and live and not _fits(locks, total, unit, held, live)
+        if (len(held) < k or short) and clock() - start >= patience:
             _post_drain(locks, (k, 0))
-            while len(held) < k:              # drain: keep the gate, take all k at once
+            while len(held) < k or short:     # drain: keep the gate, take all k at once
                 _release_all(locks, held)     # (hoarding would leave nothing to backfill)
-                sleep(0.005)
+                sleep(LIVE_POLL if short else 0.005)
                 _take(locks, total, k, first, held)
+                if live and len(held) == k:
+                    locks.lock(DRAIN_LOCK)    # backfillers list themselves under it
+                    try:
+                        short = not _fits(locks, total, unit, held, live)
+                    finally:
+                        locks.unlock(DRAIN_LOCK)
             _post_drain(locks, None)
-        if len(held) == k:
+        if len(held) == k and not short:
+            if live:
+                _list(locks, held)            # before the gate opens: the next taker counts it
             locks.unlock(GATE)
             break
         _release_all(locks, held)
         locks.unlock(GATE)
-        sleep(backoff)
+        sleep(LIVE_POLL if short else backoff)
         backoff = min(backoff * 2, 0.005)     # a freed core must not idle long: poll often, it is cheap
     if owner:
         record = ("%d %s" % (host.getpid(), owner))[:OWNER_SIZE - 1].ljust(OWNER_SIZE - 1) + "\n"
@@ -242,7 +338,7 @@ def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE
         else:
             for i in held:
                 locks.write(data, OWNER_BASE + i * OWNER_SIZE)
-    return Reservation(locks, held, unit, clock() - start)
+    return Reservation(locks, held, unit, clock() - start, bool(live))
 
 
 def _drain_state(locks):
@@ -267,18 +363,20 @@ def _post_drain(locks, state) -> None:
         locks.unlock(DRAIN_LOCK)
 
 
-def _backfill(locks, total: int, k: int, first: int, held: list) -> bool:
+def _backfill(locks, total: int, k: int, first: int, held: list, unit: int = 0, live=None) -> bool:
     """Take *k* slots beside a draining step if all that was taken since it began, these
-    included, still leaves room for it; True if taken."""
+    included, still leaves room for it (and, with *live*, the memory in use does); True if taken."""
     locks.lock(DRAIN_LOCK)
     try:
         state = _drain_state(locks)
         if state is None or state[1] + k + state[0] > total:
             return False
         _take(locks, total, k, first, held)
-        if len(held) < k:
+        if len(held) < k or (live and not _fits(locks, total, unit, held, live)):
             _release_all(locks, held)
             return False
+        if live:
+            _list(locks, held)          # under the drain lock: the drainer counts it at once
         _write_drain(locks, (state[0], state[1] + k))
         return True
     finally:

@@ -30,7 +30,7 @@ MINIMUM = 1 << 20               # a smaller budget is a slip, not a plan
 DESCRIPTION = ("auto (the cgroup or RAM limit minus a reserve; the default), off (also none, no, "
                "false, 0, disabled), a size such as \"6GiB\", or a percentage of the limit such as \"75%\"")
 UNLIMITED = 1 << 60             # cgroup v1 says "no limit" with a number near 2**63
-CACHE_VERSION = "shim-limits 1"
+CACHE_VERSION = "shim-limits 2"
 
 
 def parse(text):
@@ -111,6 +111,7 @@ def limit(env: dict, root: str = "/"):
 
 
 _found = {}         # root -> limit: this process asks once
+_binding = {}       # root -> the limit file whose value is the smallest (its group's usage is read)
 
 
 def _limit(env: dict, root: str):
@@ -123,12 +124,15 @@ def _limit(env: dict, root: str):
     except (OSError, AttributeError):
         pass
     try:
-        cache = host.join(rundir.ensure(env), "limits-" + digest.fingerprint(own + "\0" + root))
+        place, dfd = rundir.dir_fd(env)
+        # The version in the name: a shim of another version beside this one (an upgrade while
+        # a build runs) keeps its own cache, rather than each walking again after the other.
+        cache = host.join(place, "limits%s-" % CACHE_VERSION[-1] + digest.fingerprint(own + "\0" + root))
     except OSError:
-        cache = None
+        cache = dfd = None
     files = memtotal = None
     if cache:
-        files, memtotal = _load(cache)
+        files, memtotal = _load(cache, dfd)
     if files is not None:
         found = _read_limits(files, root)
         if found is not None:
@@ -137,7 +141,7 @@ def _limit(env: dict, root: str):
     files, memtotal = limits.scan(root)
     found = _read_limits(files, root)
     if cache and found is not None:
-        _store(cache, files, memtotal)
+        _store(cache, files, memtotal, dfd)
     if found is None:
         found = ([], ["%s vanished while it was read" % f for f, _ in files[:1]])
     return _smallest(found[0], memtotal, found[1], env)
@@ -152,10 +156,85 @@ def _smallest(values, memtotal, problems, env):
     return (memtotal, True) if memtotal else None
 
 
-def _read_limits(files, root):
+# --- live usage (issue 18): the memory really in use where the limit applies ----------------
+
+# The usage file beside each kind of limit file, and the memory.stat field of page cache the
+# kernel takes back before it kills anything (inactive file pages).
+_USAGE = {"memory.limit_in_bytes": ("memory.usage_in_bytes", b"total_inactive_file"),
+          "memory.max": ("memory.current", b"inactive_file"), "memory.high": ("memory.current", b"inactive_file")}
+_group = {}         # root -> (usage file, stat file, stat field) or "" for MemAvailable
+
+
+def in_use(env: dict, exact: bool = True, root: str = "/"):
+    """Bytes in use now where this process's memory limit applies, or None if they cannot
+    be read (then admission is as it was: reservations only). In a memory cgroup its usage
+    (v1 memory.usage_in_bytes, v2 memory.current), *exact*: less the inactive page cache of
+    memory.stat, which the kernel reclaims before it kills; without one, MemTotal less
+    MemAvailable. Not exact costs one small read: an upper bound, enough when it leaves room."""
+    where = _group.get(root)
+    if where is None:
+        where = _group[root] = _usage_files(env, root)
+    if where == ():
+        return None                           # no limit found, or none that binds: nothing to judge by
+    try:
+        if not where:
+            if not exact and root == "/":     # sysinfo(): free RAM, page cache counted as in use
+                return max(limit(env, root)[0] - _ram(), 0)
+            return _mem_in_use(host.read_file(host.join(root, "proc/meminfo")))
+        usage = int(host.read_file(where[0]))
+        if exact:
+            usage -= _field(host.read_file(where[1]), where[2])
+        return max(usage, 0)
+    except (OSError, ValueError, AttributeError):     # AttributeError: no sysconf (Windows)
+        return None
+
+
+def _usage_files(env: dict, root: str):
+    found = limit(env, root)
+    if found is None:
+        return ()
+    if found[1]:
+        return ""
+    path = _binding.get(root)
+    if path is None:
+        return ()
+    usage, field = _USAGE[host.basename(path)]
+    d = host.join(root, host.dirname(path).lstrip("/"))
+    return host.join(d, usage), host.join(d, "memory.stat"), field
+
+
+def _field(stat: bytes, name: bytes) -> int:
+    """The value of line *name* of a memory.stat; ValueError if it has none."""
+    key = name + b" "
+    start = (0 if stat.startswith(key) else stat.index(b"\n" + key) + 1) + len(key)
+    end = stat.find(b"\n", start)
+    return int(stat[start:end if end >= 0 else len(stat)])
+
+
+def _ram() -> int:
+    """Bytes of RAM free now (reclaimable page cache not counted as free)."""
+    return host.osapi.sysconf("SC_AVPHYS_PAGES") * host.osapi.sysconf("SC_PAGE_SIZE")
+
+
+def _mem_in_use(meminfo: bytes) -> int:
+    total = available = None
+    for line in meminfo.split(b"\n"):
+        if line.startswith(b"MemTotal:"):
+            total = int(line.split()[1]) << 10
+        elif line.startswith(b"MemAvailable:"):
+            available = int(line.split()[1]) << 10
+            break
+    if total is None or available is None:
+        raise ValueError("no MemAvailable")
+    return max(total - available, 0)
+
+
+def _read_limits(files, root, note: bool = True):
     """([limits in bytes], [problems]) of *files* [(path, name)]; None if one is gone (the
-    cache is stale: the walk must run again)."""
+    cache is stale: the walk must run again). With *note*, which one binds is kept (_binding)."""
     values, problems = [], []
+    if note:
+        _binding.pop(root, None)
     for path, _ in files:
         try:
             text = host.read_file(host.join(root, path.lstrip("/"))).decode("ascii", "replace").strip()
@@ -166,16 +245,18 @@ def _read_limits(files, root):
             continue
         if text.isdigit():
             if int(text) < UNLIMITED:
+                if note and (not values or int(text) < min(values)):
+                    _binding[root] = path
                 values.append(int(text))
         elif text != "max":
             problems.append("%s holds %r" % (path, text[:40]))
     return values, problems
 
 
-def _load(cache: str):
-    """([(path, name)], MemTotal or None) from the cache file, or (None, None)."""
+def _load(cache: str, dir_fd=None):
+    """([(path, name)], MemTotal or None) from the cache (a note: one readlink), or (None, None)."""
     try:
-        lines = host.read_own_file(cache).decode("utf-8", "replace").split("\n")
+        lines = host.read_note(cache, dir_fd).decode("utf-8", "replace").split("\n")
     except OSError:
         return None, None
     if len(lines) < 3 or lines[0] != CACHE_VERSION or not lines[1].isdigit() or lines[-1] != "":
@@ -189,10 +270,10 @@ def _load(cache: str):
     return files, int(lines[1]) or None
 
 
-def _store(cache: str, files, memtotal) -> None:
+def _store(cache: str, files, memtotal, dir_fd=None) -> None:
     text = "%s\n%d\n%s" % (CACHE_VERSION, memtotal or 0, "".join("%s\t%s\n" % f for f in files))
     try:
-        host.replace_file(cache, text.encode("utf-8", "surrogateescape"), 0o600)
+        host.write_note(cache, text.encode("utf-8", "surrogateescape"), dir_fd)
     except OSError:
         pass                                 # the next step walks again: slower, still right
 
@@ -204,7 +285,7 @@ def detect(root: str = "/"):
     files, memtotal = limits.scan(root)
     figures = []
     for path, name in files:
-        values, _ = _read_limits([(path, name)], root) or ([], [])
+        values, _ = _read_limits([(path, name)], root, note=False) or ([], [])
         figures += [limits.Figure(name, v, path) for v in values]
     if memtotal:
         figures.append(limits.Figure("MemTotal", memtotal, "/proc/meminfo"))

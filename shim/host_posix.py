@@ -121,7 +121,12 @@ def read_file(path: str) -> bytes:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    # One read() of 64 KiB takes a whole /proc or /sys file (they hand over all they have at
+    # once) and any small regular file; a short read is the end, so no second read asks.
+    first = posix.read(fd, 1 << 16)
+    if len(first) < 1 << 16:
+        return first
+    chunks = [first]
     while True:
         chunk = posix.read(fd, 1 << 16)
         if not chunk:
@@ -143,20 +148,34 @@ def read_regular_file(path: str, own: bool = False) -> bytes:
         posix.close(fd)
 
 
-def open_private(path: str, flags: int, mode: int = 0o600) -> int:
+def open_private_dir(path: str) -> int:
+    """A descriptor (close-on-exec) of directory *path* if it is a private directory of ours
+    (a real directory, not a symlink, closed to others); OSError otherwise. State files are
+    then opened relative to it (open_private, read_note, write_note with *dir_fd*)."""
+    dfd = posix.open(path or ".", posix.O_RDONLY | O_CLOEXEC | O_NOFOLLOW | _O_DIRECTORY)
+    try:
+        st = posix.fstat(dfd)
+        if st.st_mode & 0o170000 != 0o040000 or st.st_uid != posix.getuid() or st.st_mode & 0o077:
+            raise OSError(errno.EPERM, "not a private directory of ours", path)
+    except BaseException:
+        posix.close(dfd)
+        raise
+    return dfd
+
+
+def open_private(path: str, flags: int, mode: int = 0o600, dir_fd: int = None) -> int:
     """A descriptor (close-on-exec) for file *path* in a private directory of ours: opened
     relative to the directory once checked (a directory swapped in after the check is not
     followed), never through a symlink, never blocking on a FIFO planted there. OSError
     unless both are ours, the directory closed to others and the file a regular one: root
-    must never write into a file another user picked."""
-    dfd = posix.open(dirname(path) or ".", posix.O_RDONLY | O_CLOEXEC | O_NOFOLLOW | _O_DIRECTORY)
+    must never write into a file another user picked. *dir_fd*: that directory, already
+    opened and checked by open_private_dir (the hot path opens it once per step)."""
+    dfd = open_private_dir(dirname(path)) if dir_fd is None else dir_fd
     try:
-        st = posix.fstat(dfd)
-        if st.st_mode & 0o170000 != 0o040000 or st.st_uid != posix.getuid() or st.st_mode & 0o077:
-            raise OSError(errno.EPERM, "not a private directory of ours", dirname(path))
         fd = posix.open(basename(path), flags | O_CLOEXEC | O_NOFOLLOW | _O_NONBLOCK, mode, dir_fd=dfd)
     finally:
-        posix.close(dfd)
+        if dir_fd is None:
+            posix.close(dfd)
     try:
         st = posix.fstat(fd)
         if st.st_mode & 0o170000 != 0o100000 or st.st_uid != posix.getuid():
@@ -165,6 +184,38 @@ def open_private(path: str, flags: int, mode: int = 0o600) -> int:
         posix.close(fd)
         raise
     return fd
+
+
+def read_note(path: str, dir_fd: int = None) -> bytes:
+    """The note *path* (write_note), relative to *dir_fd* if given; OSError if there is none.
+    A note is a symlink whose target is the data: one readlink() reads it, where a file
+    takes open, fstat, read and close. Only for a private directory of ours (no one else can
+    plant a link there) and for a few hundred bytes (a target holds at most 4095)."""
+    if dir_fd is None:
+        return posix.readlink(path.encode(_ENCODING, "surrogateescape"))
+    return posix.readlink(basename(path).encode(_ENCODING, "surrogateescape"), dir_fd=dir_fd)
+
+
+def write_note(path: str, data: bytes, dir_fd: int = None) -> None:
+    """Atomically make *data* the note *path* (see read_note): a symlink made under a random
+    name, renamed over the old one. OSError if it cannot be (too long, no room)."""
+    if dir_fd is None:
+        dir_fd = open_private_dir(dirname(path))
+        try:
+            return write_note(path, data, dir_fd)
+        finally:
+            posix.close(dir_fd)
+    name = basename(path)
+    tmp = "%s.%s.tmp" % (name, posix.urandom(6).hex())
+    posix.symlink(data, tmp, dir_fd=dir_fd)
+    try:
+        posix.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            posix.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
 
 
 def read_own_file(path: str) -> bytes:

@@ -104,9 +104,27 @@ def read_own_file(path: str) -> bytes:
     return read_file(path)
 
 
-def open_private(path: str, flags: int, mode: int = 0o600) -> int:
+def open_private_dir(path: str):
+    """Windows: no descriptors of directories; None once *path* is checked (per-user profile
+    dirs), and every *dir_fd* below is None: files are opened by their path."""
+    problem = private_dir_problem(path)
+    if problem:
+        raise OSError(13, problem, path)
+    return None
+
+
+def open_private(path: str, flags: int, mode: int = 0o600, dir_fd=None) -> int:
     """A descriptor for *path* (no symlinks or owners to check for: per-user profile dirs)."""
     return os.open(path, flags | O_CLOEXEC, mode)
+
+
+def read_note(path: str, dir_fd=None) -> bytes:
+    """Windows: a note is a small file (symlinks need a privilege)."""
+    return read_file(path)
+
+
+def write_note(path: str, data: bytes, dir_fd=None) -> None:
+    replace_file(path, data, 0o600)
 
 
 def read_regular_file(path: str, own: bool = False) -> bytes:

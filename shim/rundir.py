@@ -24,6 +24,7 @@ from shim.host import osapi
 
 FALLBACKS = 16
 _chosen = {}          # usual path -> the directory this process settled on
+_fds = {}             # directory -> its descriptor, opened and checked once per process
 
 
 def path(env: dict) -> str:
@@ -54,6 +55,12 @@ def ensure(env: dict) -> str:
     chosen = _chosen.get(usual)
     if chosen:
         return chosen
+    try:          # the usual case, in two system calls: it is there and private; keep it open
+        _fds[usual] = host.open_private_dir(usual)
+        _chosen[usual] = usual
+        return usual
+    except OSError:
+        pass
     first_problem = None
     for place in _places(env):
         if place.endswith("/.cache/shim/run"):
@@ -73,6 +80,16 @@ def ensure(env: dict) -> str:
             return found
         first_problem = first_problem or problem
     raise OSError("unsafe runtime directory %s: %s (and no fallback is usable either)" % (usual, first_problem))
+
+
+def dir_fd(env: dict):
+    """(directory, descriptor) of the runtime directory, opened once per process and checked
+    (host.open_private_dir): state files are opened relative to it. OSError as ensure()."""
+    place = ensure(env)
+    fd = _fds.get(place)
+    if fd is None and place not in _fds:
+        fd = _fds[place] = host.open_private_dir(place)
+    return place, fd
 
 
 def warn_once(topic: str, message: str, env: dict) -> None:

@@ -134,8 +134,9 @@ def _plan(budget, config, env, ledger_dir, key, kind, tool, name):
     found = budget_mod.limit(env)
     plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"], found[0] if found else None)
     try:
-        plan.pool = admission.pool_path(rundir.ensure(env), plan.unit)
-        admission.open_pool(plan.pool)     # acquire() takes it from there
+        place, dfd = rundir.dir_fd(env)
+        plan.pool = admission.pool_path(place, plan.unit)
+        admission.open_pool(plan.pool, dfd)     # acquire() takes it from there
     except OSError as e:
         rundir.warn_once("memory", "no memory admission: %s" % e, env)
         return None
@@ -159,8 +160,9 @@ def _cpu_slot(env: dict, owner: str):
     if not cores.isdigit() or int(cores) < 1:
         return None
     try:
-        path = admission.cpu_pool_path(rundir.ensure(env), int(cores))
-        admission.open_pool(path)
+        place, dfd = rundir.dir_fd(env)
+        path = admission.cpu_pool_path(place, int(cores))
+        admission.open_pool(path, dfd)
         return admission.acquire(path, int(cores), 1, 1, owner=owner)
     except OSError as e:
         rundir.warn_once("cpu", "no CPU admission: %s" % (e.strerror or e), env)
@@ -301,7 +303,8 @@ def _admit(s: _Step) -> None:
         k = s.plan.total if big else admission.slots_for(s.plan.estimate, s.plan.unit, s.plan.total)
         try:
             s.plan.reservation = admission.acquire(s.plan.pool, s.plan.total, k, s.plan.unit,
-                                                   s.config["memory"]["patience"], owner=s.owner)
+                                                   s.config["memory"]["patience"], owner=s.owner,
+                                                   live=_live(s.env))
         except OSError as e:       # a pool file planted, swapped or damaged: run, unadmitted
             rundir.warn_once("memory", "no memory admission: %s: %s" % (s.plan.pool, e.strerror or e), s.env)
             s.plan = None
@@ -320,6 +323,15 @@ def _admit(s: _Step) -> None:
             s.record["wait"] = round(s.plan.reservation.waited, 6)
         if s.cpu:
             s.record["cpu_wait"] = round(s.cpu.waited, 6)
+
+
+def _live(env: dict):
+    """(ceiling, reader) for admission by the memory really in use (issue 18): the auto budget
+    of the limit (what all memory in use may reach) and budget.in_use; None without a limit."""
+    found = budget_mod.limit(env)
+    if not found:
+        return None
+    return budget_mod.of(budget_mod.AUTO, None, *found), lambda exact: budget_mod.in_use(env, exact)
 
 
 NEAR = 0.75        # of the budget: a step expected to need this much runs alone, spawned

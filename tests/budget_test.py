@@ -70,7 +70,10 @@ def runtime(tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
     monkeypatch.setattr(rundir, "_chosen", {})
+    monkeypatch.setattr(rundir, "_fds", {})
     monkeypatch.setattr(budget, "_found", {})
+    monkeypatch.setattr(budget, "_binding", {})
+    monkeypatch.setattr(budget, "_group", {})
     return {"XDG_RUNTIME_DIR": str(run), "SHIM_BUILD_ID": "test-%s" % tmp_path.name}
 
 
@@ -93,7 +96,7 @@ def v2_root(tmp_path, limit_text: str) -> str:
 def test_a_step_walks_the_cgroup_tree_once_then_reads_only_the_cached_files(tmp_path, runtime, monkeypatch):
     root = v2_root(tmp_path, "%d\n" % GIB)
     assert limit(runtime, root) == (GIB, False)
-    caches = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits-")]
+    caches = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits")]
     assert len(caches) == 1
 
     from shim.config import limits
@@ -132,12 +135,16 @@ def test_a_garbage_limit_file_means_no_budget_and_one_warning_per_build(tmp_path
 def test_an_unreadable_or_damaged_cache_is_walked_around(tmp_path, runtime):
     root = v2_root(tmp_path, "%d\n" % GIB)
     limit(runtime, root)
-    (cache,) = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits-")]
+    (cache,) = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits")]
     path = os.path.join(rundir.ensure(runtime), cache)
-    for damage in (b"", b"shim-limits 1\nx\n", b"shim-limits 1\n0\nrelative\tname\n", b"\xff" * 100):
-        with open(path, "wb") as f:
-            f.write(damage)
+    for damage in (b"x", b"shim-limits 2\nx\n", b"shim-limits 2\n0\nrelative\tname\n", b"\xff" * 100):
+        os.remove(path)
+        os.symlink(damage, path)
         assert limit(runtime, root) == (GIB, False)
+    os.remove(path)
+    with open(path, "wb") as f:        # a regular file where the note (a symlink) was
+        f.write(b"shim-limits 2\n0\n/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\n")
+    assert limit(runtime, root) == (GIB, False)
 
 
 # --- every entry point, the same answers ------------------------------------------------

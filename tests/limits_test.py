@@ -138,3 +138,16 @@ def test_a_cgroup_namespace_made_below_the_mount_finds_its_group_by_this_process
     })
     limit, _ = budget.detect(root)
     assert (limit.value, limit.source) == (2 * GIB, "/sys/fs/cgroup/job/memory.max")
+
+
+def test_the_root_of_a_v1_hierarchy_is_not_among_the_files_a_step_reads(tmp_path):
+    # The root group (the one with release_agent) cannot be limited: reading its file on
+    # every step would cost a /sys read for nothing.
+    from shim.config import limits
+    job, mid = "sys/fs/cgroup/memory/ci/job1/", "sys/fs/cgroup/memory/ci/"
+    root = tree(tmp_path, {"proc/self/cgroup": "4:memory:/ci/job1\n", "proc/self/mountinfo": V1_MOUNTS,
+                           job + "memory.limit_in_bytes": "%d\n" % GIB, mid + "memory.limit_in_bytes": "max\n",
+                           "sys/fs/cgroup/memory/memory.limit_in_bytes": "max\n",
+                           "sys/fs/cgroup/memory/release_agent": "\n"})
+    assert [path for path, _ in limits.limit_files(root)] == [
+        "/sys/fs/cgroup/memory/ci/job1/memory.limit_in_bytes", "/sys/fs/cgroup/memory/ci/memory.limit_in_bytes"]
