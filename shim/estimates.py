@@ -9,8 +9,8 @@ than ten observations is their maximum.
 
 A step with no history of its own is admitted, once a few steps of the same tool and
 kind have been measured in this build (SIBLINGS_MIN), at the p90 of their peaks
-(source "build"): a cold build learns as it goes instead of admitting every compile at
-the prior. Those peaks are kept under a class key (tool, kind) with the build they came
+(source "build") when that is above the prior: a cold build whose steps are bigger than
+the prior learns so as it goes (and one whose steps are smaller keeps the prior's margin). Those peaks are kept under a class key (tool, kind) with the build they came
 from, and count only for that build.
 
 The index lives beside the ledger in SHARDS small marshal files, so a step reads
@@ -29,7 +29,7 @@ DIRNAME = "memory-v1"
 SHARDS = 32
 KEEP = 10                   # observations kept per key
 STALE_AFTER = 14 * 86400    # seconds: re-measure (auto mode spawns) after this long
-PRIORS = {"compile": 256 << 20, "link": 1 << 30, "archive": 64 << 20, "preprocess": 128 << 20,
+PRIORS = {"compile": 192 << 20, "link": 1 << 30, "archive": 64 << 20, "preprocess": 128 << 20,
           "other": 64 << 20}
 
 
@@ -119,11 +119,20 @@ def percentile90(peaks) -> int:
 def estimate(entry, kind: str, config: dict, tool: dict = None, peers=None):
     """(bytes, source) where source is "history", "build" (the p90 of *peers*: steps of
     the same tool and kind measured earlier in this build), "prior" (tool.<id>.memory,
-    else step.<kind>.memory) or "default"."""
+    else step.<kind>.memory) or "default". What the siblings measured only ever raises a
+    step above its prior: their p90 says little of a step never measured (a big
+    translation unit among small ones), so a cold build is never admitted tighter than
+    its priors allow, only looser where the priors were too small."""
     if entry:
         return percentile90(entry[0]), "history"
-    if peers:
+    prior = _prior(kind, config, tool)
+    if peers and percentile90(peers) > prior[0]:
         return percentile90(peers), "build"
+    return prior
+
+
+def _prior(kind: str, config: dict, tool: dict = None):
+    """(bytes, "prior" or "default") a step of *kind* is expected at before any measurement."""
     if tool and tool.get("memory"):
         return tool["memory"], "prior"
     step = config["steps"].get(kind) or {}
