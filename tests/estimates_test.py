@@ -76,10 +76,13 @@ def test_a_cold_step_is_admitted_at_what_its_siblings_measured_earlier_in_this_b
         estimates.observe(ledger_dir, _spawned("cc", "s%d.o" % i, peak * mib), "build-1")
     peers = estimates.siblings(ledger_dir, "cc", "compile", "build-1")
     assert sorted(peers) == [40 * mib, 50 * mib, 60 * mib]
-    # Their p90 only ever raises a cold step above its prior, never lowers it below.
+    # Their median only ever raises a cold step above its prior, never lowers it below.
     assert estimates.estimate(None, "compile", {"steps": {}}, None, peers) == (estimates.PRIORS["compile"], "default")
     small = {"steps": {"compile": {"memory": 32 * mib}}}
-    assert estimates.estimate(None, "compile", small, None, peers) == (60 * mib, "build")
+    assert estimates.estimate(None, "compile", small, None, peers) == (50 * mib, "build")
+    # One big sibling among small ones is an outlier, not what the next step will need.
+    mixed = [20 * mib, 30 * mib, 500 * mib]
+    assert estimates.estimate(None, "compile", small, None, mixed) == (32 * mib, "prior")
     # Another build, another tool or kind, learns nothing from them; its own history still wins.
     assert estimates.siblings(ledger_dir, "cc", "compile", "build-2") is None
     assert estimates.siblings(ledger_dir, "cc", "link", "build-1") is None
