@@ -18,6 +18,7 @@ for cargo). Root is needed for the cgroups (tests/memcg.py).
 import argparse
 import json
 import os
+import resource
 import statistics
 import shutil
 import subprocess
@@ -40,12 +41,19 @@ BEGIN, END = "<!-- smallrunner:begin -->", "<!-- smallrunner:end -->"
 CORPUS = os.path.expanduser(os.environ.get("SHIM_CORPUS_DIR", "~/.cache/shim-corpus"))
 
 
+def cpu_of_children() -> float:
+    """User + system seconds of every waited-for descendant so far (a build and all under it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_in(limit, argv, cwd, env):
     with memcg.MemCg(limit, prefix="shimbench-") as cg:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_of_children()
         done = subprocess.run(cg.wrap(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
         wall = time.perf_counter() - start
+        done.cpu = cpu_of_children() - cpu      # less sensitive than wall to other work on the machine
         return done, wall, cg.oom_kills(), cg.max_usage()
 
 
@@ -104,9 +112,9 @@ def part_compiles(limit, env, say, rounds=1):
                 srcs[s.get("src")] = srcs.get(s.get("src"), 0) + 1
             extra = "at most %d compiles at once; admitted by %s" % (
                 most_at_once(steps), ", ".join("%s %d" % kv for kv in sorted(srcs.items(), key=str)))
-        rows.append((label, ok, wall, kills, peak, extra))
-        say("%s: %s %.1f s, %d kills, max %s %s (load %.2f)" % (label, ok, wall, kills, size.format(peak), extra,
-                                                             os.getloadavg()[0]))
+        rows.append((label, ok, wall, kills, peak, extra, done.cpu))
+        say("%s: %s %.1f s (CPU %.1f s), %d kills, max %s %s (load %.2f)" % (
+            label, ok, wall, done.cpu, kills, size.format(peak), extra, os.getloadavg()[0]))
         shutil.rmtree(d, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
     return rows
@@ -127,9 +135,9 @@ def part_cargo(limit, env, say, rounds=1):
         e = cargo_test.cargo_env(Path(tmp))
         done, wall, kills, peak = run_in(limit, argv, ws, e)
         ok = done.returncode == 0
-        rows.append((label, ok, wall, kills, peak, ""))
-        say("%s: %s %.1f s, %d kills, max %s (load %.2f)" % (label, ok, wall, kills, size.format(peak),
-                                                          os.getloadavg()[0]))
+        rows.append((label, ok, wall, kills, peak, "", done.cpu))
+        say("%s: %s %.1f s (CPU %.1f s), %d kills, max %s (load %.2f)" % (
+            label, ok, wall, done.cpu, kills, size.format(peak), os.getloadavg()[0]))
         shutil.rmtree(tmp, ignore_errors=True)
     return rows
 
@@ -137,17 +145,18 @@ def part_cargo(limit, env, say, rounds=1):
 def table(title, rows):
     """One line per build (several runs: median wall, then every run's), and shim's median
     over the fastest surviving plain build's."""
-    lines = ["**%s**" % title, "", "| build | finished | wall (median) | every run | OOM kills | cgroup max | notes |",
-             "|---|---|---:|---|---:|---:|---|"]
+    lines = ["**%s**" % title, "", "| build | finished | wall (median) | every run | CPU (median) | OOM kills "
+             "| cgroup max | notes |", "|---|---|---:|---|---:|---:|---:|---|"]
     labels = list(dict.fromkeys(r[0] for r in rows))
     medians = {}
     for label in labels:
         mine = [r for r in rows if r[0] == label]
         ok = all(r[1] for r in mine)
         medians[label] = statistics.median(r[2] for r in mine) if ok else None
-        lines.append("| %s | %s | %.1f s | %s | %d | %s | %s |" % (
+        lines.append("| %s | %s | %.1f s | %s | %.1f s | %d | %s | %s |" % (
             label, "yes" if ok else "**no** (%d of %d)" % (sum(not r[1] for r in mine), len(mine)),
             statistics.median(r[2] for r in mine), ", ".join("%.1f" % r[2] for r in mine),
+            statistics.median(r[6] for r in mine),
             sum(r[3] for r in mine), size.format(max(r[4] for r in mine)), "; ".join(r[5] for r in mine if r[5])))
     plain = [m for label, m in medians.items() if m and not label.startswith("shim")]
     shim = [m for label, m in medians.items() if m and label.startswith("shim")]
