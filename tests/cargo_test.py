@@ -133,7 +133,9 @@ def test_the_jobserver_reaches_rustc_through_a_spawning_shim(first):
 @e2e
 def test_every_crates_peak_is_learned_under_a_key_that_survives_a_rebuild(first):
     for s in first.steps:
-        assert s["rss"] and 50 * MIB < s["rss"] < 2048 * MIB, s
+        # anonymous memory (what the cgroup is charged): rustc's own libraries are shared page
+        # cache, so a small crate measures ~15 MiB, regex-syntax ~165 MiB
+        assert s["rss"] and 5 * MIB < s["rss"] < 2048 * MIB, s
         entry = estimates.lookup(str(first.ledger), estimates.key_of(s))
         assert entry and entry[0][-1] == s["rss"], s["unit"]
     assert len({s["unit"] for s in first.steps}) == len(first.steps)

@@ -253,7 +253,10 @@ def serve_jobs(plan: Plan) -> None:
 def run_sampled(plan: Plan, program: str, argv: list, spawn):
     """(how the build tool ended, sampled peak of its process tree)."""
     child = []
-    sampler = Sampler(lambda: child[0] if child else None)
+    # Anonymous memory, as the steps are measured and admitted: summed RSS counts the build
+    # tool's, the shims' and every rustc's shared libraries once per process, and said "OVER
+    # the budget" of a cargo build whose cgroup never came near it.
+    sampler = Sampler(lambda: child[0] if child else None, anon=True)
 
     def started(pid):
         child.append(pid)
