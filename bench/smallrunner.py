@@ -157,7 +157,8 @@ def table(title, rows):
             label, "yes" if ok else "**no** (%d of %d)" % (sum(not r[1] for r in mine), len(mine)),
             statistics.median(r[2] for r in mine), ", ".join("%.1f" % r[2] for r in mine),
             statistics.median(r[6] for r in mine),
-            sum(r[3] for r in mine), size.format(max(r[4] for r in mine)), "; ".join(r[5] for r in mine if r[5])))
+            sum(r[3] for r in mine), size.format(max(r[4] for r in mine)),
+            "; ".join(dict.fromkeys(r[5] for r in mine if r[5]))))
     plain = [m for label, m in medians.items() if m and not label.startswith("shim")]
     shim = [m for label, m in medians.items() if m and label.startswith("shim")]
     if plain and shim:
