@@ -365,7 +365,7 @@ def tree_rss(pid: int, anon: bool = False) -> int:
     listed under the thread that started it: cargo starts rustc from its worker threads,
     so every thread's list is read, not only the main thread's. What a step adds to a
     memory cgroup is its anonymous memory: the file pages in each process's RSS (cc1plus's
-    and libc's text, ~25 MiB a compile) are in the page cache once, shared by every step,
+    and libc's text, ~30 MiB a compile) are in the page cache once, shared by every step,
     and counting them per process made two compiles look too big for a 512 MiB runner.
     """
     total = 0
