@@ -163,6 +163,16 @@ def table(title, rows):
     shim = [m for label, m in medians.items() if m and label.startswith("shim")]
     if plain and shim:
         lines += ["", "shim / best surviving plain build (medians): **%.2fx**" % (shim[0] / min(plain))]
+        by_label = {label: [r for r in rows if r[0] == label] for label in labels}
+        shim_label = [label for label in labels if label.startswith("shim")][0]
+        rounds = []
+        for i, mine in enumerate(by_label[shim_label]):
+            others = [by_label[label][i] for label in labels if not label.startswith("shim")
+                      and i < len(by_label[label]) and by_label[label][i][1]]
+            if mine[1] and others:
+                rounds.append("%.2fx" % (mine[2] / min(r[2] for r in others)))
+        if len(rounds) > 1:
+            lines[-1] += "; round by round (each against that round's best): %s" % ", ".join(rounds)
     return "\n".join(lines)
 
 
