@@ -74,11 +74,15 @@ def _is_fraction(s: str) -> bool:
 
 
 def reserve_for(limit: int, machine: bool = False) -> int:
-    """Memory kept out of an auto budget: 1/8 of the limit, for the build tool, the shims
-    and the page cache; at least 64 MiB in a cgroup (whose limit counts only its own
-    processes), 256 MiB when the limit is the machine's RAM (the OS and everything else
-    on it live there too)."""
-    return max((256 << 20) if machine else (64 << 20), limit // 8)
+    """Memory kept out of an auto budget. In a cgroup (whose limit counts only its own
+    processes; the build tool and the shims are budgeted by `shim build` itself) 1/16 of
+    the limit, at least 32 MiB, for the page cache the steps' files need: steps are
+    admitted by their anonymous memory. When the limit is the machine's RAM (the OS and
+    everything else on it live there too) 1/8, at least 256 MiB, at most a quarter of it
+    (a 1 GiB machine keeps 768 MiB for the build, not 768 MiB for the OS)."""
+    if machine:
+        return min(max(256 << 20, limit // 8), limit // 4)
+    return max(32 << 20, limit // 16)
 
 
 def of(kind: str, value, limit, machine: bool = False):

@@ -8,9 +8,9 @@ newest. The estimate is a high percentile (p90) of those peaks, which for fewer
 than ten observations is their maximum.
 
 A step with no history of its own is admitted, once a few steps of the same tool and
-kind have been measured in this build (SIBLINGS_MIN), at the p90 of their peaks
-(source "build"): a cold build learns as it goes instead of admitting every compile at
-the prior. Those peaks are kept under a class key (tool, kind) with the build they came
+kind have been measured in this build (SIBLINGS_MIN), at the median of their peaks
+(source "build") when that is above the prior: a cold build whose steps are bigger than
+the prior learns so as it goes (and one whose steps are smaller keeps the prior's margin). Those peaks are kept under a class key (tool, kind) with the build they came
 from, and count only for that build.
 
 The index lives beside the ledger in SHARDS small marshal files, so a step reads
@@ -29,7 +29,7 @@ DIRNAME = "memory-v1"
 SHARDS = 32
 KEEP = 10                   # observations kept per key
 STALE_AFTER = 14 * 86400    # seconds: re-measure (auto mode spawns) after this long
-PRIORS = {"compile": 256 << 20, "link": 1 << 30, "archive": 64 << 20, "preprocess": 128 << 20,
+PRIORS = {"compile": 192 << 20, "link": 1 << 30, "archive": 64 << 20, "preprocess": 128 << 20,
           "other": 64 << 20}
 
 
@@ -111,19 +111,35 @@ def lookup(ledger_dir: str, k: str, env: dict = None, quiet: bool = False):
     return None
 
 
+def median(peaks) -> int:
+    """The middle of *peaks* (the upper one of an even count)."""
+    return sorted(peaks)[len(peaks) // 2]
+
+
 def percentile90(peaks) -> int:
     ordered = sorted(peaks)
     return ordered[max(0, -(-len(ordered) * 9 // 10) - 1)]
 
 
 def estimate(entry, kind: str, config: dict, tool: dict = None, peers=None):
-    """(bytes, source) where source is "history", "build" (the p90 of *peers*: steps of
-    the same tool and kind measured earlier in this build), "prior" (tool.<id>.memory,
-    else step.<kind>.memory) or "default"."""
+    """(bytes, source) where source is "history", "build" (the median of *peers*: steps
+    of the same tool and kind measured earlier in this build), "prior" (tool.<id>.memory,
+    else step.<kind>.memory) or "default". What the siblings measured only ever raises a
+    step above its prior, and only when the typical sibling is bigger: the prior is then
+    too small for this build. Below the prior they say little of a step never measured (a
+    big translation unit among small ones), and their p90 is their one outlier (cargo's
+    crates run from 15 to 165 MiB: admitting every later crate at regex-syntax's peak
+    made a 384 MiB runner serial)."""
     if entry:
         return percentile90(entry[0]), "history"
-    if peers:
-        return percentile90(peers), "build"
+    before = prior(kind, config, tool)
+    if peers and median(peers) > before[0]:
+        return median(peers), "build"
+    return before
+
+
+def prior(kind: str, config: dict, tool: dict = None):
+    """(bytes, "prior" or "default") a step of *kind* is expected at before any measurement."""
     if tool and tool.get("memory"):
         return tool["memory"], "prior"
     step = config["steps"].get(kind) or {}

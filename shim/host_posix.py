@@ -406,22 +406,26 @@ def _shell_script(path: str, error: OSError) -> bool:
     return b"\0" not in head.partition(b"\n")[0]
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of process *pid* and all its descendants, now (0 if it is gone).
+def tree_rss(pid: int, anon: bool = False) -> int:
+    """Resident bytes of process *pid* and all its descendants, now (0 if it is gone);
+    with *anon*, only their anonymous (private) pages: statm's resident minus shared.
 
     A compile is several processes at once (gcc -pipe runs cc1plus and as together),
     and wait4's ru_maxrss is only the largest of them: a reservation sized by it
     undercounts (measured: 538 MiB by ru_maxrss, 775 MiB for the tree). A child is
     listed under the thread that started it: cargo starts rustc from its worker threads,
-    so every thread's list is read, not only the main thread's.
+    so every thread's list is read, not only the main thread's. What a step adds to a
+    memory cgroup is its anonymous memory: the file pages in each process's RSS (cc1plus's
+    and libc's text, ~30 MiB a compile) are in the page cache once, shared by every step,
+    and counting them per process made two compiles look too big for a 512 MiB runner.
     """
     total = 0
     todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            statm = _read_small("/proc/%d/statm" % p)
-            total += int(statm.split()[1]) * _PAGE
+            statm = _read_small("/proc/%d/statm" % p).split()
+            total += (int(statm[1]) - int(statm[2]) if anon else int(statm[1])) * _PAGE
             for task in posix.listdir("/proc/%d/task" % p):
                 todo.extend(int(c) for c in _read_small("/proc/%d/task/%s/children" % (p, task)).split())
         except (OSError, ValueError, IndexError):
@@ -440,14 +444,19 @@ def _read_small(path: str) -> bytes:
 _PAGE = posix.sysconf("SC_PAGE_SIZE") if hasattr(posix, "sysconf") else 4096
 
 
+MIN_SAMPLES = 4          # ~20 ms of a tool's life sampled: its tree's peak is seen, not guessed
+
+
 def _sample(pid: int, box: list) -> None:
-    """Thread body: keep box[0] = the largest tree_rss(pid) seen until box[1] is set.
-    Samples every 5 ms at first, then less often (every 50 ms from ~0.5 s on)."""
+    """Thread body: keep box[0] = the largest tree_rss(pid, anon=True) seen until box[1]
+    is set. Samples every 5 ms at first, then less often (every 50 ms from ~0.5 s on)."""
     interval = 0.005
     while not box[1]:
-        rss = tree_rss(pid)
+        rss = tree_rss(pid, anon=True)
         if rss > box[0]:
             box[0] = rss
+        if rss:
+            box[2] += 1
         time.sleep(interval)
         interval = min(interval * 1.3, 0.05)
 
@@ -464,15 +473,17 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
     the bytes *watch* first pass (Finished.noticed: rustc's metadata notice). With
     *hold* (a function: the offset in a chunk to hold back from, or -1) the rest of stderr
     from there on is kept in Finished.withheld instead (up to HOLD_MAX bytes), for the
-    caller to show or not. With *sample_tree* a thread samples the memory of the tool's
-    whole process tree, and max_rss is the larger of that peak and wait4's. Raises OSError
+    caller to show or not. With *sample_tree* a thread samples the anonymous memory of the
+    tool's whole process tree (what it is charged beyond the shared page cache), and max_rss
+    is that peak; wait4's ru_maxrss (which counts file pages) only when the tool ended before
+    MIN_SAMPLES samples could be taken, a peak they may have missed. Raises OSError
     when the program cannot be started. *on_start* is called with the pid. With
     *die_with_parent* (Linux; True or "TERM": SIGTERM, "KILL": SIGKILL) the child gets that
     signal if shim dies first, even of kill -9: `shim build`'s ninja must not run on,
     orphaned, after it, and a spawned step's tool must not run on without the reservation
     its shim held (SIGKILL).
     """
-    box = [0, False]
+    box = [0, False, 0]          # peak, done, samples taken
     child = []
     pending = []
     forwarded = []
@@ -534,7 +545,8 @@ def spawn_program(path: str, argv: list, env: dict, capture_stderr: bool = False
         code, sig = None, posix.WTERMSIG(status)
     else:
         code, sig = posix.WEXITSTATUS(status), None
-    return Finished(code, sig, max(usage.ru_maxrss * _KB, box[0]), usage.ru_utime, usage.ru_stime,
+    peak = box[0] if box[2] >= MIN_SAMPLES else max(usage.ru_maxrss * _KB, box[0])
+    return Finished(code, sig, peak, usage.ru_utime, usage.ru_stime,
                     forwarded[0] if forwarded else None, tail, noticed, held)
 
 

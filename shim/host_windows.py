@@ -242,6 +242,6 @@ def die_of_signal(signum: int):
     exit_now(128 + signum)
 
 
-def tree_rss(pid: int) -> int:
+def tree_rss(pid: int, anon: bool = False) -> int:
     """Windows: not measured (no /proc); spawned steps still report their own peak."""
     return 0

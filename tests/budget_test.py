@@ -44,12 +44,26 @@ def test_the_grammar_accepts_and_refuses_as_the_table_says(text):
         assert reason in str(e.value)
 
 
+MIB = 1 << 20
+# (limit, whether it is the machine's RAM, reserve): a cgroup keeps 1/16, at least 32 MiB;
+# a machine 1/8, at least 256 MiB, at most a quarter of its RAM.
+RESERVES = [(256 * MIB, False, 32 * MIB), (384 * MIB, False, 32 * MIB), (512 * MIB, False, 32 * MIB),
+            (768 * MIB, False, 48 * MIB), (GIB, False, 64 * MIB), (4 * GIB, False, 256 * MIB),
+            (16 * GIB, False, GIB),
+            (512 * MIB, True, 128 * MIB), (GIB, True, 256 * MIB), (2 * GIB, True, 256 * MIB),
+            (4 * GIB, True, 512 * MIB), (16 * GIB, True, 2 * GIB)]
+
+
+@pytest.mark.parametrize("limit_, machine, reserve", RESERVES)
+def test_the_reserve_is_proportional_and_small_runners_keep_most_of_their_limit(limit_, machine, reserve):
+    assert budget.reserve_for(limit_, machine) == reserve
+    assert budget.of("auto", None, limit_, machine) == limit_ - reserve
+
+
 def test_off_and_its_synonyms_mean_no_budget_and_auto_the_limit_less_its_reserve():
     assert {budget.parse(w) for w in budget.OFF} == {("off", None)}
-    assert budget.of("auto", None, 4 * GIB) == 4 * GIB - GIB // 2
-    # A small cgroup keeps a proportional reserve (at least 64 MiB); a small machine 256 MiB.
-    assert budget.of("auto", None, GIB) == GIB - (128 << 20)
-    assert budget.of("auto", None, 384 << 20) == 320 << 20
+    assert budget.of("auto", None, 4 * GIB) == 4 * GIB - GIB // 4
+    assert budget.of("auto", None, 512 << 20) == 480 << 20
     assert budget.of("auto", None, GIB, machine=True) == GIB - (256 << 20)
     assert budget.of("percent", 50, 4 * GIB) == 2 * GIB
     assert budget.of("auto", None, None) is None          # no limit found: no budget

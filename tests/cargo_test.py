@@ -133,7 +133,9 @@ def test_the_jobserver_reaches_rustc_through_a_spawning_shim(first):
 @e2e
 def test_every_crates_peak_is_learned_under_a_key_that_survives_a_rebuild(first):
     for s in first.steps:
-        assert s["rss"] and 50 * MIB < s["rss"] < 2048 * MIB, s
+        # anonymous memory (what the cgroup is charged): rustc's own libraries are shared page
+        # cache, so a small crate measures ~15 MiB, regex-syntax ~165 MiB
+        assert s["rss"] and 5 * MIB < s["rss"] < 2048 * MIB, s
         entry = estimates.lookup(str(first.ledger), estimates.key_of(s))
         assert entry and entry[0][-1] == s["rss"], s["unit"]
     assert len({s["unit"] for s in first.steps}) == len(first.steps)
@@ -295,6 +297,32 @@ def test_shim_cargo_hands_cargo_the_fast_launcher_as_rustc_wrapper_two_jobs_per_
     record = [r for r in records.read(str(tmp_path / ".shim")) if r["rec"] == "build"][-1]
     assert (record["runner"], record["argv"], record["exit"], record["jobs"]) == (
         "cargo", ["build", "--release"], 3, 2 * cores)
+
+
+def test_on_a_small_budget_shim_cargo_gives_cargo_one_job_per_core_and_ninja_one_token(tmp_path, monkeypatch):
+    # 384 MiB less the 1/16 reserve, cargo's and the shims' share: 280 MiB for the steps, two
+    # crates at rustc's 128 MiB prior. More jobs than cores could only wait for memory there,
+    # and cargo's own order (its critical path first) would be lost to the order of the waits.
+    from shim.driver import build, cargo as driver, ninja
+    from shim.exit_status import Finished
+    monkeypatch.setattr(build, "cores", lambda: 2)
+    (tmp_path / "Cargo.toml").write_text("[workspace]\n")
+    seen = {}
+    driver.run("/no/cargo", ["build"], driver_env(tmp_path), "352MiB", spawn=stand_in(seen, 0),
+               where=str(tmp_path / "target"))
+    assert (seen["env"]["CARGO_BUILD_JOBS"], seen["env"]["SHIM_CPU_SLOTS"]) == ("2", "2")
+    seen.clear()
+    (tmp_path / "big").mkdir()
+    driver.run("/no/cargo", ["build"], driver_env(tmp_path / "big"), "2GiB", spawn=stand_in(seen, 0),
+               where=str(tmp_path / "target"))
+    assert seen["env"]["CARGO_BUILD_JOBS"] == "4"
+    # shim build in 512 MiB: 440 MiB for the steps, two compiles at the gcc preset's 192 MiB.
+    (tmp_path / "n").mkdir()
+    (tmp_path / "n" / "build.ninja").write_text("")
+    (tmp_path / "n" / "toolchain.toml").write_text('preset = "gcc"\n')
+    ninja.run(str(tmp_path / "n"), "/no/ninja", [], driver_env(tmp_path / "n"), "480MiB",
+              spawn=lambda path, argv, env, **_: seen.update(ninja=dict(env)) or Finished(0, None, 0, 0.0, 0.0))
+    assert "-j2 --jobserver-auth=fifo:" in seen["ninja"]["MAKEFLAGS"]
 
 
 @pytest.mark.parametrize("args, given", [

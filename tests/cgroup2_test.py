@@ -83,27 +83,27 @@ def test_the_guest_is_cgroup_v2(guest):
 def test_the_budget_is_memory_max_of_the_group_minus_the_reserve(guest):
     seen, lines = doctor(guest, "doctor_max")
     assert "cgroup v2 memory.max: 1.0GiB (/sys/fs/cgroup/%s/memory.max)" % seen["group"] in lines, lines
-    assert "budget: 896.0MiB = 1.0GiB (cgroup v2 memory.max) minus a reserve of 128.0MiB" in lines, lines
+    assert "budget: 960.0MiB = 1.0GiB (cgroup v2 memory.max) minus a reserve of 64.0MiB" in lines, lines
 
 
 def test_memory_high_of_a_nested_group_is_the_limit_below_its_parents_memory_max(guest):
     seen, lines = doctor(guest, "doctor_high")
     assert "cgroup v2 memory.high: 640.0MiB (/sys/fs/cgroup/%s/inner/memory.high)" % seen["group"] in lines, lines
     assert "cgroup v2 memory.max: 1.0GiB (/sys/fs/cgroup/%s/memory.max)" % seen["group"] in lines, lines
-    assert "budget: 560.0MiB = 640.0MiB (cgroup v2 memory.high) minus a reserve of 80.0MiB" in lines, lines
+    assert "budget: 600.0MiB = 640.0MiB (cgroup v2 memory.high) minus a reserve of 40.0MiB" in lines, lines
 
 
 def test_a_group_that_is_the_root_of_its_cgroup_namespace_is_read_from_its_own_view(guest):
     # As in a container: /sys/fs/cgroup mounted inside the namespace shows the group as the root.
     _, lines = doctor(guest, "doctor_ns")
     assert "cgroup v2 memory.max: 1.0GiB (/sys/fs/cgroup/memory.max)" in lines, lines
-    assert "budget: 896.0MiB = 1.0GiB (cgroup v2 memory.max) minus a reserve of 128.0MiB" in lines, lines
+    assert "budget: 960.0MiB = 1.0GiB (cgroup v2 memory.max) minus a reserve of 64.0MiB" in lines, lines
 
 
 def test_a_cgroup_namespace_under_the_hosts_mount_finds_its_group_below_the_mount(guest):
     # `unshare --cgroup` alone: /proc/self/cgroup says "/", the mount's root is "/..".
     _, lines = doctor(guest, "doctor_ns_plain")
-    assert "budget: 896.0MiB = 1.0GiB (cgroup v2 memory.max) minus a reserve of 128.0MiB" in lines, lines
+    assert "budget: 960.0MiB = 1.0GiB (cgroup v2 memory.max) minus a reserve of 64.0MiB" in lines, lines
 
 
 def outputs_built(directory: Path) -> list:
@@ -129,7 +129,7 @@ def test_shim_build_with_no_flags_finishes_without_oom_kills(guest):
     seen = check(guest, "build")
     assert (seen["exit"], seen["oom_kills"]) == (0, 0), seen["output"]
     assert outputs_built(guest[1] / "build") == [name for name, _, _ in STEPS]
-    assert "budget 896.0MiB" in memcg.summary_line(seen["output"]), seen["output"]
+    assert "budget 960.0MiB" in memcg.summary_line(seen["output"]), seen["output"]
     steps = memcg.ledger_steps(guest[1] / "build")
     assert len(steps) == 8 and all(s["exit"] == 0 and not s.get("retry") for s in steps)   # none retried
 

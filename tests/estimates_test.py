@@ -76,13 +76,19 @@ def test_a_cold_step_is_admitted_at_what_its_siblings_measured_earlier_in_this_b
         estimates.observe(ledger_dir, _spawned("cc", "s%d.o" % i, peak * mib), "build-1")
     peers = estimates.siblings(ledger_dir, "cc", "compile", "build-1")
     assert sorted(peers) == [40 * mib, 50 * mib, 60 * mib]
-    assert estimates.estimate(None, "compile", {"steps": {}}, None, peers) == (60 * mib, "build")
+    # Their median only ever raises a cold step above its prior, never lowers it below.
+    assert estimates.estimate(None, "compile", {"steps": {}}, None, peers) == (estimates.PRIORS["compile"], "default")
+    small = {"steps": {"compile": {"memory": 32 * mib}}}
+    assert estimates.estimate(None, "compile", small, None, peers) == (50 * mib, "build")
+    # One big sibling among small ones is an outlier, not what the next step will need.
+    mixed = [20 * mib, 30 * mib, 500 * mib]
+    assert estimates.estimate(None, "compile", small, None, mixed) == (32 * mib, "prior")
     # Another build, another tool or kind, learns nothing from them; its own history still wins.
     assert estimates.siblings(ledger_dir, "cc", "compile", "build-2") is None
     assert estimates.siblings(ledger_dir, "cc", "link", "build-1") is None
     assert estimates.siblings(ledger_dir, "cxx", "compile", "build-1") is None
     own = estimates.lookup(ledger_dir, estimates.key("cc", "s0.o"))
-    assert estimates.estimate(own, "compile", {"steps": {}}, None, peers) == (40 * mib, "history")
+    assert estimates.estimate(own, "compile", small, None, peers) == (40 * mib, "history")
     # A new build starts its class over instead of mixing in the old one's peaks.
     estimates.observe(ledger_dir, _spawned("cc", "t.o", 300 * mib), "build-2")
     assert estimates.siblings(ledger_dir, "cc", "compile", "build-2") is None

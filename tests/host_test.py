@@ -46,3 +46,22 @@ def test_shim_code_uses_no_host_name_outside_the_api():
                 used.update(a.name for a in node.names)
     assert used and used <= set(host.API), sorted(used - set(host.API))
     assert all(getattr(host, name) is getattr(host_posix, name) for name in host.API)
+
+
+@pytest.mark.skipif(not host_posix._PROC_CHILDREN, reason="needs /proc/PID/task/TID/children (Linux)")
+def test_a_spawned_tools_peak_is_its_anonymous_memory_not_the_file_pages_it_maps(tmp_path):
+    # The tool maps a 64 MiB file and reads every page of it (resident, but page cache: shared,
+    # charged to a cgroup once, whoever maps it), and touches 32 MiB of its own. Its peak is
+    # the 32 MiB and the interpreter's private pages, not the 96 MiB its RSS reaches.
+    import sys
+    data = tmp_path / "data"
+    data.write_bytes(b"\1" * (64 << 20))
+    script = ("import mmap, time\n"
+              "f = open(%r, 'rb'); m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)\n"
+              "total = sum(m[i] for i in range(0, len(m), 4096))\n"
+              "own = bytearray(32 << 20)\n"
+              "for i in range(0, len(own), 4096): own[i] = 1\n"
+              "time.sleep(0.5)\n" % str(data))
+    finished = host_posix.spawn_program(sys.executable, [sys.executable, "-c", script], {}, sample_tree=True)
+    assert finished.code == 0
+    assert 32 << 20 <= finished.max_rss < 80 << 20, finished.max_rss >> 20

@@ -70,6 +70,22 @@ def for_steps(budget: int, in_flight: int, footprint: int = BUILD_FOOTPRINT) -> 
     return max(budget - footprint - in_flight * SHIM_FOOTPRINT, budget // 2, 1 << 20)
 
 
+def worth_in_flight(plan, kind: str, tool: str = None, footprint: int = BUILD_FOOTPRINT) -> int:
+    """Steps worth keeping in flight: two per core, so that a step waiting for memory does
+    not idle a core; one per core where the steps' budget admits no more than one step
+    per core at the prior of a *kind* step (of *tool*): there the extra ones could only
+    wait in line for memory, and the build tool's own order (cargo's and ninja's critical
+    path first) would give way to the order in which their shims happened to take slots
+    (measured: cargo in 384 MiB started `quote`, on the path to serde, after `regex-syntax`)."""
+    from shim import estimates
+    n = cores()
+    if plan.budget and plan.config:
+        prior, _ = estimates.prior(kind, plan.config, plan.config["tools"].get(tool) if tool else None)
+        if prior and for_steps(plan.budget, 2 * n, footprint) // prior <= n:
+            return max(n, 2)
+    return max(2, 2 * n)
+
+
 def tidy(run_dir: str, now: float = None) -> None:
     """Remove what dead builds left in the runtime directory: the jobserver fifo of a
     `shim build` that was killed (-9 leaves no chance to clean up), and warn-once markers
@@ -214,15 +230,16 @@ def choose_budget(plan: Plan, option) -> None:
 
 
 def serve_jobs(plan: Plan) -> None:
-    """A jobserver with two tokens per core (or the launchers' `jobs`) and CPU slots for
-    the steps; none on Windows or under a jobserver already (a make above us)."""
+    """A jobserver with two tokens per core (one per core where the budget is small:
+    worth_in_flight; or the launchers' `jobs`) and CPU slots for the steps; none on Windows
+    or under a jobserver already (a make above us)."""
     from shim import rundir
     env = plan.env
     if host.PLATFORM == "windows" or "--jobserver-auth" in env.get("MAKEFLAGS", ""):
         return
     n = cores()
     try:
-        in_flight = max(2, 2 * n, remote_jobs(plan.config) if plan.config else 0)
+        in_flight = max(worth_in_flight(plan, "compile"), remote_jobs(plan.config) if plan.config else 0)
         run_dir = rundir.ensure(env)
         tidy(run_dir)
         plan.jobserver = Jobserver(run_dir, in_flight - 1)
@@ -236,7 +253,10 @@ def serve_jobs(plan: Plan) -> None:
 def run_sampled(plan: Plan, program: str, argv: list, spawn):
     """(how the build tool ended, sampled peak of its process tree)."""
     child = []
-    sampler = Sampler(lambda: child[0] if child else None)
+    # Anonymous memory, as the steps are measured and admitted: summed RSS counts the build
+    # tool's, the shims' and every rustc's shared libraries once per process, and said "OVER
+    # the budget" of a cargo build whose cgroup never came near it.
+    sampler = Sampler(lambda: child[0] if child else None, anon=True)
 
     def started(pid):
         child.append(pid)

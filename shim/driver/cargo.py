@@ -10,8 +10,9 @@ with shim/driver/build.py's pieces:
   in the workspace shows either);
 - a memory budget, passed to the steps as SHIM_MEMORY_BUDGET, with the estimates index
   rebuilt from the ledger;
-- without -j/--jobs (or CARGO_BUILD_JOBS): 2 jobs per core for cargo and SHIM_CPU_SLOTS=
-  <cores> for the steps, so a rustc waiting for memory holds a job, not a core;
+- without -j/--jobs (or CARGO_BUILD_JOBS): 2 jobs per core for cargo (1 where the budget
+  holds no more than a rustc per core at its prior: build.worth_in_flight) and
+  SHIM_CPU_SLOTS=<cores> for the steps, so a rustc waiting for memory holds a job, not a core;
 - the sampled peak of cargo's process tree, a `build` record and the closing summary.
 
 The process runner is a parameter, as for `shim build`: the unit tests drive it without cargo.
@@ -81,7 +82,7 @@ def run(cargo: str, cargo_args: list, env: dict, budget_option=None, spawn=None,
     jobs, cores = None, build.cores()
     chosen = given_jobs(cargo_args, env)
     if chosen is None:
-        jobs = 2 * cores
+        jobs = build.worth_in_flight(plan, "compile", "rustc", CARGO_FOOTPRINT)
         env["CARGO_BUILD_JOBS"] = str(jobs)
         env["SHIM_CPU_SLOTS"] = str(cores)
     in_flight = jobs or (int(chosen) if chosen.isdigit() and int(chosen) > 0 else cores)

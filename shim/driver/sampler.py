@@ -7,6 +7,8 @@ from shim import host
 
 class Sampler(threading.Thread):
     """Sums the RSS of a process tree (host.tree_rss) every *interval* seconds; keeps the peak.
+    With *anon*, only the tree's anonymous memory (what a step adds to a cgroup; the
+    peak a spawned step is learned by, host.spawn_program).
 
     *root* is the tree's pid, or a function giving it (None until the process exists).
     A sample of 0 (the process is gone or not yet there) is not counted. Start it only
@@ -14,17 +16,18 @@ class Sampler(threading.Thread):
     running is what this avoids.
     """
 
-    def __init__(self, root, interval: float = 0.1):
+    def __init__(self, root, interval: float = 0.1, anon: bool = False):
         super().__init__(daemon=True)
         self.root = root if callable(root) else (lambda: root)
         self.interval = interval
+        self.anon = anon
         self.peak = self.samples = 0
         self.stopping = threading.Event()
 
     def run(self):
         while not self.stopping.is_set():
             pid = self.root()
-            rss = host.tree_rss(pid) if pid else 0
+            rss = host.tree_rss(pid, self.anon) if pid else 0
             if rss:
                 self.peak = max(self.peak, rss)
                 self.samples += 1

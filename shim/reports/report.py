@@ -142,9 +142,10 @@ def _counts(counts: dict) -> str:
 def suggest(steps: list, ram: int, cores: int = None) -> dict:
     """A budget and pool depths that keep *steps* under *ram*, with the reasoning."""
     cores = cores or os.cpu_count() or 1
-    budget = ram - reserve_for(ram)
+    reserve = reserve_for(ram, machine=True)        # RAM: the system lives there too
+    budget = ram - reserve
     reasons = ["RAM %s minus a reserve of %s for the system leaves a budget of %s."
-               % (size.format(ram), size.format(reserve_for(ram)), size.format(budget))]
+               % (size.format(ram), size.format(reserve), size.format(budget))]
     measured = [s for s in steps if s["rss"] is not None]
     unmeasured = len(steps) - len(measured)
     if unmeasured:
@@ -166,7 +167,7 @@ def suggest(steps: list, ram: int, cores: int = None) -> dict:
         reasons.append("With one pool for everything, -j%d keeps even the heaviest steps under the budget; "
                        "`shim build --budget %s` admits steps by their measured peaks instead, so light "
                        "steps are not held back by heavy ones." % (jobs, size.format(budget)))
-    return {"ram": ram, "budget": budget, "reserve": reserve_for(ram), "jobs": jobs, "pools": pools,
+    return {"ram": ram, "budget": budget, "reserve": reserve, "jobs": jobs, "pools": pools,
             "unmeasured_steps": unmeasured, "reasons": reasons}
 
 
