@@ -1,0 +1,194 @@
+"""Pause before kill (shim/driver/pauses.py, shim/watcher.py): the pure decisions, the stamps,
+and builds in a real memory cgroup whose steps grow slowly past a far-too-low estimate."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import memcg
+from conftest import SHIM
+from shim import watcher
+from shim.driver import pauses
+
+MIB = 1 << 20
+HIGH, LOW = 700 * MIB, 600 * MIB
+
+
+def test_nothing_is_paused_below_the_high_mark():
+    running = [("a", 1.0, False), ("b", 2.0, False), ("c", 3.0, False)]
+    assert pauses.decide(running, 650 * MIB, None, HIGH, LOW) == ([], [])
+
+
+def test_above_the_high_mark_the_most_recently_admitted_running_step_is_paused():
+    running = [("b", 2.0, False), ("a", 1.0, False), ("c", 3.0, False)]
+    assert pauses.decide(running, 710 * MIB, None, HIGH, LOW) == (["c"], [])
+
+
+def test_the_next_youngest_is_paused_only_while_usage_keeps_climbing_past_the_last_pause():
+    running = [("a", 1.0, False), ("b", 2.0, False), ("c", 3.0, True)]
+    assert pauses.decide(running, 712 * MIB, 710 * MIB, HIGH, LOW) == ([], [])
+    assert pauses.decide(running, 730 * MIB, 710 * MIB, HIGH, LOW) == (["b"], [])
+
+
+def test_the_oldest_running_step_is_never_paused():
+    running = [("a", 1.0, False), ("b", 2.0, True)]
+    assert pauses.decide(running, 900 * MIB, 710 * MIB, HIGH, LOW) == ([], [])
+    assert pauses.decide([("a", 1.0, False)], 900 * MIB, None, HIGH, LOW) == ([], [])
+
+
+def test_a_paused_step_that_became_the_oldest_is_resumed_at_once_even_above_the_mark():
+    running = [("b", 2.0, True), ("c", 3.0, True)]
+    assert pauses.decide(running, 900 * MIB, 710 * MIB, HIGH, LOW) == ([], ["b"])
+
+
+def test_below_the_low_mark_paused_steps_are_resumed_oldest_first_one_at_a_time():
+    running = [("a", 1.0, False), ("c", 3.0, True), ("b", 2.0, True)]
+    assert pauses.decide(running, 590 * MIB, None, HIGH, LOW) == ([], ["b"])
+    assert pauses.decide(running, 650 * MIB, None, HIGH, LOW) == ([], [])     # between the marks: stay
+
+
+def test_when_memory_in_use_cannot_be_read_every_paused_step_is_resumed():
+    running = [("a", 1.0, False), ("b", 2.0, True), ("c", 3.0, True)]
+    assert pauses.decide(running, None, None, HIGH, LOW) == ([], ["b", "c"])
+
+
+def test_no_steps_no_decisions():
+    assert pauses.decide([], 900 * MIB, None, HIGH, LOW) == ([], [])
+
+
+def test_marks_come_from_shim_pause_at_then_toolchain_toml_and_off_disables_pausing():
+    memory = {"memory": {"pause_at": 0.9, "resume_at": 0.6}}
+    assert watcher.marks({}, {}) == (0.8, 0.7)
+    assert watcher.marks({}, memory) == (0.9, 0.6)
+    assert watcher.marks({"SHIM_PAUSE_AT": "0.85"}, memory) == (0.85, 0.6)
+    for off in ("0", "off", "OFF", "false"):
+        assert watcher.marks({"SHIM_PAUSE_AT": off}, memory) is None
+    assert watcher.marks({}, {"memory": {"pause_at": 0.5, "resume_at": 0.7}})[1] == pytest.approx(0.45)
+
+
+def test_a_stamp_reads_back_as_the_step_it_describes_and_a_blank_one_as_none():
+    data = watcher.stamp(4242, 1700000000.25, "abc-1-ff", None, "/b/.shim")
+    assert len(data) == watcher.STAMP_SIZE
+    step = pauses.parse_stamp(3, data)
+    assert (step.slot, step.pid, step.t0, step.id, step.build, step.ledger_dir) == (
+        3, 4242, 1700000000.25, "abc-1-ff", None, "/b/.shim")
+    assert pauses.parse_stamp(0, b"\0" * watcher.STAMP_SIZE) is None
+
+
+def test_stamps_lie_past_the_owner_records_of_every_slot():
+    from shim import admission
+    assert watcher.ADMITTED_BASE >= admission.OWNER_BASE + admission.MAX_SLOTS * admission.OWNER_SIZE
+    assert watcher.WATCH_LOCK not in (admission.GATE, admission.DRAIN_LOCK) and watcher.WATCH_LOCK < admission.DRAIN_AT
+
+
+def test_used_bytes_reads_meminfo_without_a_cgroup_limit_file():
+    used = pauses.used_bytes(None)
+    assert used is not None and 0 < used
+    assert pauses.used_bytes("/nonexistent/memory.limit_in_bytes") is None
+
+
+def test_a_stopped_tree_is_stopped_whole_and_resumed_whole(tmp_path):
+    child = subprocess.Popen(["/bin/sh", "-c", "sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 5
+        while len(pauses.tree(child.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        members = pauses.tree(child.pid)
+        assert len(members) == 2 and members[0] == child.pid
+        pauses.signal_tree(child.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while not all(pauses.stopped(p) for p in members) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(pauses.stopped(p) for p in members)
+        pauses.signal_tree(child.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while any(pauses.stopped(p) for p in members) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not any(pauses.stopped(p) for p in members)
+    finally:
+        for p in reversed(pauses.tree(child.pid)):
+            os.kill(p, signal.SIGKILL)
+        child.wait()
+
+
+# Real memory: a 1 GiB cgroup, steps expected at 64 MiB (the prior, far too low) that each climb
+# to 300 MiB over 3 s: four at once under ninja -j4 need 1.2 GiB, more than the limit.
+NINJA = Path(sys.executable).parent / "ninja"
+LIMIT = 1 << 30
+GROWING = [("g%d" % i, 300, 1000, 0) for i in range(8)]
+REASON = memcg.available() or (None if shutil.which("gcc") else "gcc is not installed (builds the fake tool)")
+realmem = pytest.mark.skipif(REASON is not None, reason="no real memory cgroup: %s" % REASON)
+
+
+@pytest.fixture(scope="module")
+def alloc(tmp_path_factory):
+    return memcg.compile_alloc(str(tmp_path_factory.mktemp("alloc")))
+
+
+def growing_project(directory: Path, alloc: str) -> list:
+    outs = memcg.write_fake_project(str(directory), alloc, [s[:3] for s in GROWING], wrapped=True, prior="64MiB")
+    text = (directory / "build.ninja").read_text().replace("-DMS=1000", "-DMS=1000 -DGROW=3000")
+    (directory / "build.ninja").write_text(text)
+    return outs
+
+
+def pause_records(directory: Path) -> list:
+    from shim.reports import records
+    return [r for r in records.read(str(directory / ".shim")) if r.get("rec") == "pause"]
+
+
+def run_in(cg, argv, cwd, env):
+    return subprocess.run(cg.wrap(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=180)
+
+
+@realmem
+def test_steps_growing_past_a_far_too_low_estimate_are_oom_killed_without_pausing(tmp_path, env, alloc):
+    outs = growing_project(tmp_path, alloc)
+    env["SHIM_PAUSE_AT"] = "off"
+    with memcg.MemCg(LIMIT) as cg:
+        result = run_in(cg, [NINJA, "-j4"], tmp_path, env)
+        kills = cg.oom_kills()
+    assert kills > 0, result.stdout              # what pausing is for
+    assert not pause_records(tmp_path)
+    assert result.returncode == 0 or not all((tmp_path / o).exists() for o in outs)
+
+
+@realmem
+def test_under_plain_ninja_steps_growing_past_their_estimate_are_paused_not_killed(tmp_path, env, alloc):
+    outs = growing_project(tmp_path, alloc)
+    with memcg.MemCg(LIMIT) as cg:
+        result = run_in(cg, [NINJA, "-j4"], tmp_path, env)
+        kills = cg.oom_kills()
+        deadline = time.monotonic() + 10           # the watcher leaves once no step runs
+        while len(cg.pids()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = cg.pids()
+    assert result.returncode == 0, result.stdout
+    assert kills == 0, result.stdout
+    assert all((tmp_path / o).exists() for o in outs)
+    paused = pause_records(tmp_path)
+    assert paused, result.stdout
+    steps = memcg.ledger_steps(tmp_path)
+    assert all(s["exit"] == 0 and not s.get("retry") for s in steps)
+    assert {r["id"] for r in paused} <= {s["id"] for s in steps}
+    assert left == [], left
+
+
+@realmem
+def test_under_shim_build_steps_growing_past_their_estimate_are_paused_not_killed(tmp_path, env, alloc):
+    outs = growing_project(tmp_path, alloc)
+    with memcg.MemCg(LIMIT) as cg:
+        result = run_in(cg, [SHIM, "build", "-j4"], tmp_path, env)
+        kills = cg.oom_kills()
+    assert result.returncode == 0, result.stdout
+    assert kills == 0, result.stdout
+    assert all((tmp_path / o).exists() for o in outs)
+    assert pause_records(tmp_path), result.stdout
+    assert " 0 pauses" not in result.stdout, result.stdout
