@@ -118,10 +118,10 @@ def test_a_stopped_tree_is_stopped_whole_and_resumed_whole(tmp_path):
 
 
 # Real memory: a 1 GiB cgroup, steps expected at 64 MiB (the prior, far too low) that each climb
-# to 300 MiB over 3 s: four at once under ninja -j4 need 1.2 GiB, more than the limit.
+# to 300 MiB over 3 s (memcg.write_growing_project): four at once under ninja -j4 need 1.2 GiB,
+# more than the limit.
 NINJA = Path(sys.executable).parent / "ninja"
 LIMIT = 1 << 30
-GROWING = [("g%d" % i, 300, 1000, 0) for i in range(8)]
 REASON = memcg.available() or (None if shutil.which("gcc") else "gcc is not installed (builds the fake tool)")
 realmem = pytest.mark.skipif(REASON is not None, reason="no real memory cgroup: %s" % REASON)
 
@@ -131,18 +131,6 @@ def alloc(tmp_path_factory):
     return memcg.compile_alloc(str(tmp_path_factory.mktemp("alloc")))
 
 
-def growing_project(directory: Path, alloc: str) -> list:
-    outs = memcg.write_fake_project(str(directory), alloc, [s[:3] for s in GROWING], wrapped=True, prior="64MiB")
-    text = (directory / "build.ninja").read_text().replace("-DMS=1000", "-DMS=1000 -DGROW=3000")
-    (directory / "build.ninja").write_text(text)
-    return outs
-
-
-def pause_records(directory: Path) -> list:
-    from shim.reports import records
-    return [r for r in records.read(str(directory / ".shim")) if r.get("rec") == "pause"]
-
-
 def run_in(cg, argv, cwd, env):
     return subprocess.run(cg.wrap(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=180)
@@ -150,19 +138,19 @@ def run_in(cg, argv, cwd, env):
 
 @realmem
 def test_steps_growing_past_a_far_too_low_estimate_are_oom_killed_without_pausing(tmp_path, env, alloc):
-    outs = growing_project(tmp_path, alloc)
+    outs = memcg.write_growing_project(tmp_path, alloc)
     env["SHIM_PAUSE_AT"] = "off"
     with memcg.MemCg(LIMIT) as cg:
         result = run_in(cg, [NINJA, "-j4"], tmp_path, env)
         kills = cg.oom_kills()
     assert kills > 0, result.stdout              # what pausing is for
-    assert not pause_records(tmp_path)
+    assert not memcg.pause_records(tmp_path)
     assert result.returncode == 0 or not all((tmp_path / o).exists() for o in outs)
 
 
 @realmem
 def test_under_plain_ninja_steps_growing_past_their_estimate_are_paused_not_killed(tmp_path, env, alloc):
-    outs = growing_project(tmp_path, alloc)
+    outs = memcg.write_growing_project(tmp_path, alloc)
     with memcg.MemCg(LIMIT) as cg:
         result = run_in(cg, [NINJA, "-j4"], tmp_path, env)
         kills = cg.oom_kills()
@@ -173,7 +161,7 @@ def test_under_plain_ninja_steps_growing_past_their_estimate_are_paused_not_kill
     assert result.returncode == 0, result.stdout
     assert kills == 0, result.stdout
     assert all((tmp_path / o).exists() for o in outs)
-    paused = pause_records(tmp_path)
+    paused = memcg.pause_records(tmp_path)
     assert paused, result.stdout
     steps = memcg.ledger_steps(tmp_path)
     assert all(s["exit"] == 0 and not s.get("retry") for s in steps)
@@ -183,12 +171,12 @@ def test_under_plain_ninja_steps_growing_past_their_estimate_are_paused_not_kill
 
 @realmem
 def test_under_shim_build_steps_growing_past_their_estimate_are_paused_not_killed(tmp_path, env, alloc):
-    outs = growing_project(tmp_path, alloc)
+    outs = memcg.write_growing_project(tmp_path, alloc)
     with memcg.MemCg(LIMIT) as cg:
         result = run_in(cg, [SHIM, "build", "-j4"], tmp_path, env)
         kills = cg.oom_kills()
     assert result.returncode == 0, result.stdout
     assert kills == 0, result.stdout
     assert all((tmp_path / o).exists() for o in outs)
-    assert pause_records(tmp_path), result.stdout
+    assert memcg.pause_records(tmp_path), result.stdout
     assert " 0 pauses" not in result.stdout, result.stdout
