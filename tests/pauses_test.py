@@ -166,7 +166,10 @@ def test_under_plain_ninja_steps_growing_past_their_estimate_are_paused_not_kill
     steps = memcg.ledger_steps(tmp_path)
     assert all(s["exit"] == 0 and not s.get("retry") for s in steps)
     assert {r["id"] for r in paused} <= {s["id"] for s in steps}
-    assert left == [], left
+    assert left == [], left                          # the watcher left with the last step
+    shown = subprocess.run([SHIM, "report", "-C", tmp_path, "--brief"], env=env, stdout=subprocess.PIPE, text=True)
+    assert "paused before kill: %d pause" % len(paused) in shown.stdout, shown.stdout
+    assert "memory really in use: peak " in shown.stdout and "crossed it at +" in shown.stdout, shown.stdout
 
 
 @realmem
@@ -180,3 +183,76 @@ def test_under_shim_build_steps_growing_past_their_estimate_are_paused_not_kille
     assert all((tmp_path / o).exists() for o in outs)
     assert memcg.pause_records(tmp_path), result.stdout
     assert " 0 pauses" not in result.stdout, result.stdout
+
+
+# --- what the reports make of pauses and usage samples (a ledger written here) -----------------
+
+T0 = 1_700_000_000.0
+
+
+def paused_ledger(directory: Path) -> str:
+    """A ledger of one plain-ninja build of 3 spawned steps: c paused twice, usage sampled."""
+    import json
+    from shim import ledger
+    ledger_dir = directory / ".shim"
+    ledger_dir.mkdir(parents=True)
+    lines = [ledger.HEADER.rstrip("\n")]
+    for i, name in enumerate("abc"):
+        lines.append(json.dumps({"rec": "step", "id": name, "b": None, "t0": T0 + i, "t1": T0 + 6 + i, "dur": 6.0,
+                                 "pid": 100 + i, "tool": "cc", "prog": "gcc", "kind": "compile", "mode": "spawn",
+                                 "cwd": ".", "in": name + ".c", "out": [name + ".o"], "argv": "0" * 16,
+                                 "exit": 0, "sig": None, "rss": 300 * MIB, "ut": 1.0, "st": 0.1,
+                                 "res": 64 * MIB, "est": 64 * MIB, "src": "prior", "wait": 0.5 if name == "b" else 0}))
+    lines += [json.dumps({"rec": "pause", "id": "c", "b": None, "t0": T0 + 3, "dur": 1.5}),
+              json.dumps({"rec": "pause", "id": "c", "b": None, "t0": T0 + 5, "dur": 0.5})]
+    for t, used, stopped in ((0.5, 100, 0), (3.0, 720, 1), (4.5, 650, 0), (5.0, 730, 1), (5.5, 560, 0)):
+        lines.append(json.dumps({"rec": "usage", "b": None, "t0": T0 + t, "used": used * MIB, "high": HIGH,
+                                 "low": LOW, "stopped": stopped}))
+    (ledger_dir / ledger.FILENAME).write_text("\n".join(lines) + "\n")
+    return str(ledger_dir)
+
+
+def test_pauses_fold_into_their_steps_and_the_report_says_when_usage_crossed_the_mark(tmp_path):
+    import jsonschema
+    from shim.reports import compare, records, report
+    ledger_dir = paused_ledger(tmp_path)
+    build, steps = records.load(ledger_dir, str(tmp_path))
+    by_id = {s["id"]: s for s in steps}
+    assert (by_id["c"]["pauses"], by_id["c"]["paused"]) == (2, 2.0)
+    assert by_id["a"]["pauses"] is None
+    usage = records.usage_of(ledger_dir, steps, build)
+    assert [u["used"] >> 20 for u in usage] == [100, 720, 650, 730, 560]
+    data = report.summary(steps, build, str(tmp_path), ledger_dir, 0, usage)
+    assert (data["totals"]["pauses"], data["totals"]["paused_steps"], data["totals"]["paused_seconds"]) == (2, 1, 2.0)
+    memory = data["memory"]
+    assert (memory["high"], memory["low"], memory["peak"]) == (HIGH, LOW, 730 * MIB)
+    assert memory["crossed_at"] == 3.0
+    assert memory["waited_while_free"] == 1 and memory["waited_while_free_steps"] == ["b.o"]   # 100 MiB in use
+    data["estimate_misses"] = []
+    jsonschema.validate(data, compare.report_schema())
+    text = report.render(data)
+    assert "paused before kill: 2 pauses of 1 step, 2.0s stopped in all" in text, text
+    assert "crossed it at +3.0s" in text and "high-water mark 700.0MiB" in text, text
+    assert "1 step waited for memory while less than the low mark was in use" in text, text
+
+
+def test_the_html_memory_chart_draws_usage_marks_budget_and_paused_spans(tmp_path):
+    from shim.reports import html, records
+    ledger_dir = paused_ledger(tmp_path)
+    build, steps = records.load(ledger_dir, str(tmp_path))
+    usage = records.usage_of(ledger_dir, steps, build)
+    page = html.render(steps, dict(id="x", t0=T0, t1=T0 + 9, budget=896 * MIB), usage=usage)
+    assert page.count('class="paused"') == 2          # the two samples with a step stopped
+    assert 'class="in-use"' in page and 'class="marks"' in page and "budget 896.0MiB" in page
+    assert "high-water mark 700.0MiB" in page
+    assert 'class="in-use"' not in html.render(steps, build)
+
+
+def test_a_comparison_shows_pauses_only_when_either_build_paused(tmp_path):
+    from shim.reports import compare, records
+    build, steps = records.load(paused_ledger(tmp_path), str(tmp_path))
+    calm = [dict(s, pauses=None, paused=None) for s in steps]
+    rows = {r[0]: r[1:] for r in compare.total_rows(compare.compare((None, calm), (build, steps)))}
+    assert rows["pauses (before kill)"][:2] == ("0", "2") and "time paused" in rows
+    rows = compare.total_rows(compare.compare((None, calm), (None, calm)))
+    assert not any(r[0].startswith("pauses") for r in rows)
