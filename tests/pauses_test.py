@@ -256,3 +256,29 @@ def test_a_comparison_shows_pauses_only_when_either_build_paused(tmp_path):
     assert rows["pauses (before kill)"][:2] == ("0", "2") and "time paused" in rows
     rows = compare.total_rows(compare.compare((None, calm), (None, calm)))
     assert not any(r[0].startswith("pauses") for r in rows)
+
+
+def test_a_running_step_is_the_holder_of_its_first_slot_and_a_stale_stamp_is_no_step(tmp_path):
+    from shim import admission
+    pool = str(tmp_path / "pool-16")
+    w = pauses.Watcher(pool, 8, HIGH, LOW, None, {})
+    w.locks.write(watcher.stamp(999999, T0, "gone", None, ""), watcher.ADMITTED_BASE + 5 * watcher.STAMP_SIZE)
+    ready, done = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:                     # a step: holds slots 2 and 3, stamped at 2 with a pid of "another namespace"
+        try:
+            locks = admission.FileLocks(os.open(pool, os.O_RDWR))
+            locks.try_lock(1 + 2, 2)
+            locks.write(watcher.stamp(2, T0 + 1, "step", "b1", "/x/.shim"), watcher.ADMITTED_BASE + 2 * watcher.STAMP_SIZE)
+            os.write(ready[1], b"x")
+            os.read(done[0], 1)
+        finally:
+            os._exit(0)
+    try:
+        os.read(ready[0], 1)
+        (step,) = w.running()
+        assert (step.slot, step.pid, step.id, step.build, step.ledger_dir) == (2, pid, "step", "b1", "/x/.shim")
+    finally:
+        os.write(done[1], b"x")
+        os.waitpid(pid, 0)
+    assert w.running() == []

@@ -20,17 +20,20 @@ admitted step starts `python -I -m shim.driver.pauses POOL TOTAL HIGH LOW`, whic
 pool's WATCH_LOCK while it runs and leaves once no step has run for IDLE seconds.
 """
 
+import fcntl
 import os
 import signal
+import struct
 import sys
 import time
 
-from shim import admission, budget, host, ledger, watcher
+from shim import admission, budget, ledger, watcher
 
 TICK = 0.1          # seconds between two looks at memory
 IDLE = 2.0          # seconds without a running step before a detached watcher leaves
 GROWTH = 8 << 20    # bytes usage must climb past the last pause before the next step is paused
 SAMPLE_EVERY = 1.0  # seconds between usage samples in the ledger
+_FLOCK = "hhqqi4x"  # struct flock (Linux): l_type, l_whence, l_start, l_len, l_pid
 
 
 def used_bytes(limit_file):
@@ -171,7 +174,9 @@ class Watcher:
         self.crossed = None            # when usage first passed the high mark
 
     def running(self) -> list:
-        """The stamped steps that still run: their first slot is held and their pid lives."""
+        """The stamped steps that still run: their first slot is held. The process to signal is
+        the lock's holder as the kernel names it in this pid namespace, not the stamped pid: a
+        step in a sandbox (Bazel's linux-sandbox) stamps a pid of its own namespace."""
         data = self.locks.read(self.total * watcher.STAMP_SIZE, watcher.ADMITTED_BASE)
         found = []
         for slot in range(min(self.total, len(data) // watcher.STAMP_SIZE)):
@@ -179,18 +184,20 @@ class Watcher:
             if not chunk.strip(b"\0"):
                 continue
             step = parse_stamp(slot, chunk)
-            if step is None or not self._held(slot) or not host.pid_alive(step.pid):
-                continue
-            found.append(step)
+            holder = self._holder(slot) if step is not None else 0
+            if holder:
+                step.pid = holder
+                found.append(step)
         return found
 
-    def _held(self, slot: int) -> bool:
-        os.lseek(self.locks.fd, 1 + slot, 0)
+    def _holder(self, slot: int) -> int:
+        """The pid holding slot *slot* (0: free, or held from outside this pid namespace)."""
+        asked = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 1 + slot, 1, 0)
         try:
-            os.lockf(self.locks.fd, os.F_TEST, 1)
+            kind, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(self.locks.fd, fcntl.F_GETLK, asked))
         except OSError:
-            return True
-        return False
+            return 0
+        return 0 if kind == fcntl.F_UNLCK else pid
 
     def tick(self, now: float = None) -> int:
         """Look once: pause, resume, record; the number of steps running."""
