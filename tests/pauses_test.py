@@ -282,3 +282,18 @@ def test_a_running_step_is_the_holder_of_its_first_slot_and_a_stale_stamp_is_no_
         os.write(done[1], b"x")
         os.waitpid(pid, 0)
     assert w.running() == []
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed (builds the fake tool)")
+def test_with_the_mark_below_what_the_machine_uses_steps_are_paused_and_all_still_finish(tmp_path, env, alloc):
+    # Outside any memory cgroup of ours: the limit is this process's (MemTotal here, where no
+    # cgroup limits the tests) and memory in use the machine's (or cgroup's) own reading. A mark
+    # of 1 % of it is always crossed: the youngest steps are paused while the others grow, and
+    # each runs once it is the oldest.
+    outs = memcg.write_growing_project(tmp_path, alloc, count=4, mb=48, grow_ms=1500, hold_ms=200)
+    env["SHIM_PAUSE_AT"] = "0.01"
+    result = subprocess.run([NINJA, "-j4"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stdout
+    assert all((tmp_path / o).exists() for o in outs)
+    assert memcg.pause_records(tmp_path), result.stdout
