@@ -248,6 +248,17 @@ def test_the_html_memory_chart_draws_usage_marks_budget_and_paused_spans(tmp_pat
     assert 'class="in-use"' not in html.render(steps, build)
 
 
+def test_the_trace_carries_memory_really_in_use_as_a_counter_and_pauses_in_the_slices_args(tmp_path):
+    from shim.reports import records, trace
+    ledger_dir = paused_ledger(tmp_path)
+    build, steps = records.load(ledger_dir, str(tmp_path))
+    events = trace.events(steps, build, records.usage_of(ledger_dir, steps, build))["traceEvents"]
+    in_use = [e for e in events if e["name"] == trace.IN_USE]
+    assert [e["args"]["bytes"] >> 20 for e in in_use] == [100, 720, 650, 730, 560]
+    (c,) = [e for e in events if e["ph"] == "X" and e["args"].get("out") == ["c.o"]]
+    assert (c["args"]["pauses"], c["args"]["paused"]) == (2, 2.0)
+
+
 def test_a_comparison_shows_pauses_only_when_either_build_paused(tmp_path):
     from shim.reports import compare, records
     build, steps = records.load(paused_ledger(tmp_path), str(tmp_path))

@@ -105,7 +105,7 @@ def _write_files(data, steps, build, earlier, trace, html, markdown, usage=()) -
     from shim.reports import compare, markdown as markdown_mod
     if trace:
         from shim.reports import trace as trace_mod
-        outfile.write(trace, trace_mod.render(steps, build), what="the trace")
+        outfile.write(trace, trace_mod.render(steps, build, usage), what="the trace")
     if html:
         from shim.reports import html as html_mod
         rows = compare.total_rows(data["comparison"]) if earlier else ()
