@@ -270,17 +270,22 @@ def test_a_comparison_shows_pauses_only_when_either_build_paused(tmp_path):
 
 
 def test_a_running_step_is_the_holder_of_its_first_slot_and_a_stale_stamp_is_no_step(tmp_path):
+    # (A stale stamp taken for a step once stopped every real one: it looked oldest, so it
+    # was the one never paused.)
     from shim import admission
     pool = str(tmp_path / "pool-16")
     w = pauses.Watcher(pool, 8, HIGH, LOW, None, {})
     w.locks.write(watcher.stamp(999999, T0, "gone", None, ""), watcher.ADMITTED_BASE + 5 * watcher.STAMP_SIZE)
+    # A step that ended stamped slot 3, which the step below now holds as its second slot.
+    w.locks.write(watcher.stamp(999998, T0 - 1, "ended", None, ""), watcher.ADMITTED_BASE + 3 * watcher.STAMP_SIZE)
     ready, done = os.pipe(), os.pipe()
     pid = os.fork()
-    if pid == 0:                     # a step: holds slots 2 and 3, stamped at 2 with a pid of "another namespace"
+    if pid == 0:                     # a step: holds slots 2 and 3, stamped at 2
         try:
             locks = admission.FileLocks(os.open(pool, os.O_RDWR))
             locks.try_lock(1 + 2, 2)
-            locks.write(watcher.stamp(2, T0 + 1, "step", "b1", "/x/.shim"), watcher.ADMITTED_BASE + 2 * watcher.STAMP_SIZE)
+            locks.write(watcher.stamp(os.getpid(), T0 + 1, "step", "b1", "/x/.shim"),
+                        watcher.ADMITTED_BASE + 2 * watcher.STAMP_SIZE)
             os.write(ready[1], b"x")
             os.read(done[0], 1)
         finally:

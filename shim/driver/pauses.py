@@ -149,6 +149,18 @@ def parse_stamp(slot: int, data: bytes):
                 ledger_dir.decode("utf-8", "surrogateescape") or None)
 
 
+def _pids_of(pid: int) -> set:
+    """*pid* and what it is called in the pid namespaces below this one (NSpid)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return {int(p) for p in line.split()[1:]} | {pid}
+    except (OSError, ValueError):
+        pass
+    return {pid}
+
+
 def marks_of(fractions, env=None):
     """(high, low, limit file) in bytes for (pause at, resume at) fractions of the limit
     less the reserve, or None without a limit."""
@@ -174,21 +186,25 @@ class Watcher:
         self.crossed = None            # when usage first passed the high mark
 
     def running(self) -> list:
-        """The stamped steps that still run: their first slot is held. The process to signal is
-        the lock's holder as the kernel names it in this pid namespace, not the stamped pid: a
-        step in a sandbox (Bazel's linux-sandbox) stamps a pid of its own namespace."""
+        """The stamped steps that still run: their first slot is held by the process that
+        stamped it. The process to signal is the lock's holder as the kernel names it in this
+        pid namespace: a step in a sandbox (Bazel's linux-sandbox) stamps a pid of its own
+        namespace, which the holder's NSpid lists. A stamp left by a step that ended, on a slot
+        another step holds now (not as its first), is no step: its pid is not the holder's."""
         data = self.locks.read(self.total * watcher.STAMP_SIZE, watcher.ADMITTED_BASE)
-        found = []
+        found = {}
         for slot in range(min(self.total, len(data) // watcher.STAMP_SIZE)):
             chunk = data[slot * watcher.STAMP_SIZE:(slot + 1) * watcher.STAMP_SIZE]
             if not chunk.strip(b"\0"):
                 continue
             step = parse_stamp(slot, chunk)
             holder = self._holder(slot) if step is not None else 0
-            if holder:
-                step.pid = holder
-                found.append(step)
-        return found
+            if not holder or step.pid not in _pids_of(holder):
+                continue
+            step.pid = holder
+            if holder not in found or found[holder].t0 < step.t0:     # a retry holds new slots
+                found[holder] = step
+        return list(found.values())
 
     def _holder(self, slot: int) -> int:
         """The pid holding slot *slot* (0: free, or held from outside this pid namespace)."""
@@ -231,6 +247,10 @@ class Watcher:
             step.paused_at = now
             self.since = used
             self.pauses += 1
+        if self.steps:           # belt and braces: the oldest step's process must not stay stopped
+            oldest = min(self.steps.values(), key=lambda s: s.t0)
+            if oldest.paused_at is None and stopped(oldest.pid):
+                signal_tree(oldest.pid, signal.SIGCONT)
         if self.steps and used is not None and (now - self.last_sample >= SAMPLE_EVERY or pause or resume):
             self.last_sample = now
             self._sample(now, used)
