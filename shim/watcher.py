@@ -16,6 +16,7 @@ watcher), so no step starts one. Cost per step: one pwrite and one lock test (~2
 import sys
 
 from shim import admission, host
+from shim.exit_status import USAGE, ShimError
 from shim.host import osapi
 
 WATCH_LOCK = 4098                # held by the one watcher of a pool
@@ -28,7 +29,8 @@ OFF = ("0", "off", "no", "false", "none")
 
 def marks(env: dict, config: dict):
     """(pause at, resume at) as fractions, or None when pausing is off: SHIM_PAUSE_AT (a
-    fraction, or 0/off), else memory.pause_at and memory.resume_at."""
+    fraction, or 0/off), else memory.pause_at and memory.resume_at (0: off). A bad
+    SHIM_PAUSE_AT is a ShimError (exit 2)."""
     memory = config.get("memory") or {}
     text = env.get("SHIM_PAUSE_AT", "").strip().lower()
     high = memory.get("pause_at", PAUSE_AT)
@@ -38,7 +40,10 @@ def marks(env: dict, config: dict):
         try:
             high = float(text)
         except ValueError:
-            return None                       # checked with its reason by `shim doctor`
+            high = -1.0
+        if not 0 < high <= 1:
+            raise ShimError("SHIM_PAUSE_AT=%s: expected a fraction of the budget such as 0.8, or off"
+                            % env["SHIM_PAUSE_AT"], USAGE)
     if not 0 < high <= 1:
         return None
     return high, min(memory.get("resume_at", RESUME_AT), high - 0.05)

@@ -70,6 +70,15 @@ def test_marks_come_from_shim_pause_at_then_toolchain_toml_and_off_disables_paus
     for off in ("0", "off", "OFF", "false"):
         assert watcher.marks({"SHIM_PAUSE_AT": off}, memory) is None
     assert watcher.marks({}, {"memory": {"pause_at": 0.5, "resume_at": 0.7}})[1] == pytest.approx(0.45)
+    assert watcher.marks({}, {"memory": {"pause_at": 0}}) is None
+
+
+def test_a_bad_shim_pause_at_is_a_one_line_usage_error():
+    from shim.exit_status import USAGE, ShimError
+    for bad in ("80%", "1.5", "-0.2", "soon"):
+        with pytest.raises(ShimError) as e:
+            watcher.marks({"SHIM_PAUSE_AT": bad}, {})
+        assert e.value.status == USAGE and str(e.value).startswith("SHIM_PAUSE_AT=%s: " % bad)
 
 
 def test_a_stamp_reads_back_as_the_step_it_describes_and_a_blank_one_as_none():

@@ -114,7 +114,7 @@ KEYS = (
      "Pause before kill: when the memory really in use (the cgroup's, without reclaimable page cache, "
      "else MemTotal less MemAvailable) passes this fraction of the limit less the reserve, the most "
      "recently admitted running steps are stopped (SIGSTOP of their process tree), never the oldest. "
-     "SHIM_PAUSE_AT overrides it (0 or off: never pause)."),
+     "0 never pauses. SHIM_PAUSE_AT overrides it (0 or off: never pause)."),
     ("memory.resume_at", "number", 0.7,
      "Paused steps are resumed (SIGCONT), oldest first, once memory in use falls below this fraction "
      "(kept below memory.pause_at)."),
