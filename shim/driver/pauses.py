@@ -260,8 +260,9 @@ class Watcher:
         if step.paused_at is None:
             return
         if step.ledger_dir and step.id:
+            # t1: when it was appended (records.tail reads back by that)
             ledger.append(step.ledger_dir, {"rec": "pause", "id": step.id, "b": step.build, "t0": step.paused_at,
-                                            "dur": round(now - step.paused_at, 6)}, self.env)
+                                            "t1": round(now, 6), "dur": round(now - step.paused_at, 6)}, self.env)
         step.paused_at = None
 
     def _sample(self, now: float, used: int) -> None:
