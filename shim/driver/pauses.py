@@ -286,7 +286,7 @@ def for_build(pool: str, total: int, env: dict, config: dict, build: str):
     """The Watcher of `shim build`'s pool, holding its WATCH_LOCK, or None when pausing is
     off or impossible here."""
     fractions = watcher.marks(env, config or {})
-    found = marks_of(fractions) if fractions else None
+    found = marks_of(fractions) if fractions and hasattr(signal, "SIGSTOP") else None    # none on Windows
     if found is None:
         return None
     try:
