@@ -322,3 +322,53 @@ def test_with_the_mark_below_what_the_machine_uses_steps_are_paused_and_all_stil
     assert result.returncode == 0, result.stdout
     assert all((tmp_path / o).exists() for o in outs)
     assert memcg.pause_records(tmp_path), result.stdout
+
+
+def test_a_paused_step_the_watcher_loses_sight_of_is_continued_and_the_oldest_never_stays_stopped(tmp_path):
+    from shim import admission
+    pool = str(tmp_path / "pool-16")
+    w = pauses.Watcher(pool, 8, 0, 0, None, {})     # every reading is above the high mark
+    ready, done = os.pipe(), os.pipe()
+    children = []
+    for slot in (1, 4):              # two steps, the one at slot 4 admitted later
+        pid = os.fork()
+        if pid == 0:
+            try:
+                locks = admission.FileLocks(os.open(pool, os.O_RDWR))
+                locks.try_lock(1 + slot, 1)
+                locks.write(watcher.stamp(os.getpid(), T0 + slot, "s%d" % slot, None, ""),
+                            watcher.ADMITTED_BASE + slot * watcher.STAMP_SIZE)
+                os.write(ready[1], b"x")
+                os.read(done[0], 1)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    try:
+        got = b""
+        while len(got) < 2:
+            got += os.read(ready[0], 2)
+        w.tick()
+        assert pauses.stopped(children[1]) or _soon(lambda: pauses.stopped(children[1]))   # the younger one
+        assert not pauses.stopped(children[0])
+        os.kill(children[0], signal.SIGSTOP)           # stopped by someone: the oldest must run anyway
+        _soon(lambda: pauses.stopped(children[0]))
+        w.tick()
+        assert _soon(lambda: not pauses.stopped(children[0]))
+        w.locks.write(b"\0" * watcher.STAMP_SIZE, watcher.ADMITTED_BASE + 4 * watcher.STAMP_SIZE)   # out of view
+        w.tick()
+        assert _soon(lambda: not pauses.stopped(children[1]))
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGCONT)
+        os.write(done[1], b"xx")
+        for pid in children:
+            os.waitpid(pid, 0)
+
+
+def _soon(check, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

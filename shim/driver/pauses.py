@@ -220,7 +220,9 @@ class Watcher:
         now = time.time() if now is None else now
         live = {s.key: s for s in self.running()}
         for key, old in list(self.steps.items()):
-            if key not in live:                      # ended (perhaps while paused)
+            if key not in live:                      # ended, or lost from view: never left stopped
+                if old.paused_at is not None:
+                    signal_tree(old.pid, signal.SIGCONT)
                 self._ended_pause(old, now)
                 del self.steps[key]
         for key, step in live.items():
@@ -247,9 +249,9 @@ class Watcher:
             step.paused_at = now
             self.since = used
             self.pauses += 1
-        if self.steps:           # belt and braces: the oldest step's process must not stay stopped
+        if self.steps:           # belt and braces: no process of the oldest step may stay stopped
             oldest = min(self.steps.values(), key=lambda s: s.t0)
-            if oldest.paused_at is None and stopped(oldest.pid):
+            if oldest.paused_at is None and any(stopped(p) for p in tree(oldest.pid)):
                 signal_tree(oldest.pid, signal.SIGCONT)
         if self.steps and used is not None and (now - self.last_sample >= SAMPLE_EVERY or pause or resume):
             self.last_sample = now
