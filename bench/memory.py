@@ -65,17 +65,8 @@ class Failure(Exception):
 # --- measuring a build ---------------------------------------------------------------------
 
 def descendants(root: int) -> list:
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        try:
-            for tid in os.listdir("/proc/%d/task" % pid):
-                with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except (OSError, ValueError):
-            pass
-    return found
+    from shim.driver.pauses import tree
+    return tree(root)
 
 
 def kill_tree(root: int) -> None:

@@ -30,6 +30,7 @@ MODULES = (
     "shim.toolchain",
     "shim.estimates",
     "shim.admission",
+    "shim.watcher",
     "shim.oom",
     "shim.step",
     "shim.commands",

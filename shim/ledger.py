@@ -36,7 +36,7 @@ from shim.host import osapi
 FILENAME = "ledger-v1.jsonl"
 VERSION = 1
 HEADER = '{"rec": "ledger", "version": 1, "format": "one JSON object per line"}\n'
-RECORD_KINDS = ("ledger", "start", "step", "end", "build")
+RECORD_KINDS = ("ledger", "start", "step", "end", "build", "pause", "usage")
 _OFF = ("", "0", "off", "no", "false")
 
 

@@ -16,7 +16,7 @@ import sys
 from shim import admission, digest, estimates, host, ledger, oom, pattern, program, rewrite, rundir, rustc
 from shim import args as args_mod
 from shim import budget as budget_mod
-from shim import toolchain
+from shim import toolchain, watcher
 from shim.exit_status import BAD_INPUT, NOT_EXECUTABLE, NOT_FOUND, OS_ERROR, USAGE, ShimError
 
 MAX_DEPTH = 8   # shim running shim this deep is a loop (PATH or tool.X.program pointing back)
@@ -323,6 +323,8 @@ def _admit(s: _Step) -> None:
             s.record["wait"] = round(s.plan.reservation.waited, 6)
         if s.cpu:
             s.record["cpu_wait"] = round(s.cpu.waited, 6)
+    if s.plan:         # pause before kill: a watcher may stop this step's tree while memory is short
+        watcher.note(s.plan, s.record, s.ledger_dir, s.env, s.config)
 
 
 def _live(env: dict):

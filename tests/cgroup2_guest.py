@@ -3,7 +3,7 @@
     python tests/cgroup2_guest.py WORK
 
 where WORK holds `alloc` (tests/fixtures/alloc.c, built on the host) and the fake projects
-the host wrote (bare/, protected/, build/, retry/). Runs shim doctor and the builds in fresh
+the host wrote (bare/, protected/, build/, retry/, growth/, growth-unpaused/). Runs shim doctor and the builds in fresh
 memory cgroups (tests/memcg.py, v2 here), and prints one JSON object of what it saw: exit
 statuses, output, memory.events' OOM kills, oom_score_adj of the processes, the kernel log's
 victims. The host asserts; this side only observes (one Python start costs ~1 s under TCG).
@@ -25,19 +25,20 @@ LIMIT = 1 << 30
 TIMEOUT = 180
 
 
-def environment(name):
-    """A fresh environment with no SHIM_* settings, pools and caches of its own (guest tmpfs)."""
+def environment(name, **settings):
+    """A fresh environment with no SHIM_* settings but *settings*, pools and caches of its own (guest tmpfs)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIM_", "XDG_", "NINJA_", "MAKEFLAGS"))}
     for key, path in (("HOME", "/root/" + name), ("XDG_RUNTIME_DIR", "/run/" + name),
                       ("SHIM_CACHE_DIR", "/run/%s-cache" % name)):
         os.makedirs(path, mode=0o700, exist_ok=True)
         env[key] = path
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    env.update(settings)
     return env
 
 
-def run(argv, cwd, name):
-    result = subprocess.run(argv, cwd=cwd, env=environment(name), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def run(argv, cwd, name, **settings):
+    result = subprocess.run(argv, cwd=cwd, env=environment(name, **settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=TIMEOUT)
     return {"exit": result.returncode, "output": result.stdout}
 
@@ -80,11 +81,15 @@ def doctor_in_namespace(work, remount):
     return seen
 
 
-def build(project, argv, name):
+def build(project, argv, name, **settings):
     with memcg.MemCg(LIMIT) as cg:
-        seen = run(cg.wrap(argv), project, name)
+        seen = run(cg.wrap(argv), project, name, **settings)
         seen["oom_kills"] = cg.oom_kills()
         seen["peak"] = cg.max_usage()
+        deadline = time.monotonic() + 30          # the pause watcher leaves once no step runs
+        while cg.pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        seen["left"] = cg.pids()
     return seen
 
 
@@ -93,7 +98,8 @@ def retry(project):
     the kernel killed, and the oom_score_adj of long's tool, ninja and shim build meanwhile."""
     with memcg.MemCg(LIMIT) as cg:
         own_adj = memcg.oom_score_adj(os.getpid())
-        proc = subprocess.Popen(cg.wrap([SHIM, "build"]), cwd=project, env=environment("retry"),
+        # SHIM_PAUSE_AT=off: paused, big would not be the kernel's victim (see the "growth" check)
+        proc = subprocess.Popen(cg.wrap([SHIM, "build"]), cwd=project, env=environment("retry", SHIM_PAUSE_AT="off"),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         adj = {}
         try:
@@ -125,6 +131,9 @@ def main(work):
         "protected": lambda: build(os.path.join(work, "protected"), [NINJA, "-j8"], "protected"),
         "build": lambda: build(os.path.join(work, "build"), [SHIM, "build"], "build"),
         "retry": lambda: retry(os.path.join(work, "retry")),
+        "growth": lambda: build(os.path.join(work, "growth"), [NINJA, "-j4"], "growth"),
+        "growth_unpaused": lambda: build(os.path.join(work, "growth-unpaused"), [NINJA, "-j4"], "growth-unpaused",
+                                         SHIM_PAUSE_AT="off"),
     }
     wanted = sys.argv[2:] or list(checks)
     seen = {"cgroup": memcg.locate()[0], "uptime": float(open("/proc/uptime").read().split()[0])}

@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 STEPS = [("s%d" % i, 300, 3000) for i in range(8)]      # 2.4 GiB at once under ninja -j8
 PRIOR = "300MiB"
 TIMEOUT = 600
+GROW_MS = 6000          # slower than on the host (tests/pauses_test.py): a Python watcher is slow under TCG
 
 REASON = vm.unavailable() or (None if shutil.which("gcc") else "gcc is not installed (builds the fake tool)")
 pytestmark = [pytest.mark.e2e,
@@ -49,6 +50,8 @@ def guest(image, tmp_path_factory):
         memcg.write_fake_project(str(work / name), alloc, STEPS, wrapped=True, prior=PRIOR)
     memcg.write_fake_project(str(work / "retry"), alloc, [("long", 300, 5000), ("big", 750, 500, 600)],
                              wrapped=True, prior=PRIOR)
+    for name in ("growth", "growth-unpaused"):
+        memcg.write_growing_project(str(work / name), alloc, grow_ms=GROW_MS)
     try:
         result = vm.run(image, [sys.executable, HERE / "cgroup2_guest.py", work], cwd=work, timeout=TIMEOUT,
                         env={"PATH": "%s:/usr/sbin:/usr/bin:/sbin:/bin" % BIN, "HOME": "/root", "LANG": "C.UTF-8"})
@@ -149,6 +152,21 @@ def test_the_oom_victim_is_the_overshooting_step_never_ninja_or_shim_build_and_i
         assert seen["victims"] and all(tuple(v) == (first_pid, "alloc") for v in seen["victims"]), seen
 
     memcg.assert_retried_alone(project, seen["output"])
+
+
+def test_steps_growing_past_a_far_too_low_estimate_are_oom_killed_in_the_group_without_pausing(guest):
+    seen = check(guest, "growth_unpaused")
+    assert seen["oom_kills"] > 0, seen["output"]
+    assert not memcg.pause_records(guest[1] / "growth-unpaused")
+
+
+def test_under_plain_ninja_steps_growing_past_their_estimate_are_paused_not_killed_in_the_group(guest):
+    seen = check(guest, "growth")
+    project = guest[1] / "growth"
+    assert (seen["exit"], seen["oom_kills"]) == (0, 0), seen["output"]
+    assert all((project / ("g%d.o" % i)).exists() for i in range(8))
+    assert memcg.pause_records(project), seen["output"]
+    assert seen["left"] == [], seen                          # the watcher left with the last step
 
 
 def test_the_vm_runner_returns_the_output_and_exit_status_and_keeps_writes_in_the_work_directory(image, tmp_path):

@@ -272,6 +272,26 @@ def write_fake_project(directory, alloc, steps, wrapped: bool, prior: str = None
     return outs
 
 
+def write_growing_project(directory, alloc, count: int = 8, mb: int = 300, grow_ms: int = 3000,
+                          hold_ms: int = 1000) -> list:
+    """*count* fake compiles through shim, expected at 64 MiB (a prior far too low), each climbing
+    to *mb* MiB over *grow_ms* ms, then holding it *hold_ms* ms; returns the outputs' names."""
+    outs = write_fake_project(directory, alloc, [("g%d" % i, mb, hold_ms) for i in range(count)], wrapped=True,
+                              prior="64MiB")
+    path = os.path.join(str(directory), "build.ninja")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("-DMS=%d" % hold_ms, "-DMS=%d -DGROW=%d" % (hold_ms, grow_ms)))
+    return outs
+
+
+def pause_records(directory) -> list:
+    """The pause watcher's `pause` records in the ledger of the project in *directory*."""
+    from shim.reports import records
+    return [r for r in records.read(os.path.join(str(directory), ".shim")) if r.get("rec") == "pause"]
+
+
 def pid_lines(path) -> list:
     """[(pid, oom_score_adj)] the fake tool (alloc.c) appended to OUT.pid, one line per run."""
     try:

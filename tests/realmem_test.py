@@ -104,6 +104,7 @@ def test_a_step_overshooting_its_estimate_is_the_kernels_victim_and_is_retried_a
     # the kernel kills big's tool; shim retries it alone (after long), where 750 MiB fit.
     memcg.write_fake_project(str(tmp_path), alloc, [("long", 300, 2500), ("big", 750, 500, 300)],
                              wrapped=True, prior="300MiB")
+    env["SHIM_PAUSE_AT"] = "off"      # else big is paused before the kill (tests/pauses_test.py): the retry is tested
     own_adj = oom_score_adj(os.getpid())
     build = subprocess.Popen(cgroup.wrap([SHIM, "build"]), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)

@@ -75,7 +75,9 @@ def report(directory, every, as_json, brief, trace, html, compare_ref, fail_over
         raise ShimError("--all and --compare do not go together: a comparison is of one build with another",
                         exit_status.USAGE)
     ledger_dir, build_dir, build, steps, skipped = _load_steps(directory, "all" if every else "last")
-    data = report_mod.summary(steps, build, build_dir, ledger_dir, skipped)
+    from shim.reports import records
+    usage = records.usage_of(ledger_dir, steps, None if every else build)
+    data = report_mod.summary(steps, build, build_dir, ledger_dir, skipped, usage)
     data["estimate_misses"] = compare.estimate_misses(steps)
     earlier = None
     if compare_ref is not None:
@@ -87,7 +89,7 @@ def report(directory, every, as_json, brief, trace, html, compare_ref, fail_over
         except ValueError as e:
             raise ShimError("--ram %s: %s" % (ram, e), exit_status.USAGE) from None
         data["suggestion"] = report_mod.suggest(steps, ram_bytes)
-    _write_files(data, steps, build, earlier, trace, html, markdown)
+    _write_files(data, steps, build, earlier, trace, html, markdown, usage)
     if as_json:
         click.echo(json.dumps(data, indent=1))
     elif markdown != "-":
@@ -99,15 +101,15 @@ def report(directory, every, as_json, brief, trace, html, compare_ref, fail_over
     return status
 
 
-def _write_files(data, steps, build, earlier, trace, html, markdown) -> None:
+def _write_files(data, steps, build, earlier, trace, html, markdown, usage=()) -> None:
     from shim.reports import compare, markdown as markdown_mod
     if trace:
         from shim.reports import trace as trace_mod
-        outfile.write(trace, trace_mod.render(steps, build), what="the trace")
+        outfile.write(trace, trace_mod.render(steps, build, usage), what="the trace")
     if html:
         from shim.reports import html as html_mod
         rows = compare.total_rows(data["comparison"]) if earlier else ()
-        page = html_mod.render(steps, build, earlier=earlier, compared=rows)
+        page = html_mod.render(steps, build, earlier=earlier, compared=rows, usage=usage)
         outfile.write(html, html_mod.encode(page), what="the HTML timeline")
     if markdown:
         text = markdown_mod.document(data, data.get("comparison"), data["estimate_misses"])

@@ -110,6 +110,14 @@ KEYS = (
      "Seconds a step waits fairly for its slots before it drains the pool (holds off new steps that would not fit beside it)."),
     ("memory.oom_retries", "int", 1,
      "How often a spawned step that ran out of memory is retried alone with low_memory rewrites."),
+    ("memory.pause_at", "number", 0.8,
+     "Pause before kill: when the memory really in use (the cgroup's, without reclaimable page cache, "
+     "else MemTotal less MemAvailable) passes this fraction of the limit less the reserve, the most "
+     "recently admitted running steps are stopped (SIGSTOP of their process tree), never the oldest. "
+     "0 never pauses. SHIM_PAUSE_AT overrides it (0 or off: never pause)."),
+    ("memory.resume_at", "number", 0.7,
+     "Paused steps are resumed (SIGCONT), oldest first, once memory in use falls below this fraction "
+     "(kept below memory.pause_at)."),
     ("memory.oom_score_adj", "int", 500,
      "oom_score_adj given to every step's tool (Linux), so that when the kernel must kill, it kills "
      "a step (which shim retries), not ninja, `shim build` or the CI agent beside them; under `shim build` "
@@ -131,6 +139,8 @@ BOUNDS = {
     "memory.oom_retries": (0, 10),
     "memory.oom_score_adj": (0, 1000),
     "memory.patience": (0, 3600),
+    "memory.pause_at": (0, 1),
+    "memory.resume_at": (0, 1),
     "memory.unit": (1 << 20, 1 << 30),
     "launcher.<name>.memory_factor": (0, 100),
     "launcher.<name>.jobs": (1, 100000),
@@ -164,6 +174,7 @@ ENV = (
     ("SHIM_LEDGER", "Ledger directory for this run (`off` disables the ledger)."),
     ("SHIM_CACHE_DIR", "Where the parsed toolchain is cached (default $XDG_CACHE_HOME/shim)."),
     ("SHIM_OOM_SCORE_ADJ", "oom_score_adj for the steps of this run (as memory.oom_score_adj; 0 leaves it alone)."),
+    ("SHIM_PAUSE_AT", "memory.pause_at for this run: a fraction such as 0.9, or 0/off to never pause steps."),
     ("SHIM_DEBUG", "1: print the traceback of an internal error (shim then imports module by module)."),
 )
 

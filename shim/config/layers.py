@@ -412,6 +412,8 @@ def compile_config(merged: dict, base_dirs: dict) -> dict:
                    "unit": size.parse(memory.get("unit", "16MiB")),
                    "patience": float(memory.get("patience", 2.0)),
                    "oom_retries": int(memory.get("oom_retries", 1)),
+                   "pause_at": float(memory.get("pause_at", 0.8)),
+                   "resume_at": float(memory.get("resume_at", 0.7)),
                    "oom_score_adj": int(memory.get("oom_score_adj", 500))},
         "preset": merged.get("preset"),
         "mode": merged.get("defaults", {}).get("mode"),

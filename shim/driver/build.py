@@ -256,7 +256,9 @@ def run_sampled(plan: Plan, program: str, argv: list, spawn):
     # Anonymous memory, as the steps are measured and admitted: summed RSS counts the build
     # tool's, the shims' and every rustc's shared libraries once per process, and said "OVER
     # the budget" of a cargo build whose cgroup never came near it.
-    sampler = Sampler(lambda: child[0] if child else None, anon=True)
+    watcher = pause_watcher(plan)
+    sampler = Sampler(lambda: child[0] if child else None, anon=True,
+                      each=watcher.tick if watcher else None)
 
     def started(pid):
         child.append(pid)
@@ -267,9 +269,28 @@ def run_sampled(plan: Plan, program: str, argv: list, spawn):
     finally:
         if child:
             sampler.stop()
+        if watcher:
+            watcher.release()
         if plan.jobserver:
             plan.jobserver.close()
     return finished, sampler.peak
+
+
+def pause_watcher(plan: Plan):
+    """The pause watcher of the pool the steps are admitted into (shim/driver/pauses.py),
+    run by the sampler; None when there is no budget or pausing is off."""
+    if not plan.steps_budget:
+        return None
+    from shim import budget, rundir
+    from shim.driver import pauses
+    found = budget.limit(plan.env)
+    unit = ((plan.config or {}).get("memory") or {}).get("unit") or admission.DEFAULT_UNIT
+    unit, total = admission.geometry(plan.steps_budget, unit, found[0] if found else None)
+    try:
+        pool = admission.pool_path(rundir.ensure(plan.env), unit)
+    except OSError:
+        return None
+    return pauses.for_build(pool, total, plan.env, plan.config, plan.build_id)
 
 
 def record_build(plan: Plan, argv, t0, t1, finished, peak, jobs, what: str = "edges") -> None:
@@ -305,8 +326,11 @@ def summary(ledger_dir, build_dir, build_id, wall, budget, peak, jobs, what: str
     lines = ["shim: %d steps in %.1fs; budget %s; sampled build peak %s (%s and all under it%s)%s" % (
         len(steps), wall, size.format(budget) if budget else "off", size.format(peak), runner, over,
         "; %d %s in flight on %d cores" % (jobs, what, cores()) if jobs else "")]
-    lines.append("shim: %d steps waited for memory (longest %.1fs), %d for a core; %d out-of-memory retries"
-                 % (len(waited), max((s["wait"] for s in waited), default=0.0), len(cpu_waited), len(retries)))
+    pauses = [r for r in recs if r.get("rec") == "pause"]
+    lines.append("shim: %d steps waited for memory (longest %.1fs), %d for a core; %d out-of-memory retries; "
+                 "%d pauses (longest %.1fs)"
+                 % (len(waited), max((s["wait"] for s in waited), default=0.0), len(cpu_waited), len(retries),
+                    len(pauses), max((r.get("dur") or 0 for r in pauses), default=0.0)))
     known = [(s["rss"], "") if s["rss"] else (s["est"], "~") if s.get("src") == "history" else (None, "")
              for s in steps]
     top = sorted(((m, mark, s) for (m, mark), s in zip(known, steps) if m), key=lambda x: -x[0])[:3]

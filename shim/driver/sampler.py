@@ -16,8 +16,9 @@ class Sampler(threading.Thread):
     running is what this avoids.
     """
 
-    def __init__(self, root, interval: float = 0.1, anon: bool = False):
+    def __init__(self, root, interval: float = 0.1, anon: bool = False, each=None):
         super().__init__(daemon=True)
+        self.each = each         # also called every interval: `shim build`'s pause watcher
         self.root = root if callable(root) else (lambda: root)
         self.interval = interval
         self.anon = anon
@@ -31,6 +32,11 @@ class Sampler(threading.Thread):
             if rss:
                 self.peak = max(self.peak, rss)
                 self.samples += 1
+            if self.each is not None:
+                try:
+                    self.each()
+                except OSError:
+                    pass         # a pool or ledger gone: the build goes on unwatched this tick
             self.stopping.wait(self.interval)
 
     def stop(self) -> int:

@@ -25,7 +25,8 @@ THRESHOLDS = {"pct": 10.0, "seconds": 0.05, "bytes": 16 << 20}
 OVER_RESERVATION = 1.25      # a peak above this many times its reservation: the budget was blind
 NO_MISSES = "no measured step peaked beyond what the budget expected"
 METRICS = (("duration", "dur", "seconds"), ("memory", "rss", "bytes"))   # (name, step key, threshold)
-TOTALS = ("wall", "cpu", "peak_memory_in_use", "sampled_peak", "max_rss", "steps", "failures")
+TOTALS = ("wall", "cpu", "peak_memory_in_use", "sampled_peak", "max_rss", "steps", "failures", "pauses",
+          "paused_seconds")
 # Totals added up from the steps measured (spawned): the step field each needs.
 PER_STEP = {"cpu": "ut", "peak_memory_in_use": "rss", "max_rss": "rss"}
 
@@ -93,7 +94,8 @@ def build_totals(build: Optional[dict], steps: list) -> dict:
     cpu = None if t["cpu_user"] is None else t["cpu_user"] + t["cpu_system"]
     sampled = build.get("peak") if build else None
     return {"wall": t["wall"], "cpu": cpu, "peak_memory_in_use": t["peak_memory_in_use"],
-            "sampled_peak": sampled, "max_rss": t["max_rss"], "steps": t["steps"], "failures": t["failures"]}
+            "sampled_peak": sampled, "max_rss": t["max_rss"], "steps": t["steps"], "failures": t["failures"],
+            "pauses": t["pauses"], "paused_seconds": t["paused_seconds"]}
 
 
 def _like_with_like(c: dict, old_steps: list, new_steps: list, field: str) -> None:
@@ -266,19 +268,20 @@ TOTAL_LABELS = (("wall", "wall", "seconds"), ("cpu", "CPU (spawned steps)", "sec
                 ("peak_memory_in_use", "concurrent step peaks", "bytes"),
                 ("sampled_peak", "sampled build peak", "bytes"),
                 ("max_rss", "largest step peak", "bytes"), ("steps", "steps", "count"),
-                ("failures", "failures", "count"))
+                ("failures", "failures", "count"), ("pauses", "pauses (before kill)", "count"),
+                ("paused_seconds", "time paused", "seconds"))
 SECTIONS = (("duration", "regressions", "Slower", "seconds"), ("duration", "improvements", "Faster", "seconds"),
             ("memory", "regressions", "More memory", "bytes"), ("memory", "improvements", "Less memory", "bytes"))
 
 
 def total_rows(comparison: dict) -> list:
     """[(label, old, new, change)] as text, for every total either build has (the sampled
-    peak only when one of them ran under `shim build`)."""
+    peak only when one of them ran under `shim build`, pauses only when one of them paused)."""
     rows = []
     for name, label, unit in TOTAL_LABELS:
         c = comparison["totals"][name]
-        if name == "sampled_peak" and c["old"] is None and c["new"] is None:
-            continue
+        if name in ("sampled_peak", "pauses", "paused_seconds") and not c["old"] and not c["new"]:
+            continue           # only when one of them ran under `shim build`, or paused a step
         rows.append((label, fmt(c["old"], unit), fmt(c["new"], unit), fmt_change(c, unit)))
     return rows
 

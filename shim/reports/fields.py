@@ -77,6 +77,10 @@ FIELDS = (
     Field("target", ("string", "null"), "rustc: the --target triple (null: the host)", required=False),
     Field("unit", ("string", "null"), "cargo's rustc: package, version, crate type, target and profile "
           "(its memory estimate's key: cargo's file names change with every flag)", required=False, trace=True),
+    Field("pauses", ("integer", "null"), "how often the pause watcher stopped it while memory ran short "
+          "(null: never)", required=False, trace=True),
+    Field("paused", ("number", "null"), "seconds it spent stopped by the pause watcher (null: never)",
+          required=False, trace=True),
     Field("meta", ("number", "null"), "rustc: when the crate's metadata was ready, seconds since the epoch "
           "(cargo starts the crates that depend on it then)", required=False),
 )

@@ -32,6 +32,9 @@ svg{width:100%;height:auto;display:block;margin:6px 0 14px}
 .axis line{stroke:#bbb}.axis text,.peak text{font-size:10px;fill:#555}
 .memory{fill:#cfe1f2;stroke:#4e79a7}.peak circle{fill:#d62728}
 .sampled line{stroke:#d62728;stroke-dasharray:4 3}.sampled text{font-size:10px;fill:#d62728}
+.in-use{fill:none;stroke:#222;stroke-width:1.2}.marks rect{fill:#f28e2b;opacity:.15}
+.marks line{stroke:#f28e2b;stroke-dasharray:4 3}.marks text,.budget text{font-size:10px;fill:#b35900}
+.budget line{stroke:#59a14f}.budget text{fill:#3b7a36}.paused{fill:#d62728;opacity:.18}
 .legend span{display:inline-block;margin-right:12px}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:-1px}
 table{border-collapse:collapse;width:100%}
@@ -140,17 +143,22 @@ def timeline_svg(steps: list[dict], origin: float, span: float) -> str:
     return "".join(parts)
 
 
-def memory_svg(steps: list[dict], origin: float, span: float, sampled: Optional[int] = None) -> str:
+def memory_svg(steps: list[dict], origin: float, span: float, sampled: Optional[int] = None,
+               usage=(), budget: Optional[int] = None) -> str:
     """The memory curve as an inline SVG path (a step function: the measured steps' peaks
     added up) with its peak labelled, under a dashed line at the *sampled* build peak
-    (`shim build` sampled ninja and everything under it) when there is one."""
+    (`shim build` sampled ninja and everything under it) when there is one; with the pause
+    watcher's *usage* samples, the memory really in use as a line, the band between its low
+    and high-water marks, and the times steps were paused shaded; the *budget* as a line."""
     curve = timeline.memory_curve(steps)
     t_peak, top = timeline.peak(curve)
-    if not top and not sampled:
+    usage = list(usage or ())
+    if not top and not sampled and not usage:
         return '<p class="nomemory">No measured memory: exec-mode steps have no peak RSS.</p>'
     scale = (WIDTH - LEFT - RIGHT) / span if span > 0 else 0.0
     base = MEMORY_HEIGHT - AXIS
-    y_scale = (base - 14) / max(top, sampled or 0)          # room above the peak for its label
+    watched = [u["used"] for u in usage] + [u["high"] for u in usage[-1:]] + ([budget] if budget and usage else [])
+    y_scale = (base - 14) / max([top, sampled or 0] + watched)      # room above the peak for its label
 
     def x(t: float) -> float:
         return LEFT + (t - origin) * scale
@@ -172,8 +180,35 @@ def memory_svg(steps: list[dict], origin: float, span: float, sampled: Optional[
         parts.append('<g class="sampled"><line x1="%d" y1="%.2f" x2="%d" y2="%.2f"/>'
                      '<text x="%d" y="%.2f" text-anchor="end">sampled build peak %s</text></g>'
                      % (LEFT, y, WIDTH - RIGHT, y, WIDTH - RIGHT, y - 3, size.format(sampled)))
+    if usage:
+        parts.append(_watched(usage, x, base, y_scale, budget))
     return ('<svg class="memory-curve" viewBox="0 0 %d %d" role="img" aria-label="memory in use">%s%s</svg>'
             % (WIDTH, MEMORY_HEIGHT, _axis(span, scale, base), "".join(parts)))
+
+
+def _watched(usage: list, x, base: float, y_scale: float, budget: Optional[int]) -> str:
+    """The pause watcher's part of the memory chart: paused spans, marks, budget, in-use line."""
+    parts = []
+    for u, after in zip(usage, usage[1:]):
+        if u.get("stopped"):
+            parts.append('<rect class="paused" x="%.2f" y="0" width="%.2f" height="%.2f"><title>%d step%s paused'
+                         '</title></rect>' % (x(u["t0"]), max(1.0, x(after["t0"]) - x(u["t0"])), base,
+                                              u["stopped"], "" if u["stopped"] == 1 else "s"))
+    high, low = usage[-1]["high"], usage[-1]["low"]
+    parts.append('<g class="marks"><rect x="%d" y="%.2f" width="%d" height="%.2f"/><line x1="%d" y1="%.2f" '
+                 'x2="%d" y2="%.2f"/><text x="%d" y="%.2f">high-water mark %s (pause above, resume below %s)'
+                 '</text></g>' % (LEFT, base - high * y_scale, WIDTH - LEFT - RIGHT, (high - low) * y_scale,
+                                  LEFT, base - high * y_scale, WIDTH - RIGHT, base - high * y_scale, LEFT + 2,
+                                  base - high * y_scale - 3, size.format(high), size.format(low)))
+    if budget:
+        y = base - budget * y_scale
+        parts.append('<g class="budget"><line x1="%d" y1="%.2f" x2="%d" y2="%.2f"/><text x="%d" y="%.2f" '
+                     'text-anchor="middle">budget %s</text></g>'
+                     % (LEFT, y, WIDTH - RIGHT, y, WIDTH // 2, y - 3, size.format(budget)))
+    points = " ".join("%.2f,%.2f" % (x(u["t0"]), base - u["used"] * y_scale) for u in usage)
+    parts.append('<polyline class="in-use" points="%s"><title>memory really in use (peak %s)</title></polyline>'
+                 % (points, size.format(max(u["used"] for u in usage))))
+    return "".join(parts)
 
 
 def table(steps: list[dict]) -> str:
@@ -217,7 +252,7 @@ def summary(steps: list[dict], build: Optional[dict], span: float) -> str:
 
 
 def render(steps: list[dict], build: Optional[dict] = None, title: str = "shim report",
-           earlier: Optional[tuple] = None, compared: tuple = ()) -> str:
+           earlier: Optional[tuple] = None, compared: tuple = (), usage=()) -> str:
     """The whole page for *steps* and the optional *build* record; the table in start order.
 
     With *earlier*, (build record, steps) of a build to compare with: its timeline and memory
@@ -240,7 +275,8 @@ def render(steps: list[dict], build: Optional[dict] = None, title: str = "shim r
             '<style>%s</style></head><body><h1>%s</h1>%s%s<h2>Timeline</h2>%s<h2>Memory in use</h2>%s'
             '<h2>Steps</h2>%s<script>%s</script></body></html>\n'
             % (_e(title), CSS, _e(title), before, summary(steps, build, span),
-               timeline_svg(steps, origin, shared), memory_svg(steps, origin, shared, _sampled(build)),
+               timeline_svg(steps, origin, shared),
+               memory_svg(steps, origin, shared, _sampled(build), usage, build.get("budget") if build else None),
                table(steps), SCRIPT))
 
 

@@ -70,6 +70,9 @@ def build_summary(data: dict) -> list:
                      fields.amount(t["sampled_peak"]) if t["sampled_peak"] is not None else "not sampled",
                      _partial(fields.amount(t["peak_memory_in_use"]), t["rss_steps"], t["steps"]),
                      escape(report.largest_text(t)), "%d" % t["failures"])], numeric=(0, 1, 2, 3, 4, 5, 6))
+    watched = report.in_use_lines(data)
+    if watched:
+        lines += [""] + ["- %s" % escape(line) for line in watched]
     lines += [""] + failure_lines(data["failures"])
     head = ("step", "kind", "peak RSS", "duration")
     for title, steps in (("peak memory", data["top_memory"]), ("duration", data["top_duration"])):

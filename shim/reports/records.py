@@ -45,7 +45,9 @@ def _count(v):
 
 # Keys of the ledger that are not step fields (shim/reports/fields.py): the `build` record's.
 _LEDGER_ONLY = {"pid": _count, "budget": _count, "steps_budget": _count, "peak": _count, "jobs": _count,
-                "runner": lambda v: v is None or type(v) is str}
+                "runner": lambda v: v is None or type(v) is str,
+                # a `usage` sample of the pause watcher (shim/driver/pauses.py)
+                "used": _count, "high": _count, "low": _count, "stopped": _count}
 _BY_LEDGER_KEY = {f.ledger or f.name: f for f in fields.FIELDS}
 # fields.fits as lookups, for what most values are (it was 3/4 of reading a ledger): the exact
 # scalar types that fit each field, its enum, and the fields that may be lists of strings.
@@ -181,6 +183,7 @@ def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
     """Normalised steps from *records*, exec steps timed from .ninja_log where possible,
     ccache steps marked from the stats log in *ledger_dir* (if given)."""
     ends = {r["id"]: r for r in records if r.get("rec") == "end" and "id" in r}
+    paused = pauses_of(records)
     log = None
     steps = []
     unlogged = []
@@ -190,6 +193,7 @@ def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
         s = {f.name: r.get(f.ledger or f.name) for f in fields.FIELDS}
         s["out"] = list(r.get("out") or [])
         s["learned"] = s["est"] if s["src"] == "history" and s["rss"] is None else None
+        s["pauses"], s["paused"] = paused.get(s["id"], (None, None))
         if r["rec"] == "step":
             s["timing"] = "measured"
             if s["dur"] is None and s["t1"] is not None:
@@ -217,6 +221,32 @@ def steps_of(records: list, build_dir: str, ledger_dir: str = None) -> list:
     if ledger_dir:
         mark_cache(steps, read_ccache_stats(os.path.join(ledger_dir, CCACHE_STATS_LOG)), build_dir)
     return steps
+
+
+def pauses_of(records: list) -> dict:
+    """{step id: (times paused, seconds paused)} from the watcher's `pause` records."""
+    found = {}
+    for r in records:
+        if r.get("rec") == "pause" and type(r.get("id")) is str:
+            count, seconds = found.get(r["id"], (0, 0.0))
+            found[r["id"]] = (count + 1, round(seconds + (r.get("dur") or 0), 6))
+    return found
+
+
+def usage_of(ledger_dir: str, steps: list, build=None) -> list:
+    """The pause watcher's `usage` samples (memory in use, marks) taken while *steps* ran,
+    oldest first: those of *build* (a record) when given, else of the steps' time span."""
+    if not steps:
+        return []
+    begin = min(s["t0"] - (s["wait"] or 0) for s in steps) - 1.0
+    end = max((s["t1"] or s["t0"]) for s in steps) + 1.0
+    found = []
+    for r in read(ledger_dir):
+        if r.get("rec") != "usage" or not isinstance(r.get("used"), int) or not isinstance(r.get("high"), int):
+            continue
+        if (r.get("b") == build["id"]) if build and build.get("id") else begin <= r["t0"] <= end:
+            found.append(r)
+    return sorted(found, key=lambda r: r["t0"])
 
 
 MTIME_SLACK = 0.02   # seconds: file times come from a coarser clock than time.time()

@@ -14,8 +14,9 @@ from shim.reports import fields, timeline
 TOP = 10
 
 
-def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: int = 0) -> dict:
-    """Everything the report shows, as plain data (see SCHEMA)."""
+def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: int = 0, usage=None) -> dict:
+    """Everything the report shows, as plain data (see SCHEMA); *usage*: the pause
+    watcher's samples of memory in use while the steps ran (records.usage_of)."""
     known = [s for s in steps if s["t1"] is not None]
     t0 = build["t0"] if build else (min(s["t0"] for s in steps) if steps else None)
     t1 = build["t1"] if build and build.get("t1") else (max(s["t1"] for s in known) if known else None)
@@ -28,6 +29,7 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: 
     learned = [s for s in steps if s.get("learned") is not None]
     cpu = [s for s in steps if s["ut"] is not None]
     failures = [s for s in steps if timeline.failed(s)]
+    paused = [s for s in steps if s.get("pauses")]
     curve = timeline.memory_curve(steps)
     peak_at, peak_bytes = timeline.peak(curve) if curve else (None, None)
     return {
@@ -55,12 +57,63 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: 
             "by_kind": by_kind,
             "by_mode": by_mode,
             "by_timing": by_timing,
+            "pauses": sum(s["pauses"] for s in paused),
+            "paused_steps": len(paused),
+            "paused_seconds": round(sum(s["paused"] or 0 for s in paused), 6),
         },
+        "memory": in_use(steps, usage, t0),
         "top_memory": sorted(measured + learned, key=lambda s: -fields.peak(s))[:TOP],
         "top_duration": sorted((s for s in steps if s["dur"] is not None), key=lambda s: -s["dur"])[:TOP],
         "failures": failures,
         "steps": steps,
     }
+
+
+WAITED = 0.05       # seconds of waiting for memory that count as a wait
+
+
+def in_use(steps: list, usage, t0):
+    """What the pause watcher saw (None without samples): the marks, the peak of memory
+    really in use, when it first crossed the high mark, and the steps that waited for
+    memory while less than the low mark was in use (their estimates were too high);
+    times in seconds since *t0*; `samples` [[seconds, bytes]] for the charts."""
+    if not usage or t0 is None:
+        return None
+    top = max(usage, key=lambda u: u["used"])
+    crossed = next((u for u in usage if u["used"] >= u["high"]), None)
+    free = []
+    for s in steps:
+        wait = s.get("wait") or 0
+        if wait < WAITED:
+            continue
+        during = [u["used"] for u in usage if s["t0"] - wait <= u["t0"] <= s["t0"]]
+        if during and max(during) < usage[-1]["low"]:
+            free.append(fields.name_of(s))
+    return {"high": usage[-1]["high"], "low": usage[-1]["low"], "peak": top["used"],
+            "peak_at": round(top["t0"] - t0, 3), "crossed_at": round(crossed["t0"] - t0, 3) if crossed else None,
+            "waited_while_free": len(free), "waited_while_free_steps": free[:TOP],
+            "samples": [[round(u["t0"] - t0, 3), u["used"]] for u in usage]}
+
+
+def in_use_lines(data: dict) -> list:
+    """The pause watcher's findings for people (terminal and Markdown alike)."""
+    t, m = data["totals"], data.get("memory")
+    lines = []
+    if t.get("pauses"):
+        lines.append("paused before kill: %d pause%s of %d step%s, %s stopped in all" % (
+            t["pauses"], "" if t["pauses"] == 1 else "s", t["paused_steps"], "" if t["paused_steps"] == 1 else "s",
+            fields.seconds(t["paused_seconds"])))
+    if m:
+        when = ("crossed it at +%s" % fields.seconds(m["crossed_at"])) if m["crossed_at"] is not None \
+            else "never crossed it"
+        lines.append("memory really in use: peak %s at +%s; high-water mark %s (pause), low %s (resume): %s"
+                     % (fields.amount(m["peak"]), fields.seconds(m["peak_at"]), fields.amount(m["high"]),
+                        fields.amount(m["low"]), when))
+        if m["waited_while_free"]:
+            lines.append("%d step%s waited for memory while less than the low mark was in use (estimates too "
+                         "high): %s" % (m["waited_while_free"], "" if m["waited_while_free"] == 1 else "s",
+                                        ", ".join(m["waited_while_free_steps"])))
+    return lines
 
 
 def _rows(steps: list) -> list:
@@ -96,6 +149,7 @@ def render(data: dict, list_steps: bool = True) -> str:
     cached = [s["cache"] for s in data["steps"] if s.get("cache")]
     if cached:
         lines.append("  ccache: %s" % _counts({r: cached.count(r) for r in set(cached)}))
+    lines += ["  " + line for line in in_use_lines(data)]
     lines.append("  failures: %s" % ("none" if not data["failures"] else
                                       ", ".join("%s (%s)" % (fields.name_of(s), fields.exit_text(s)) for s in data["failures"])))
     if data["top_memory"]:
@@ -190,8 +244,8 @@ SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "shim report --json",
     "type": "object",
-    "required": ["version", "build_dir", "ledger", "skipped_lines", "build", "totals", "top_memory", "top_duration",
-                 "failures", "steps"],
+    "required": ["version", "build_dir", "ledger", "skipped_lines", "build", "totals", "memory", "top_memory",
+                 "top_duration", "failures", "steps"],
     "properties": {
         "version": {"const": 1},
         "build_dir": {"type": "string"}, "ledger": {"type": "string"},
@@ -201,7 +255,8 @@ SCHEMA = {
             "type": "object",
             "required": ["steps", "wall", "cpu_user", "cpu_system", "cpu_steps", "failures", "max_rss",
                          "rss_steps", "max_learned", "learned_steps", "peak_memory_in_use", "peak_memory_at",
-                         "sampled_peak", "by_kind", "by_mode", "by_timing"],
+                         "sampled_peak", "by_kind", "by_mode", "by_timing", "pauses", "paused_steps",
+                         "paused_seconds"],
             "properties": {
                 "steps": {"type": "integer", "minimum": 0}, "wall": _NUM, "cpu_user": _NUM,
                 "cpu_system": _NUM, "cpu_steps": {"type": "integer"},
@@ -211,9 +266,29 @@ SCHEMA = {
                 "by_kind": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "by_mode": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "by_timing": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "pauses": {"type": "integer", "minimum": 0}, "paused_steps": {"type": "integer", "minimum": 0},
+                "paused_seconds": {"type": "number", "minimum": 0},
             },
             "additionalProperties": False,
         },
+        "memory": {                                  # what the pause watcher saw; null without it
+            "type": ["object", "null"], "additionalProperties": False,
+            "required": ["high", "low", "peak", "peak_at", "crossed_at", "waited_while_free",
+                         "waited_while_free_steps", "samples"],
+            "properties": {
+                "high": {"type": "integer", "description": "high-water mark: steps are paused above it"},
+                "low": {"type": "integer", "description": "low-water mark: paused steps resume below it"},
+                "peak": {"type": "integer", "description": "peak of memory really in use, sampled"},
+                "peak_at": {"type": "number"},
+                "crossed_at": {"type": ["number", "null"],
+                               "description": "seconds into the build when usage first crossed the high mark"},
+                "waited_while_free": {"type": "integer", "minimum": 0,
+                                      "description": "steps that waited for memory while usage was below "
+                                                     "the low mark (estimates too high)"},
+                "waited_while_free_steps": {"type": "array", "maxItems": TOP, "items": {"type": "string"}},
+                "samples": {"type": "array", "items": {"type": "array", "items": {"type": "number"},
+                                                       "minItems": 2, "maxItems": 2}},
+            }},
         "top_memory": {"type": "array", "maxItems": TOP, "items": STEP_SCHEMA},
         "top_duration": {"type": "array", "maxItems": TOP, "items": STEP_SCHEMA},
         "failures": {"type": "array", "items": STEP_SCHEMA},

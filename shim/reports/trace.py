@@ -51,7 +51,10 @@ def _step_event(step: dict, lane: int, origin: float) -> dict:
     return event
 
 
-def events(steps: list[dict], build: Optional[dict] = None) -> dict:
+IN_USE = "memory really in use"     # the pause watcher's samples (a second counter track)
+
+
+def events(steps: list[dict], build: Optional[dict] = None, usage=()) -> dict:
     """The trace of *steps* (and the *build* record, if any) as a JSON-ready dict:
     {"traceEvents": [...], "displayTimeUnit": "ms", "otherData": {...}}.
 
@@ -60,7 +63,8 @@ def events(steps: list[dict], build: Optional[dict] = None) -> dict:
     each step is one "X" event (ts/dur in µs from the build start, dur 0 if its end is
     unknown, cname "terrible" and args.failed if it failed); a step with `meta` also has an
     "i" event (thread scope) named "metadata" at that time on its lane; each point of the
-    memory curve is one "C" event with args {"bytes": level}.
+    memory curve is one "C" event with args {"bytes": level}; each of the pause watcher's
+    *usage* samples one "C" event named IN_USE with args {"bytes", "high", "stopped"}.
     """
     origin, _ = timeline.bounds(steps, build)
     # A zero-length step (unknown end) holds its lane for 1 µs: Perfetto would nest any
@@ -78,12 +82,15 @@ def events(steps: list[dict], build: Optional[dict] = None) -> dict:
                  for s, lane in zip(steps, slots) if s.get("meta") is not None)
     trace.extend({"ph": "C", "name": COUNTER, "pid": PID, "tid": 0, "ts": _us(t - origin),
                   "args": {"bytes": level}} for t, level in timeline.memory_curve(steps))
+    trace.extend({"ph": "C", "name": IN_USE, "pid": PID, "tid": 0, "ts": _us(u["t0"] - origin),
+                  "args": {"bytes": u["used"], "high": u["high"], "stopped": u.get("stopped") or 0}}
+                 for u in usage if u["t0"] >= origin)
     other = {"origin": origin, "steps": len(steps)}
     if build:
         other.update({key: build.get(key) for key in ("id", "exit", "sig", "argv")})
     return {"traceEvents": trace, "displayTimeUnit": "ms", "otherData": other}
 
 
-def render(steps: list[dict], build: Optional[dict] = None) -> str:
+def render(steps: list[dict], build: Optional[dict] = None, usage=()) -> str:
     """The trace of *steps* as ASCII JSON text (odd bytes of paths stay escaped)."""
-    return json.dumps(events(steps, build), separators=(",", ":")) + "\n"
+    return json.dumps(events(steps, build, usage), separators=(",", ":")) + "\n"

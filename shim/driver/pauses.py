@@ -1,0 +1,340 @@
+"""Pause before kill: the watcher that stops the youngest steps while memory runs short.
+
+When the memory really in use (used_bytes) passes the high-water mark (memory.pause_at of
+the limit less the reserve), the most recently admitted running step is stopped, with its
+process tree (SIGSTOP): a stopped step keeps what it holds but takes no more, so the steps
+that were admitted first can finish and free theirs. While usage still climbs, the next
+youngest is stopped too; once it falls below the low-water mark (memory.resume_at), the
+paused steps are resumed (SIGCONT), oldest first, one a tick. The oldest running step is
+never paused, and one that becomes the oldest is resumed at once: the build always
+progresses, and a step left alone always runs. Pausing costs time; the kernel's OOM killer
+costs the step (and a retry from the start).
+
+Who is running comes from the stamps admitted steps write into the pool file
+(shim/watcher.py). The decisions are one pure function, decide(), tested on its own.
+Each pause becomes a `pause` record (step id, when, how long) in the step's ledger, and
+the watcher writes `usage` samples (in use, marks) there once a second while steps run.
+
+Under `shim build` the driver's sampler calls Watcher.tick(); under plain ninja the first
+admitted step starts `python -I -m shim.driver.pauses POOL TOTAL HIGH LOW`, which holds the
+pool's WATCH_LOCK while it runs and leaves once no step has run for IDLE seconds.
+"""
+
+import fcntl
+import os
+import signal
+import struct
+import sys
+import time
+
+from shim import admission, budget, ledger, watcher
+
+TICK = 0.1          # seconds between two looks at memory
+IDLE = 2.0          # seconds without a running step before a detached watcher leaves
+GROWTH = 8 << 20    # bytes usage must climb past the last pause before the next step is paused
+SAMPLE_EVERY = 1.0  # seconds between usage samples in the ledger
+_FLOCK = "hhqqi4x"  # struct flock (Linux): l_type, l_whence, l_start, l_len, l_pid
+
+
+def used_bytes(limit_file):
+    """Bytes of memory really in use under the limit in *limit_file*, without reclaimable
+    page cache: cgroup v2 memory.current less inactive_file, v1 memory.usage_in_bytes less
+    total_inactive_file, else (None or /proc/meminfo) MemTotal less MemAvailable. None when
+    it cannot be read (no pausing then: today's behaviour)."""
+    try:
+        name = os.path.basename(limit_file or "")
+        directory = os.path.dirname(limit_file or "")
+        if name == "memory.limit_in_bytes":
+            usage, stat = "memory.usage_in_bytes", "total_inactive_file"
+        elif name in ("memory.max", "memory.high"):
+            usage, stat = "memory.current", "inactive_file"
+        else:
+            with open("/proc/meminfo") as f:
+                info = {k: int(v.split()[0]) << 10 for k, _, v in (line.partition(":") for line in f) if v}
+            return info["MemTotal"] - info["MemAvailable"]
+        with open(os.path.join(directory, usage)) as f:
+            used = int(f.read().split()[0])
+        with open(os.path.join(directory, "memory.stat")) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == stat:
+                    return max(0, used - int(value))
+        return used
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
+def decide(running, used, since, high: int, low: int):
+    """(keys to pause, keys to resume) for *running* [(key, start time, paused)] steps
+    when *used* bytes are in use (None: unknown), *since* the bytes in use at the last
+    pause while usage stayed above the mark (None: none yet)."""
+    if not running:
+        return [], []
+    order = sorted(running, key=lambda r: r[1])
+    paused = [key for key, _, p in order if p]
+    if used is None:
+        return [], paused                            # blind: let everything run
+    resume = [order[0][0]] if order[0][2] else []    # the oldest always runs
+    if used >= high:
+        if since is None or used - since >= GROWTH:
+            for key, _, p in reversed(order[1:]):
+                if not p:
+                    return [key], resume
+    elif used < low:
+        rest = [key for key, _, p in order[1:] if p]
+        if rest:
+            resume.append(rest[0])
+    return [], resume
+
+
+def tree(pid: int) -> list:
+    """*pid* and its descendants, parents first."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        found.append(p)
+        try:
+            for task in os.listdir("/proc/%d/task" % p):
+                with open("/proc/%d/task/%s/children" % (p, task)) as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def signal_tree(pid: int, signum: int) -> None:
+    members = tree(pid)
+    for p in (members if signum == signal.SIGSTOP else reversed(members)):
+        try:
+            os.kill(p, signum)
+        except OSError:
+            pass
+
+
+def stopped(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            text = f.read()
+        return text[text.rfind(")") + 2:][:1] in ("T", "t")
+    except OSError:
+        return False
+
+
+class Step:
+    """A running step as its stamp gives it."""
+
+    __slots__ = ("slot", "pid", "t0", "id", "build", "ledger_dir", "paused_at")
+
+    def __init__(self, slot, pid, t0, record_id, build, ledger_dir):
+        self.slot, self.pid, self.t0, self.id, self.build, self.ledger_dir = slot, pid, t0, record_id, build, ledger_dir
+        self.paused_at = None
+
+    @property
+    def key(self):
+        return (self.slot, self.pid)
+
+
+def parse_stamp(slot: int, data: bytes):
+    """The Step a stamp describes, or None for a blank or damaged one."""
+    head, tab, ledger_dir = data.rstrip(b"\n ").partition(b"\t")
+    fields = head.split()
+    if not tab or len(fields) != 4 or not fields[0].isdigit():
+        return None
+    try:
+        t0 = float(fields[1])
+    except ValueError:
+        return None
+    text = [f.decode("utf-8", "replace") for f in fields[2:]]
+    return Step(slot, int(fields[0]), t0, None if text[0] == "-" else text[0], None if text[1] == "-" else text[1],
+                ledger_dir.decode("utf-8", "surrogateescape") or None)
+
+
+def _pids_of(pid: int) -> set:
+    """*pid* and what it is called in the pid namespaces below this one (NSpid)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return {int(p) for p in line.split()[1:]} | {pid}
+    except (OSError, ValueError):
+        pass
+    return {pid}
+
+
+def marks_of(fractions, env=None):
+    """(high, low, limit file) in bytes for (pause at, resume at) fractions of the limit
+    less the reserve, or None without a limit."""
+    figure, _ = budget.detect()
+    if figure is None:
+        return None
+    base = budget.of(budget.AUTO, None, figure.value, figure.name == "MemTotal")
+    return int(base * fractions[0]), int(base * fractions[1]), figure.source
+
+
+class Watcher:
+    """The pause state of one pool: call tick() every TICK seconds."""
+
+    def __init__(self, pool: str, total: int, high: int, low: int, limit_file, env: dict, build: str = None):
+        self.locks = admission.open_pool(pool)
+        self.total, self.high, self.low, self.limit_file = total, high, low, limit_file
+        self.env, self.build = env, build
+        self.steps = {}                # key -> Step seen running
+        self.since = None
+        self.last_sample = 0.0
+        self.pauses = 0
+        self.peak_used = 0
+        self.crossed = None            # when usage first passed the high mark
+
+    def running(self) -> list:
+        """The stamped steps that still run: their first slot is held by the process that
+        stamped it. The process to signal is the lock's holder as the kernel names it in this
+        pid namespace: a step in a sandbox (Bazel's linux-sandbox) stamps a pid of its own
+        namespace, which the holder's NSpid lists. A stamp left by a step that ended, on a slot
+        another step holds now (not as its first), is no step: its pid is not the holder's."""
+        data = self.locks.read(self.total * watcher.STAMP_SIZE, watcher.ADMITTED_BASE)
+        found = {}
+        for slot in range(min(self.total, len(data) // watcher.STAMP_SIZE)):
+            chunk = data[slot * watcher.STAMP_SIZE:(slot + 1) * watcher.STAMP_SIZE]
+            if not chunk.strip(b"\0"):
+                continue
+            step = parse_stamp(slot, chunk)
+            holder = self._holder(slot) if step is not None else 0
+            if not holder or step.pid not in _pids_of(holder):
+                continue
+            step.pid = holder
+            if holder not in found or found[holder].t0 < step.t0:     # a retry holds new slots
+                found[holder] = step
+        return list(found.values())
+
+    def _holder(self, slot: int) -> int:
+        """The pid holding slot *slot* (0: free, or held from outside this pid namespace)."""
+        asked = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 1 + slot, 1, 0)
+        try:
+            kind, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(self.locks.fd, fcntl.F_GETLK, asked))
+        except OSError:
+            return 0
+        return 0 if kind == fcntl.F_UNLCK else pid
+
+    def tick(self, now: float = None) -> int:
+        """Look once: pause, resume, record; the number of steps running."""
+        now = time.time() if now is None else now
+        live = {s.key: s for s in self.running()}
+        for key, old in list(self.steps.items()):
+            if key not in live:                      # ended, or lost from view: never left stopped
+                if old.paused_at is not None:
+                    signal_tree(old.pid, signal.SIGCONT)
+                self._ended_pause(old, now)
+                del self.steps[key]
+        for key, step in live.items():
+            if key not in self.steps:
+                self.steps[key] = step
+                if stopped(step.pid):                # left stopped by a watcher that died
+                    signal_tree(step.pid, signal.SIGCONT)
+        used = used_bytes(self.limit_file)
+        if used is not None:
+            self.peak_used = max(self.peak_used, used)
+            if used >= self.high and self.crossed is None:
+                self.crossed = now
+        if used is None or used < self.high:
+            self.since = None
+        pause, resume = decide([(k, s.t0, s.paused_at is not None) for k, s in self.steps.items()],
+                               used, self.since, self.high, self.low)
+        for key in resume:
+            step = self.steps[key]
+            signal_tree(step.pid, signal.SIGCONT)
+            self._ended_pause(step, now)
+        for key in pause:
+            step = self.steps[key]
+            signal_tree(step.pid, signal.SIGSTOP)
+            step.paused_at = now
+            self.since = used
+            self.pauses += 1
+        if self.steps:           # belt and braces: no process of the oldest step may stay stopped
+            oldest = min(self.steps.values(), key=lambda s: s.t0)
+            if oldest.paused_at is None and any(stopped(p) for p in tree(oldest.pid)):
+                signal_tree(oldest.pid, signal.SIGCONT)
+        if self.steps and used is not None and (now - self.last_sample >= SAMPLE_EVERY or pause or resume):
+            self.last_sample = now
+            self._sample(now, used)
+        return len(self.steps)
+
+    def _ended_pause(self, step: Step, now: float) -> None:
+        if step.paused_at is None:
+            return
+        if step.ledger_dir and step.id:
+            # t1: when it was appended (records.tail reads back by that)
+            ledger.append(step.ledger_dir, {"rec": "pause", "id": step.id, "b": step.build, "t0": step.paused_at,
+                                            "t1": round(now, 6), "dur": round(now - step.paused_at, 6)}, self.env)
+        step.paused_at = None
+
+    def _sample(self, now: float, used: int) -> None:
+        places = {(s.ledger_dir, s.build) for s in self.steps.values() if s.ledger_dir}
+        for ledger_dir, build in sorted(places, key=str):
+            ledger.append(ledger_dir, {"rec": "usage", "b": self.build or build, "t0": round(now, 6), "used": used,
+                                       "high": self.high, "low": self.low,
+                                       "stopped": sum(1 for s in self.steps.values() if s.paused_at is not None)},
+                          self.env)
+
+    def release(self) -> None:
+        """Resume every step this watcher paused (it is leaving)."""
+        now = time.time()
+        for step in self.steps.values():
+            if step.paused_at is not None:
+                signal_tree(step.pid, signal.SIGCONT)
+                self._ended_pause(step, now)
+
+
+def for_build(pool: str, total: int, env: dict, config: dict, build: str):
+    """The Watcher of `shim build`'s pool, holding its WATCH_LOCK, or None when pausing is
+    off or impossible here."""
+    fractions = watcher.marks(env, config or {})
+    found = marks_of(fractions) if fractions and hasattr(signal, "SIGSTOP") else None    # none on Windows
+    if found is None:
+        return None
+    try:
+        w = Watcher(pool, total, found[0], found[1], found[2], env, build)
+        if not w.locks.try_lock(watcher.WATCH_LOCK):
+            return None
+    except OSError:
+        return None
+    return w
+
+
+def serve(pool: str, total: int, high_fraction: float, low_fraction: float, env: dict) -> int:
+    """The detached watcher's life: hold WATCH_LOCK, tick until no step has run for IDLE
+    seconds, resume what it paused, leave."""
+    found = marks_of((high_fraction, low_fraction))
+    if found is None:
+        return 0
+    w = Watcher(pool, total, found[0], found[1], found[2], env)
+    if not w.locks.try_lock(watcher.WATCH_LOCK):
+        return 0                           # another one runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        idle_since = time.monotonic()
+        while True:
+            if w.tick():
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= IDLE:
+                w.locks.unlock(watcher.WATCH_LOCK)
+                if not w.running() or not w.locks.try_lock(watcher.WATCH_LOCK):
+                    return 0               # a step stamped after the unlock starts its own watcher
+                idle_since = time.monotonic()
+            time.sleep(TICK)
+    finally:
+        w.release()
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        pool, total, high, low = argv[0], int(argv[1]), float(argv[2]), float(argv[3])
+    except (IndexError, ValueError):
+        sys.stderr.write("usage: python -m shim.driver.pauses POOL TOTAL PAUSE_AT RESUME_AT\n")
+        return 2
+    return serve(pool, total, high, low, dict(os.environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""Pause before kill (shim/driver/pauses.py, shim/watcher.py): the pure decisions, the stamps,
+and builds in a real memory cgroup whose steps grow slowly past a far-too-low estimate."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import memcg
+from conftest import SHIM
+from shim import watcher
+from shim.driver import pauses
+
+MIB = 1 << 20
+HIGH, LOW = 700 * MIB, 600 * MIB
+
+
+def test_nothing_is_paused_below_the_high_mark():
+    running = [("a", 1.0, False), ("b", 2.0, False), ("c", 3.0, False)]
+    assert pauses.decide(running, 650 * MIB, None, HIGH, LOW) == ([], [])
+
+
+def test_above_the_high_mark_the_most_recently_admitted_running_step_is_paused():
+    running = [("b", 2.0, False), ("a", 1.0, False), ("c", 3.0, False)]
+    assert pauses.decide(running, 710 * MIB, None, HIGH, LOW) == (["c"], [])
+
+
+def test_the_next_youngest_is_paused_only_while_usage_keeps_climbing_past_the_last_pause():
+    running = [("a", 1.0, False), ("b", 2.0, False), ("c", 3.0, True)]
+    assert pauses.decide(running, 712 * MIB, 710 * MIB, HIGH, LOW) == ([], [])
+    assert pauses.decide(running, 730 * MIB, 710 * MIB, HIGH, LOW) == (["b"], [])
+
+
+def test_the_oldest_running_step_is_never_paused():
+    running = [("a", 1.0, False), ("b", 2.0, True)]
+    assert pauses.decide(running, 900 * MIB, 710 * MIB, HIGH, LOW) == ([], [])
+    assert pauses.decide([("a", 1.0, False)], 900 * MIB, None, HIGH, LOW) == ([], [])
+
+
+def test_a_paused_step_that_became_the_oldest_is_resumed_at_once_even_above_the_mark():
+    running = [("b", 2.0, True), ("c", 3.0, True)]
+    assert pauses.decide(running, 900 * MIB, 710 * MIB, HIGH, LOW) == ([], ["b"])
+
+
+def test_below_the_low_mark_paused_steps_are_resumed_oldest_first_one_at_a_time():
+    running = [("a", 1.0, False), ("c", 3.0, True), ("b", 2.0, True)]
+    assert pauses.decide(running, 590 * MIB, None, HIGH, LOW) == ([], ["b"])
+    assert pauses.decide(running, 650 * MIB, None, HIGH, LOW) == ([], [])     # between the marks: stay
+
+
+def test_when_memory_in_use_cannot_be_read_every_paused_step_is_resumed():
+    running = [("a", 1.0, False), ("b", 2.0, True), ("c", 3.0, True)]
+    assert pauses.decide(running, None, None, HIGH, LOW) == ([], ["b", "c"])
+
+
+def test_no_steps_no_decisions():
+    assert pauses.decide([], 900 * MIB, None, HIGH, LOW) == ([], [])
+
+
+def test_marks_come_from_shim_pause_at_then_toolchain_toml_and_off_disables_pausing():
+    memory = {"memory": {"pause_at": 0.9, "resume_at": 0.6}}
+    assert watcher.marks({}, {}) == (0.8, 0.7)
+    assert watcher.marks({}, memory) == (0.9, 0.6)
+    assert watcher.marks({"SHIM_PAUSE_AT": "0.85"}, memory) == (0.85, 0.6)
+    for off in ("0", "off", "OFF", "false"):
+        assert watcher.marks({"SHIM_PAUSE_AT": off}, memory) is None
+    assert watcher.marks({}, {"memory": {"pause_at": 0.5, "resume_at": 0.7}})[1] == pytest.approx(0.45)
+    assert watcher.marks({}, {"memory": {"pause_at": 0}}) is None
+
+
+def test_a_bad_shim_pause_at_is_a_one_line_usage_error():
+    from shim.exit_status import USAGE, ShimError
+    for bad in ("80%", "1.5", "-0.2", "soon"):
+        with pytest.raises(ShimError) as e:
+            watcher.marks({"SHIM_PAUSE_AT": bad}, {})
+        assert e.value.status == USAGE and str(e.value).startswith("SHIM_PAUSE_AT=%s: " % bad)
+
+
+def test_a_stamp_reads_back_as_the_step_it_describes_and_a_blank_one_as_none():
+    data = watcher.stamp(4242, 1700000000.25, "abc-1-ff", None, "/b/.shim")
+    assert len(data) == watcher.STAMP_SIZE
+    step = pauses.parse_stamp(3, data)
+    assert (step.slot, step.pid, step.t0, step.id, step.build, step.ledger_dir) == (
+        3, 4242, 1700000000.25, "abc-1-ff", None, "/b/.shim")
+    assert pauses.parse_stamp(0, b"\0" * watcher.STAMP_SIZE) is None
+
+
+def test_stamps_lie_past_the_owner_records_of_every_slot():
+    from shim import admission
+    assert watcher.ADMITTED_BASE >= admission.OWNER_BASE + admission.MAX_SLOTS * admission.OWNER_SIZE
+    assert watcher.WATCH_LOCK not in (admission.GATE, admission.DRAIN_LOCK) and watcher.WATCH_LOCK < admission.DRAIN_AT
+
+
+def test_used_bytes_reads_meminfo_without_a_cgroup_limit_file():
+    used = pauses.used_bytes(None)
+    assert used is not None and 0 < used
+    assert pauses.used_bytes("/nonexistent/memory.limit_in_bytes") is None
+
+
+def test_a_stopped_tree_is_stopped_whole_and_resumed_whole(tmp_path):
+    child = subprocess.Popen(["/bin/sh", "-c", "sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 5
+        while len(pauses.tree(child.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        members = pauses.tree(child.pid)
+        assert len(members) == 2 and members[0] == child.pid
+        pauses.signal_tree(child.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while not all(pauses.stopped(p) for p in members) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(pauses.stopped(p) for p in members)
+        pauses.signal_tree(child.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while any(pauses.stopped(p) for p in members) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not any(pauses.stopped(p) for p in members)
+    finally:
+        for p in reversed(pauses.tree(child.pid)):
+            os.kill(p, signal.SIGKILL)
+        child.wait()
+
+
+# Real memory: a 1 GiB cgroup, steps expected at 64 MiB (the prior, far too low) that each climb
+# to 300 MiB over 3 s (memcg.write_growing_project): four at once under ninja -j4 need 1.2 GiB,
+# more than the limit.
+NINJA = Path(sys.executable).parent / "ninja"
+LIMIT = 1 << 30
+REASON = memcg.available() or (None if shutil.which("gcc") else "gcc is not installed (builds the fake tool)")
+realmem = pytest.mark.skipif(REASON is not None, reason="no real memory cgroup: %s" % REASON)
+
+
+@pytest.fixture(scope="module")
+def alloc(tmp_path_factory):
+    return memcg.compile_alloc(str(tmp_path_factory.mktemp("alloc")))
+
+
+def run_in(cg, argv, cwd, env):
+    return subprocess.run(cg.wrap(argv), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=180)
+
+
+@realmem
+def test_steps_growing_past_a_far_too_low_estimate_are_oom_killed_without_pausing(tmp_path, env, alloc):
+    outs = memcg.write_growing_project(tmp_path, alloc)
+    env["SHIM_PAUSE_AT"] = "off"
+    with memcg.MemCg(LIMIT) as cg:
+        result = run_in(cg, [NINJA, "-j4"], tmp_path, env)
+        kills = cg.oom_kills()
+    assert kills > 0, result.stdout              # what pausing is for
+    assert not memcg.pause_records(tmp_path)
+    assert result.returncode == 0 or not all((tmp_path / o).exists() for o in outs)
+
+
+@realmem
+def test_under_plain_ninja_steps_growing_past_their_estimate_are_paused_not_killed(tmp_path, env, alloc):
+    outs = memcg.write_growing_project(tmp_path, alloc)
+    with memcg.MemCg(LIMIT) as cg:
+        result = run_in(cg, [NINJA, "-j4"], tmp_path, env)
+        kills = cg.oom_kills()
+        deadline = time.monotonic() + 10           # the watcher leaves once no step runs
+        while len(cg.pids()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = cg.pids()
+    assert result.returncode == 0, result.stdout
+    assert kills == 0, result.stdout
+    assert all((tmp_path / o).exists() for o in outs)
+    paused = memcg.pause_records(tmp_path)
+    assert paused, result.stdout
+    steps = memcg.ledger_steps(tmp_path)
+    assert all(s["exit"] == 0 and not s.get("retry") for s in steps)
+    assert {r["id"] for r in paused} <= {s["id"] for s in steps}
+    assert left == [], left                          # the watcher left with the last step
+    shown = subprocess.run([SHIM, "report", "-C", tmp_path, "--brief"], env=env, stdout=subprocess.PIPE, text=True)
+    assert "paused before kill: %d pause" % len(paused) in shown.stdout, shown.stdout
+    assert "memory really in use: peak " in shown.stdout and "crossed it at +" in shown.stdout, shown.stdout
+
+
+@realmem
+def test_under_shim_build_steps_growing_past_their_estimate_are_paused_not_killed(tmp_path, env, alloc):
+    outs = memcg.write_growing_project(tmp_path, alloc)
+    with memcg.MemCg(LIMIT) as cg:
+        result = run_in(cg, [SHIM, "build", "-j4"], tmp_path, env)
+        kills = cg.oom_kills()
+    assert result.returncode == 0, result.stdout
+    assert kills == 0, result.stdout
+    assert all((tmp_path / o).exists() for o in outs)
+    assert memcg.pause_records(tmp_path), result.stdout
+    assert " 0 pauses" not in result.stdout, result.stdout
+
+
+# --- what the reports make of pauses and usage samples (a ledger written here) -----------------
+
+T0 = 1_700_000_000.0
+
+
+def paused_ledger(directory: Path) -> str:
+    """A ledger of one plain-ninja build of 3 spawned steps: c paused twice, usage sampled."""
+    import json
+    from shim import ledger
+    ledger_dir = directory / ".shim"
+    ledger_dir.mkdir(parents=True)
+    lines = [ledger.HEADER.rstrip("\n")]
+    for i, name in enumerate("abc"):
+        lines.append(json.dumps({"rec": "step", "id": name, "b": None, "t0": T0 + i, "t1": T0 + 6 + i, "dur": 6.0,
+                                 "pid": 100 + i, "tool": "cc", "prog": "gcc", "kind": "compile", "mode": "spawn",
+                                 "cwd": ".", "in": name + ".c", "out": [name + ".o"], "argv": "0" * 16,
+                                 "exit": 0, "sig": None, "rss": 300 * MIB, "ut": 1.0, "st": 0.1,
+                                 "res": 64 * MIB, "est": 64 * MIB, "src": "prior", "wait": 0.5 if name == "b" else 0}))
+    lines += [json.dumps({"rec": "pause", "id": "c", "b": None, "t0": T0 + 3, "dur": 1.5}),
+              json.dumps({"rec": "pause", "id": "c", "b": None, "t0": T0 + 5, "dur": 0.5})]
+    for t, used, stopped in ((0.5, 100, 0), (3.0, 720, 1), (4.5, 650, 0), (5.0, 730, 1), (5.5, 560, 0)):
+        lines.append(json.dumps({"rec": "usage", "b": None, "t0": T0 + t, "used": used * MIB, "high": HIGH,
+                                 "low": LOW, "stopped": stopped}))
+    (ledger_dir / ledger.FILENAME).write_text("\n".join(lines) + "\n")
+    return str(ledger_dir)
+
+
+def test_pauses_fold_into_their_steps_and_the_report_says_when_usage_crossed_the_mark(tmp_path):
+    import jsonschema
+    from shim.reports import compare, records, report
+    ledger_dir = paused_ledger(tmp_path)
+    build, steps = records.load(ledger_dir, str(tmp_path))
+    by_id = {s["id"]: s for s in steps}
+    assert (by_id["c"]["pauses"], by_id["c"]["paused"]) == (2, 2.0)
+    assert by_id["a"]["pauses"] is None
+    usage = records.usage_of(ledger_dir, steps, build)
+    assert [u["used"] >> 20 for u in usage] == [100, 720, 650, 730, 560]
+    data = report.summary(steps, build, str(tmp_path), ledger_dir, 0, usage)
+    assert (data["totals"]["pauses"], data["totals"]["paused_steps"], data["totals"]["paused_seconds"]) == (2, 1, 2.0)
+    memory = data["memory"]
+    assert (memory["high"], memory["low"], memory["peak"]) == (HIGH, LOW, 730 * MIB)
+    assert memory["crossed_at"] == 3.0
+    assert memory["waited_while_free"] == 1 and memory["waited_while_free_steps"] == ["b.o"]   # 100 MiB in use
+    data["estimate_misses"] = []
+    jsonschema.validate(data, compare.report_schema())
+    text = report.render(data)
+    assert "paused before kill: 2 pauses of 1 step, 2.0s stopped in all" in text, text
+    assert "crossed it at +3.0s" in text and "high-water mark 700.0MiB" in text, text
+    assert "1 step waited for memory while less than the low mark was in use" in text, text
+
+
+def test_the_html_memory_chart_draws_usage_marks_budget_and_paused_spans(tmp_path):
+    from shim.reports import html, records
+    ledger_dir = paused_ledger(tmp_path)
+    build, steps = records.load(ledger_dir, str(tmp_path))
+    usage = records.usage_of(ledger_dir, steps, build)
+    page = html.render(steps, dict(id="x", t0=T0, t1=T0 + 9, budget=896 * MIB), usage=usage)
+    assert page.count('class="paused"') == 2          # the two samples with a step stopped
+    assert 'class="in-use"' in page and 'class="marks"' in page and "budget 896.0MiB" in page
+    assert "high-water mark 700.0MiB" in page
+    assert 'class="in-use"' not in html.render(steps, build)
+
+
+def test_the_trace_carries_memory_really_in_use_as_a_counter_and_pauses_in_the_slices_args(tmp_path):
+    from shim.reports import records, trace
+    ledger_dir = paused_ledger(tmp_path)
+    build, steps = records.load(ledger_dir, str(tmp_path))
+    events = trace.events(steps, build, records.usage_of(ledger_dir, steps, build))["traceEvents"]
+    in_use = [e for e in events if e["name"] == trace.IN_USE]
+    assert [e["args"]["bytes"] >> 20 for e in in_use] == [100, 720, 650, 730, 560]
+    (c,) = [e for e in events if e["ph"] == "X" and e["args"].get("out") == ["c.o"]]
+    assert (c["args"]["pauses"], c["args"]["paused"]) == (2, 2.0)
+
+
+def test_a_comparison_shows_pauses_only_when_either_build_paused(tmp_path):
+    from shim.reports import compare, records
+    build, steps = records.load(paused_ledger(tmp_path), str(tmp_path))
+    calm = [dict(s, pauses=None, paused=None) for s in steps]
+    rows = {r[0]: r[1:] for r in compare.total_rows(compare.compare((None, calm), (build, steps)))}
+    assert rows["pauses (before kill)"][:2] == ("0", "2") and "time paused" in rows
+    rows = compare.total_rows(compare.compare((None, calm), (None, calm)))
+    assert not any(r[0].startswith("pauses") for r in rows)
+
+
+def test_a_running_step_is_the_holder_of_its_first_slot_and_a_stale_stamp_is_no_step(tmp_path):
+    # (A stale stamp taken for a step once stopped every real one: it looked oldest, so it
+    # was the one never paused.)
+    from shim import admission
+    pool = str(tmp_path / "pool-16")
+    w = pauses.Watcher(pool, 8, HIGH, LOW, None, {})
+    w.locks.write(watcher.stamp(999999, T0, "gone", None, ""), watcher.ADMITTED_BASE + 5 * watcher.STAMP_SIZE)
+    # A step that ended stamped slot 3, which the step below now holds as its second slot.
+    w.locks.write(watcher.stamp(999998, T0 - 1, "ended", None, ""), watcher.ADMITTED_BASE + 3 * watcher.STAMP_SIZE)
+    ready, done = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:                     # a step: holds slots 2 and 3, stamped at 2
+        try:
+            locks = admission.FileLocks(os.open(pool, os.O_RDWR))
+            locks.try_lock(1 + 2, 2)
+            locks.write(watcher.stamp(os.getpid(), T0 + 1, "step", "b1", "/x/.shim"),
+                        watcher.ADMITTED_BASE + 2 * watcher.STAMP_SIZE)
+            os.write(ready[1], b"x")
+            os.read(done[0], 1)
+        finally:
+            os._exit(0)
+    try:
+        os.read(ready[0], 1)
+        (step,) = w.running()
+        assert (step.slot, step.pid, step.id, step.build, step.ledger_dir) == (2, pid, "step", "b1", "/x/.shim")
+    finally:
+        os.write(done[1], b"x")
+        os.waitpid(pid, 0)
+    assert w.running() == []
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed (builds the fake tool)")
+def test_with_the_mark_below_what_the_machine_uses_steps_are_paused_and_all_still_finish(tmp_path, env, alloc):
+    # Outside any memory cgroup of ours: the limit is this process's (MemTotal here, where no
+    # cgroup limits the tests) and memory in use the machine's (or cgroup's) own reading. A mark
+    # of 1 % of it is always crossed: the youngest steps are paused while the others grow, and
+    # each runs once it is the oldest.
+    outs = memcg.write_growing_project(tmp_path, alloc, count=4, mb=48, grow_ms=1500, hold_ms=200)
+    env["SHIM_PAUSE_AT"] = "0.01"
+    result = subprocess.run([NINJA, "-j4"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=180)
+    assert result.returncode == 0, result.stdout
+    assert all((tmp_path / o).exists() for o in outs)
+    assert memcg.pause_records(tmp_path), result.stdout
+
+
+def test_a_paused_step_the_watcher_loses_sight_of_is_continued_and_the_oldest_never_stays_stopped(tmp_path):
+    from shim import admission
+    pool = str(tmp_path / "pool-16")
+    w = pauses.Watcher(pool, 8, 0, 0, None, {})     # every reading is above the high mark
+    ready, done = os.pipe(), os.pipe()
+    children = []
+    for slot in (1, 4):              # two steps, the one at slot 4 admitted later
+        pid = os.fork()
+        if pid == 0:
+            try:
+                locks = admission.FileLocks(os.open(pool, os.O_RDWR))
+                locks.try_lock(1 + slot, 1)
+                locks.write(watcher.stamp(os.getpid(), T0 + slot, "s%d" % slot, None, ""),
+                            watcher.ADMITTED_BASE + slot * watcher.STAMP_SIZE)
+                os.write(ready[1], b"x")
+                os.read(done[0], 1)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    try:
+        got = b""
+        while len(got) < 2:
+            got += os.read(ready[0], 2)
+        w.tick()
+        assert pauses.stopped(children[1]) or _soon(lambda: pauses.stopped(children[1]))   # the younger one
+        assert not pauses.stopped(children[0])
+        os.kill(children[0], signal.SIGSTOP)           # stopped by someone: the oldest must run anyway
+        _soon(lambda: pauses.stopped(children[0]))
+        w.tick()
+        assert _soon(lambda: not pauses.stopped(children[0]))
+        w.locks.write(b"\0" * watcher.STAMP_SIZE, watcher.ADMITTED_BASE + 4 * watcher.STAMP_SIZE)   # out of view
+        w.tick()
+        assert _soon(lambda: not pauses.stopped(children[1]))
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGCONT)
+        os.write(done[1], b"xx")
+        for pid in children:
+            os.waitpid(pid, 0)
+
+
+def _soon(check, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
