@@ -101,8 +101,8 @@ def scan(args, tool=None) -> Unit:
     while i < n:
         arg = args[i]
         i += 1
-        if arg == "--":              # cgo: the C compiler's flags, then the files
-            u.inputs.extend(a for a in args[i:] if a[:1] != "-")
+        if arg == "--":              # cgo: the C compiler's flags (some with values), then the Go files
+            u.inputs.extend(a for a in args[i:] if a.endswith(".go"))
             break
         if arg[:1] != "-" or arg == "-":
             u.inputs.append(arg)

@@ -57,6 +57,7 @@ def given_jobs(go_args, env: dict):
 
 
 def given_toolexec(go_args, env: dict):
+    """A -toolexec the user gave (on the command line or in GOFLAGS), or None."""
     for arg in list(go_args) + env.get("GOFLAGS", "").split():
         if arg.startswith(("-toolexec", "--toolexec")):
             return arg
@@ -67,13 +68,13 @@ def run(go: str, go_args: list, env: dict, budget_option=None, spawn=None) -> in
     """Run go with *go_args* in the current directory; returns its exit status (or dies of
     its signal). *spawn* runs go (host.spawn_program's signature): the tests' seam."""
     spawn = spawn or host.spawn_program
-    plan = build.Plan(os.getcwd(), env, "go")
-    launcher = build.start(plan)
-    env["SHIM_GO_DIR"] = plan.build_dir
     theirs = given_toolexec(go_args, env)
     if theirs:
         raise ShimError("%s: shim go runs every go tool through shim itself; to put another program in "
                         "front of a tool, set tool.go-compile.launcher (toolchain.toml)" % theirs, exit_status.USAGE)
+    plan = build.Plan(os.getcwd(), env, "go")
+    launcher = build.start(plan)
+    env["SHIM_GO_DIR"] = plan.build_dir
     building = bool(go_args) and go_args[0] in BUILDING
     flags = env.get("GOFLAGS", "").split()
     if building:
