@@ -18,10 +18,10 @@ class Family:
     """One family's declarations; None where the family has nothing to say."""
 
     __slots__ = ("name", "names", "quoting", "tool_of", "scan", "locate", "facts", "watch", "oom_texts",
-                 "wrapped", "probe_flags")
+                 "wrapped", "probe_flags", "replays_stderr")
 
     def __init__(self, name, names=(), quoting="gcc", tool_of=None, scan=None, locate=None, facts=None,
-                 watch=None, oom_texts=(), wrapped=False, probe_flags=()):
+                 watch=None, oom_texts=(), wrapped=False, probe_flags=(), replays_stderr=False):
         self.name = name
         self.names = names            # program name patterns (basename, no extension)
         self.quoting = quoting        # how it reads @files (shim/rsp.py), None: it does not
@@ -33,6 +33,9 @@ class Family:
         self.oom_texts = oom_texts    # what the tool says on stderr when it ran out of memory
         self.wrapped = wrapped        # a wrapper may run in front of it (`W /path/rustc ARGS`)
         self.probe_flags = probe_flags  # arguments that make a call a question, not a build
+        # Its build tool caches what a step wrote on stderr and replays it on every cache hit
+        # (go: golang/go#27628): shim's own notes about a step go to the ledger only.
+        self.replays_stderr = replays_stderr
 
 
 # --- rustc ---------------------------------------------------------------------------
@@ -90,7 +93,7 @@ TABLE = (
            locate=_rustc_locate, facts=_rustc_facts, watch=_rustc_watch,
            oom_texts=(b"memory allocation of ", b"LLVM ERROR: out of memory"), wrapped=True),
     Family("go", quoting=None, tool_of=golang.tool_of, scan=_go_scan, locate=_go_locate, facts=_go_facts,
-           oom_texts=golang.OOM_TEXTS),
+           oom_texts=golang.OOM_TEXTS, replays_stderr=True),
     Family("other", quoting=None),
 )
 BY_NAME = {f.name: f for f in TABLE}

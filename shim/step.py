@@ -192,8 +192,9 @@ def run(name: str, argv: list, env: dict):
         attempt += 1
         # The out-of-memory message of an attempt that is retried stays unshown: a log
         # scanner must not take gcc's "fatal error: Killed signal" for the build's.
-        _to_stderr(b"shim: %s ran out of memory (%s): running it again alone, retry %d of %d\n" % (
-            _named(step), _ending(finished), attempt, retries))
+        if not family.get(step.parsed.family).replays_stderr:
+            _to_stderr(b"shim: %s ran out of memory (%s): running it again alone, retry %d of %d\n" % (
+                _named(step), _ending(finished), attempt, retries))
         finished = _retry_alone(step, finished, attempt, hold=attempt < retries)
     _to_stderr(finished.withheld)       # the last attempt's (if any): its failure is the step's
     if step.record:

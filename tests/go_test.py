@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import memcg
-from conftest import BIN, one_error_line, run_shim
+from conftest import BIN, one_error_line, run_shim, write_tool
 from shim.driver import go as driver
 from shim.reports import records
 
@@ -130,12 +130,13 @@ def test_a_build_cached_by_plain_go_hits_under_shim_and_the_reverse(tmp_path):
     assert [s["kind"] for s in steps_of(tmp_path, last_build(tmp_path))] == ["link"]     # every compile a hit
 
     env = go_env(tmp_path, "shim-first")
+    (tmp_path / "godoc").unlink()     # an up-to-date binary: go would skip the link and main's compile
     result = shim_go(tmp_path, env)
     assert result.returncode == 0, result.stderr[-4000:]
     (tmp_path / "godoc").unlink()
     plain = run([GO, "build", "-x", "-o", "godoc", PROGRAM], tmp_path, env)
     assert plain.returncode == 0, plain.stderr[-4000:]
-    assert compiles_run_by(plain.stderr) == 0 and "/link -o " in plain.stderr
+    assert compiles_run_by(plain.stderr) == 0 and "/link -o " in plain.stderr, plain.stderr[-3000:]
 
 
 @e2e
@@ -170,6 +171,30 @@ def test_in_a_memory_cgroup_where_go_build_p2_is_oom_killed_shim_go_build_gets_n
     assert result.returncode == 0, result.stderr[-4000:]
     assert kills == 0
     assert (shim_dir / "godoc").is_file()
+
+
+@pytest.mark.e2e
+def test_a_go_compile_out_of_memory_is_retried_with_gomemlimit_and_nothing_for_gos_cache_to_replay(tmp_path, env):
+    """A fake compile where go keeps its tools (the family is told by the path): it says what Go's
+    runtime says, once, then succeeds. go replays a tool's stderr on every cache hit, so shim's
+    note of the retry stays in the ledger."""
+    compile_ = write_tool(tmp_path / "goroot" / "pkg" / "tool" / "linux_amd64", "compile", """
+        echo "GOMEMLIMIT=$GOMEMLIMIT GOGC=$GOGC" >> "$TRACE"
+        [ -n "$GOMEMLIMIT" ] && { : > "$2"; exit 0; }
+        echo "fatal error: runtime: out of memory" >&2
+        exit 2
+        """)
+    (tmp_path / ".shim").mkdir()
+    env.update(SHIM_MEMORY_BUDGET="1GiB", SHIM_MODE="spawn", SHIM_GO_DIR=str(tmp_path), TRACE=str(tmp_path / "trace"),
+               TOOLEXEC_IMPORTPATH="example.com/big", GOOS="linux", GOARCH="amd64")
+    result = run_shim([compile_, "-o", tmp_path / "_pkg_.a", "-p", "example.com/big", "-pack", "big.go"],
+                      cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    assert (tmp_path / "trace").read_text().splitlines() == ["GOMEMLIMIT= GOGC=", "GOMEMLIMIT=100MiB GOGC=50"]
+    first, retry = steps_of(tmp_path)
+    assert (first["tool"], first["pkg"], first["exit"], first["oom"]) == ("go-compile", "example.com/big", 2, True)
+    assert (retry["exit"], retry["retry"], retry["low_memory"]) == (0, 1, True)
 
 
 # --- the driver, without go ------------------------------------------------------------
