@@ -1,7 +1,7 @@
 """Go: go build through shim, on godoc (golang.org/x/tools/cmd/godoc, 25 packages) from Debian's
 sources (GOPATH mode, offline; golang-go and golang-golang-x-tools-dev).
 
-    .venv/bin/python bench/go.py [--rounds 5] [--limit 320] [--parts overhead,memlimit] [--write BENCHMARKS.md]
+    .venv/bin/python bench/go.py [--rounds 5] [--limit 288] [--parts overhead,memlimit] [--write BENCHMARKS.md]
 
 - overhead: clean builds (a new GOCACHE each) of plain `go build -p 2` against `go build -p 2
   -toolexec=LAUNCHER` (the direct launcher `shim go` uses; SHIM_MODE=exec, SHIM_MEMORY_BUDGET=off:
@@ -137,7 +137,7 @@ def memlimit(work: str, limit_mib: int) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--limit", type=int, default=320, help="the memory cgroup's limit in MiB (default 320)")
+    parser.add_argument("--limit", type=int, default=288, help="the memory cgroup's limit in MiB (default 288)")
     parser.add_argument("--parts", default="overhead,memlimit")
     parser.add_argument("--write", metavar="FILE", help="replace the Go section of FILE (BENCHMARKS.md)")
     args = parser.parse_args(argv)

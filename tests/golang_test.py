@@ -115,3 +115,11 @@ def test_the_build_is_found_in_shim_go_dir_else_in_gos_own_directory():
     assert golang.go_dir({"SHIM_GO_DIR": "/b"}, "/src/pkg") == "/b"
     import os
     assert golang.go_dir({}, "/src/pkg") == os.readlink("/proc/%d/cwd" % os.getppid())   # this process's parent
+
+
+def test_report_compare_matches_a_go_step_across_builds_by_its_package_not_its_work_dir():
+    from shim.reports import compare
+    again = [a.replace("3898411842", "1111111111").replace("b155", "b042") for a in COMPILE]
+    keys = {compare.step_key(dict(golang.facts(parse(argv).detail, ENV), out=[parse(argv).primary_output]))
+            for argv in (COMPILE, again)}
+    assert keys == {"go compile github.com/yuin/goldmark/parser linux/amd64 exe"}
