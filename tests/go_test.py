@@ -153,49 +153,29 @@ def test_plain_go_build_toolexec_shim_records_into_the_same_ledger_from_gos_dire
 @e2e
 @pytest.mark.skipif(memcg.available() is not None, reason=str(memcg.available()))
 def test_in_a_memory_cgroup_where_go_build_p2_is_oom_killed_shim_go_build_gets_no_kill(first, tmp_path):
-    """288 MiB: goldmark/util's compile alone peaks at ~300 MiB (at 320 MiB plain go was killed in
-    one run of two). shim, with what the first build learned, runs it alone and starts it with
-    GOMEMLIMIT (toolchains/go.toml): ~215 MiB; the cgroup peaked at 241 MiB."""
-    limit = 288 * MIB
-    plain_dir, shim_dir = tmp_path / "plain", tmp_path / "shim"
-    plain_dir.mkdir()
-    shutil.copytree(first[0] / ".shim", shim_dir / ".shim", ignore=shutil.ignore_patterns("bin"))
-    env = go_env(plain_dir)
-    with memcg.MemCg(limit) as cg:
-        plain = run(cg.wrap([GO, "build", "-p", "2", "-o", "godoc", PROGRAM]), plain_dir, env)
-        plain_kills = cg.oom_kills()
-    assert plain.returncode != 0 and plain_kills >= 1, plain.stderr[-2000:]
-    env = go_env(shim_dir)
-    with memcg.MemCg(limit) as cg:
-        result = run(cg.wrap([BIN / "shim", "go", "build", "-o", "godoc", PROGRAM]), shim_dir, env)
+    """goldmark/util's compile alone peaks at 280-310 MiB (the Go collector's timing), so plain
+    `go build -p 2` is killed at 288 MiB in most runs and at 272 MiB in every run seen: the
+    first of these limits at which it is killed is the test's. shim, with what the first build
+    learned, runs that compile alone and starts it with GOMEMLIMIT (toolchains/go.toml): ~215
+    MiB; the cgroup peaked at 241-245 MiB at 288 and 272."""
+    learned = first[0] / ".shim"
+    for n, mib in enumerate((288, 272, 256)):
+        plain_dir = tmp_path / ("plain-%d" % n)
+        plain_dir.mkdir()
+        with memcg.MemCg(mib * MIB) as cg:
+            plain = run(cg.wrap([GO, "build", "-p", "2", "-o", "godoc", PROGRAM]), plain_dir, go_env(plain_dir))
+            plain_kills = cg.oom_kills()
+        if plain.returncode != 0 and plain_kills >= 1:
+            break
+    assert plain.returncode != 0 and plain_kills >= 1, "plain go build -p 2 survived 256 MiB"
+    shim_dir = tmp_path / "shim"
+    shutil.copytree(learned, shim_dir / ".shim", ignore=shutil.ignore_patterns("bin"))
+    with memcg.MemCg(mib * MIB) as cg:
+        result = run(cg.wrap([BIN / "shim", "go", "build", "-o", "godoc", PROGRAM]), shim_dir, go_env(shim_dir))
         kills = cg.oom_kills()
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert kills == 0
+    assert result.returncode == 0, (mib, result.stderr[-4000:])
+    assert kills == 0, mib
     assert (shim_dir / "godoc").is_file()
-
-
-@pytest.mark.e2e
-def test_a_go_compile_out_of_memory_is_retried_with_gomemlimit_and_nothing_for_gos_cache_to_replay(tmp_path, env):
-    """A fake compile where go keeps its tools (the family is told by the path): it says what Go's
-    runtime says, once, then succeeds. go replays a tool's stderr on every cache hit, so shim's
-    note of the retry stays in the ledger."""
-    compile_ = write_tool(tmp_path / "goroot" / "pkg" / "tool" / "linux_amd64", "compile", """
-        echo "GOMEMLIMIT=$GOMEMLIMIT GOGC=$GOGC" >> "$TRACE"
-        [ -n "$GOMEMLIMIT" ] && { : > "$2"; exit 0; }
-        echo "fatal error: runtime: out of memory" >&2
-        exit 2
-        """)
-    (tmp_path / ".shim").mkdir()
-    env.update(SHIM_MEMORY_BUDGET="1GiB", SHIM_MODE="spawn", SHIM_GO_DIR=str(tmp_path), TRACE=str(tmp_path / "trace"),
-               TOOLEXEC_IMPORTPATH="example.com/big", GOOS="linux", GOARCH="amd64")
-    result = run_shim([compile_, "-o", tmp_path / "_pkg_.a", "-p", "example.com/big", "-pack", "big.go"],
-                      cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    assert (result.stdout, result.stderr) == ("", "")
-    assert (tmp_path / "trace").read_text().splitlines() == ["GOMEMLIMIT= GOGC=", "GOMEMLIMIT=100MiB GOGC=50"]
-    first, retry = steps_of(tmp_path)
-    assert (first["tool"], first["pkg"], first["exit"], first["oom"]) == ("go-compile", "example.com/big", 2, True)
-    assert (retry["exit"], retry["retry"], retry["low_memory"]) == (0, 1, True)
 
 
 # --- the driver, without go ------------------------------------------------------------
