@@ -5,7 +5,8 @@ ccache's compopt.c), scanned once into a frozen ParsedArgs. Used for the ledger,
 the memory key and reports; the tool's own arguments are never changed here.
 """
 
-from shim import host, pattern, rsp, rustc
+from shim import family as family_mod
+from shim import host, rsp
 
 # Step kinds, in the order reports list them.
 KINDS = ("compile", "link", "archive", "preprocess", "other")
@@ -86,31 +87,11 @@ _MSVC_OPTIONS = (   # cl.exe and clang-cl; "/" and "-" prefixes are equivalent
     ("/c", COMPILE),
 )
 
-# Program names (basename, no extension) -> argument family. First match wins.
-FAMILY_PATTERNS = (
-    ("clang-cl", "msvc"), ("cl", "msvc"),
-    ("lld-link", "msvc-link"), ("link", "msvc-link"),
-    ("llvm-lib", "msvc-lib"), ("lib", "msvc-lib"),
-    ("gcc-ar*", "ar"), ("*-gcc-ar*", "ar"), ("llvm-ar*", "ar"), ("ar", "ar"), ("*-ar", "ar"),
-    ("cc", "gcc"), ("c++", "gcc"), ("gcc", "gcc"), ("g++", "gcc"),
-    ("gcc-[0-9]*", "gcc"), ("g++-[0-9]*", "gcc"), ("clang", "gcc"), ("clang++", "gcc"),
-    ("clang-[0-9]*", "gcc"), ("clang++-[0-9]*", "gcc"),
-    ("*-gcc", "gcc"), ("*-g++", "gcc"), ("*-gcc-[0-9]*", "gcc"), ("*-g++-[0-9]*", "gcc"),
-    ("*-cc", "gcc"), ("*-c++", "gcc"), ("*-clang", "gcc"), ("*-clang++", "gcc"),
-    ("ld", "ld"), ("ld.*", "ld"), ("*-ld", "ld"), ("*-ld.*", "ld"), ("lld", "ld"),
-    ("ld64.lld", "ld"), ("mold", "ld"),
-    ("rustc", "rustc"), ("rustc-[0-9]*", "rustc"), ("*-rustc", "rustc"),
-)
-FAMILIES = ("gcc", "ar", "ld", "msvc", "msvc-link", "msvc-lib", "rustc", "other")
+# Argument families: declared in shim/family.py (names, paths, @file quoting, own scanners).
+FAMILIES = family_mod.NAMES
 # Caches and compile farms a generator may write in front of the compiler (`ccache c++ -c ...`):
 # `shim ccache c++ ...` is c++'s step through that launcher chain, and shim wrap puts shim there.
 LAUNCHERS = frozenset(("ccache", "sccache", "distcc", "icecc"))
-# How each family reads @files: rustc's hold one argument per line, unquoted. A program of
-# no known family may not read @files at all (`echo @scope/pkg`): its arguments are left alone.
-QUOTING = {"msvc": "msvc", "msvc-link": "msvc", "msvc-lib": "msvc", "rustc": "lines",
-           "other": None}   # others: "gcc"
-
-
 def _index(table):
     exact = dict(table)
     joined = {}
@@ -126,21 +107,17 @@ _MSVC = _index(_MSVC_OPTIONS)
 
 def family_of(program: str) -> str:
     """The argument family of a program path or name (`/usr/bin/x86_64-linux-gnu-gcc-12` -> gcc)."""
-    stem = host.program_stem(program).lower()
-    for pat, family in FAMILY_PATTERNS:
-        if stem == pat or (pattern.is_pattern(pat) and pattern.match(stem, pat)):
-            return family
-    return "other"
+    return family_mod.of(program)
 
 
 class ParsedArgs:
     """The frozen result of analysing one invocation. Paths are as the tool sees them."""
 
     __slots__ = ("family", "kind", "inputs", "outputs", "primary_input", "primary_output",
-                 "depfile", "rsp_files", "expanded", "crate", "probe")
+                 "depfile", "rsp_files", "expanded", "probe", "detail")
 
     def __init__(self, family, kind, inputs, outputs, primary_input, primary_output,
-                 depfile, rsp_files, expanded, crate=None, probe=False):
+                 depfile, rsp_files, expanded, probe=False, detail=None):
         s = object.__setattr__
         s(self, "family", family)
         s(self, "kind", kind)                    # one of KINDS
@@ -151,8 +128,13 @@ class ParsedArgs:
         s(self, "depfile", depfile)
         s(self, "rsp_files", rsp_files)          # @files read for the analysis
         s(self, "expanded", expanded)            # tuple: the arguments with @files expanded
-        s(self, "crate", crate)                  # rustc: the shim.rustc.Crate it builds, else None
         s(self, "probe", probe)                  # only asks the tool something: not a build step
+        s(self, "detail", detail)                # the family's own scan (shim/family.py), else None
+
+    @property
+    def crate(self):
+        """rustc: the shim.rustc.Crate the call builds (rustc's name for `detail`)."""
+        return self.detail
 
     def __setattr__(self, name, value):
         raise AttributeError("ParsedArgs is frozen")
@@ -167,20 +149,19 @@ def parse(args, family: str, cwd: str, kind: str = "") -> ParsedArgs:
     *kind* forces the step kind (toolchain.toml `kind`); empty means infer it.
     Raises ShimError (BAD_INPUT) when an @file cannot be read or split.
     """
-    quoting = QUOTING.get(family, "gcc")
+    fam = family_mod.get(family)
+    quoting = fam.quoting
     expanded, rsp_files = rsp.expand(args, quoting, cwd) if quoting else (list(args), ())
-    if family == "rustc":
-        crate = rustc.scan(expanded)
-        outputs, depfile = rustc.artifacts(crate)
-        inputs = tuple(crate.inputs)
-        return ParsedArgs(family, kind or rustc.kind(crate), inputs, outputs, inputs[0] if inputs else None,
-                          outputs[0] if outputs else None, depfile, rsp_files, tuple(expanded), crate,
-                          rustc.is_probe(crate))
+    if fam.scan is not None:
+        inferred, inputs, outputs, depfile, detail, probe = fam.scan(expanded)
+        return ParsedArgs(family, kind or inferred, inputs, outputs, inputs[0] if inputs else None,
+                          outputs[0] if outputs else None, depfile, rsp_files, tuple(expanded), probe, detail)
     scan = _SCANNERS.get(family, _scan_other)
     inferred, inputs, output, depfile = scan(expanded)
     outputs = tuple(p for p in (output, depfile) if p)
+    probe = any(a in fam.probe_flags for a in expanded) if fam.probe_flags else False
     return ParsedArgs(family, kind or inferred, tuple(inputs), outputs,
-                      inputs[0] if inputs else None, output, depfile, rsp_files, tuple(expanded))
+                      inputs[0] if inputs else None, output, depfile, rsp_files, tuple(expanded), probe=probe)
 
 
 def _stem(path: str) -> str:

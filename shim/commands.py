@@ -11,6 +11,7 @@ that command runs.
 COMMANDS = (
     ("build", "shim.cli.build", "build", "Run ninja in DIR, admitting its steps into a memory budget."),
     ("cargo", "shim.cli.cargo", "cargo", "Run cargo with every rustc through shim, under a memory budget."),
+    ("go", "shim.cli.go", "go", "Run go with every compile and link through shim, under a memory budget."),
     ("report", "shim.cli.report", "report", "Summarise the last build: steps, wall, CPU, memory, failures."),
     ("compdb", "shim.cli.report", "compdb",
      "Write compile_commands.json for the compile steps shim ran (all builds, newest wins)."),

@@ -23,6 +23,8 @@ MODULES = (
     "shim.pattern",
     "shim.rsp",
     "shim.rustc",
+    "shim.golang",
+    "shim.family",
     "shim.args",
     "shim.program",
     "shim.rewrite",

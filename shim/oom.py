@@ -5,12 +5,14 @@ shim itself forwarded a signal), exited 137 (a wrapper reporting a SIGKILLed
 child), or its driver said so on stderr: gcc's "Killed signal terminated program
 cc1plus", "virtual memory exhausted" and "out of memory allocating", clang's
 "unable to execute command: Killed", GNU ld's "memory exhausted", C++'s
-std::bad_alloc; rustc's allocator ("memory allocation of N bytes failed", then SIGABRT),
+std::bad_alloc; Go's runtime ("fatal error: runtime: out of memory"); rustc's allocator ("memory allocation of N bytes failed", then SIGABRT),
 its LLVM ("LLVM ERROR: out of memory"), an mmap refused under an address-space limit
 ("Cannot allocate memory (os error 12)", and the dynamic loader's "failed to map segment
 from shared object", exit 127). A signal death other than SIGKILL counts only with one
 of these messages.
 """
+
+from shim import family
 
 SIGKILL = 9
 TEXTS = (
@@ -21,10 +23,8 @@ TEXTS = (
     b"memory exhausted",
     b"std::bad_alloc",
     b"Cannot allocate memory",
-    b"memory allocation of ",
-    b"LLVM ERROR: out of memory",
     b"failed to map segment from shared object",
-)
+) + family.OOM_TEXTS           # each family's own: rustc's allocator and LLVM, Go's runtime
 
 
 def hold_from(chunk: bytes) -> int:

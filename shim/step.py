@@ -13,7 +13,7 @@ log). Every step leaves a ledger record. Imports are limited to shim/hotpath.py'
 import errno
 import sys
 
-from shim import admission, digest, estimates, host, ledger, oom, pattern, program, rewrite, rundir, rustc
+from shim import admission, digest, estimates, family, host, ledger, oom, pattern, program, rewrite, rundir
 from shim import args as args_mod
 from shim import budget as budget_mod
 from shim import toolchain, watcher
@@ -49,7 +49,7 @@ def select_tool(config: dict, name: str):
     if tool is not None:
         return name, tool, tool["program"] or name
     stem = host.program_stem(name)
-    tool_id = config["names"].get(stem)
+    tool_id = config["names"].get(family.alias(name) or stem)
     if tool_id is None:
         for pat, candidate in config["name_patterns"]:
             if pattern.match(stem, pat):
@@ -194,8 +194,9 @@ def run(name: str, argv: list, env: dict):
         attempt += 1
         # The out-of-memory message of an attempt that is retried stays unshown: a log
         # scanner must not take gcc's "fatal error: Killed signal" for the build's.
-        _to_stderr(b"shim: %s ran out of memory (%s): running it again alone, retry %d of %d\n" % (
-            _named(step), _ending(finished), attempt, retries))
+        if not family.get(step.parsed.family).replays_stderr:
+            _to_stderr(b"shim: %s ran out of memory (%s): running it again alone, retry %d of %d\n" % (
+                _named(step), _ending(finished), attempt, retries))
         finished = _retry_alone(step, finished, attempt, hold=attempt < retries)
     _to_stderr(finished.withheld)       # the last attempt's (if any): its failure is the step's
     if step.record:
@@ -216,10 +217,13 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
     except OSError as e:
         raise ShimError("cannot get the current directory: %s" % (e.strerror or e), OS_ERROR) from None
     s = _Step()
-    # cargo runs each rustc in its package's own directory (a registry crate's source): the
-    # build it belongs to is the one its --out-dir lies in (shim/rustc.py cargo_build).
-    cargo = rustc.cargo_build(argv, cwd) if "CARGO" in env else None
-    base = cargo[0] if cargo else cwd
+    # A family's step may start outside its build (cargo runs rustc in the package's source,
+    # go runs asm there): the family says where the build is (shim/family.py locate).
+    fam = family.get(args_mod.family_of(name))
+    if fam.locate is None and argv:         # `shim W /path/rustc ARGS`: a wrapper in front
+        fam = family.get(args_mod.family_of(argv[0]))
+    located = fam.locate(argv, cwd, env) if fam.locate else None
+    base = located[0] if located else cwd
     s.config = config = toolchain.load(base, env)
     s.tool_id, s.tool, prog = select_tool(config, name)
     inline = []
@@ -236,27 +240,28 @@ def _prepare(name: str, argv: list, env: dict) -> _Step:
     if depth >= MAX_DEPTH:
         raise ShimError("shim is running itself in a loop (%d levels deep at tool %r, program %r): "
                         "check PATH and tool.%s.program" % (depth, name, prog, s.tool_id or name), USAGE)
-    family = s.tool["family"] or args_mod.family_of(prog)
+    fam_name = s.tool["family"] or args_mod.family_of(prog)
     wrapped = []
-    if family == "other" and argv and args_mod.family_of(argv[0]) == "rustc":
-        # A wrapper in front of rustc (cargo runs `shim W /path/rustc ARGS` when RUSTC_WORKSPACE_WRAPPER
-        # is W): the step is rustc's, with rustc's rules, run as `W /path/rustc ARGS`.
-        wrapped, argv, family = argv[:1], argv[1:], "rustc"
+    if fam_name == "other" and argv and family.get(args_mod.family_of(argv[0])).wrapped:
+        # A wrapper in front of a tool (cargo runs `shim W /path/rustc ARGS` when RUSTC_WORKSPACE_WRAPPER
+        # is W): the step is the tool's, with the tool's rules, run as `W /path/rustc ARGS`.
+        wrapped, argv, fam_name = argv[:1], argv[1:], args_mod.family_of(argv[0])
         tool_id, tool, _ = select_tool(config, wrapped[0])
         if tool_id:
             s.tool_id, s.tool = tool_id, tool
     s.name = s.tool_id or host.program_stem(name)
-    s.parsed = args_mod.parse(argv, family, cwd, s.tool["kind"] or "")
+    fam = family.get(fam_name)
+    s.parsed = args_mod.parse(argv, fam_name, cwd, s.tool["kind"] or "")
     s.args = rewrite.arguments(s.tool, argv)
     s.env = env = rewrite.environment(s.tool, env)
     self_ids = _self_ids()
     s.path = program.resolve(prog, s.tool_id or name, env.get("PATH", ""), cwd, self_ids)
     env["SHIM_DEPTH"] = str(depth + 1)
     # A probe (rustc -vV, cargo's `___`) only asks the tool something: it leaves no record.
-    s.ledger_dir = None if s.parsed.probe else ledger.directory(base, env, config, require_build_dir=not cargo)
+    s.ledger_dir = None if s.parsed.probe else ledger.directory(base, env, config, require_build_dir=not located)
     s.record = _record(s.name, prog, s.path, s.parsed, cwd, s.ledger_dir, s.args, env) if s.ledger_dir else None
-    if s.record and s.parsed.crate:
-        s.record.update(rustc.facts(s.parsed.crate, env, cargo[1] if cargo else None))
+    if s.record and s.parsed.detail is not None and fam.facts:
+        s.record.update(fam.facts(s.parsed.detail, env, located[1] if located else None))
     s.owner = "%s %s" % (s.name, s.parsed.primary_output or "")
     s.oom_score = oom_score(env, config)
     chain = inline or launcher_of(config, s.tool, s.parsed.kind)
@@ -391,11 +396,12 @@ def _retry_alone(s: _Step, failed, attempt: int, hold: bool):
 
 
 def _watch(s: _Step):
-    """What to note the time of in a recorded rustc's stderr (which then passes through
-    shim, line by line as rustc writes it): the notice that the crate's metadata is ready,
-    on which cargo starts the crates that depend on it. Shown in the trace."""
-    crate = s.parsed.crate
-    return rustc.METADATA_NOTICE if s.record and crate and "metadata" in crate.emit else None
+    """What to note the time of in a recorded step's stderr (which then passes through
+    shim, line by line as the tool writes it), as its family says: rustc's notice that the
+    crate's metadata is ready, on which cargo starts the crates that depend on it. Shown in
+    the trace."""
+    watch = family.get(s.parsed.family).watch
+    return watch(s.parsed.detail) if watch and s.record and s.parsed.detail is not None else None
 
 
 def _budget_of(s: _Step) -> int:

@@ -25,11 +25,12 @@ def runtime_config(tmp_path: Path, text: str, path: str = "/usr/bin:/bin") -> di
 
 
 def c_tools(config: dict) -> dict:
-    """The tools a preset defines itself: all but rustc, which every one gets from rust.toml."""
-    return {t: rules for t, rules in config["tools"].items() if t != "rustc"}
+    """The tools a preset defines itself: all but rustc and Go's, which every one gets from rust.toml
+    and go.toml."""
+    return {t: rules for t, rules in config["tools"].items() if t != "rustc" and not t.startswith("go-")}
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", [p for p in PRESETS if p != "go"])     # go.toml lies below rust.toml
 def test_every_preset_reads_rustc_with_the_rustc_family_and_a_measured_prior(tmp_path, name):
     config = runtime_config(tmp_path, 'preset = "%s"\n' % name)
     rustc = config["tools"]["rustc"]
@@ -53,8 +54,9 @@ def test_every_preset_can_be_picked_and_config_show_names_it_and_its_base(tmp_pa
     result = run_shim(["config", "show"], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
-    # every base preset lies on rust.toml (rustc), ccache and distcc on gcc
-    base = {"ccache": " on gcc on rust", "distcc": " on gcc on rust", "rust": ""}.get(name, " on rust")
+    # every base preset lies on rust.toml (rustc), which lies on go.toml; ccache and distcc on gcc
+    base = {"ccache": " on gcc on rust on go", "distcc": " on gcc on rust on go", "rust": " on go",
+            "go": ""}.get(name, " on rust on go")
     assert first == "# preset: %s%s (preset = %r in toolchain.toml)" % (name, base, name)
 
 
@@ -62,11 +64,11 @@ def test_the_default_is_gcc_when_gcc_is_installed_and_config_show_says_why(tmp_p
     env["PATH"] = "%s:/usr/bin:/bin" % SHIM.parent
     result = run_shim(["config", "show"], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "# preset: gcc on rust (gcc found at /usr/bin/gcc)"
+    assert result.stdout.splitlines()[0] == "# preset: gcc on rust on go (gcc found at /usr/bin/gcc)"
     env["PATH"] = str(SHIM.parent)                  # neither gcc nor clang
     result = run_shim(["config", "show"], cwd=tmp_path, env=env)
     assert result.stdout.splitlines()[0] == \
-        "# preset: gcc on rust (neither gcc nor clang found on PATH; gcc is the fallback)"
+        "# preset: gcc on rust on go (neither gcc nor clang found on PATH; gcc is the fallback)"
 
 
 def test_the_ccache_preset_is_gcc_with_ccache_in_front_of_compiles_and_a_stats_log(tmp_path):

@@ -248,12 +248,12 @@ def test_the_default_preset_follows_what_is_installed(tmp_path, env):
     env["PATH"] = "%s:%s" % (SHIM.parent, fake)      # no gcc on this PATH
     result = run_shim(["config", "show"], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].startswith("# preset: clang on rust (clang found at %s" % fake)
+    assert result.stdout.splitlines()[0].startswith("# preset: clang on rust on go (clang found at %s" % fake)
     env["PATH"] = "%s:/usr/bin:/bin" % SHIM.parent
-    assert run_shim(["config", "show"], cwd=tmp_path, env=env).stdout.startswith("# preset: gcc on rust (gcc found at")
+    assert run_shim(["config", "show"], cwd=tmp_path, env=env).stdout.startswith("# preset: gcc on rust on go (gcc found at")
     write_toml(tmp_path / "toolchain.toml", 'preset = "clang"\n')
     shown = run_shim(["config", "show"], cwd=tmp_path, env=env).stdout
-    assert shown.startswith("# preset: clang on rust (preset = 'clang' in toolchain.toml)")
+    assert shown.startswith("# preset: clang on rust on go (preset = 'clang' in toolchain.toml)")
     assert 'program = "clang"' in shown
 
 

@@ -51,8 +51,8 @@ def platform_spellings() -> str:
 # (path, type, default, doc)
 KEYS = (
     ("preset", "preset", None,
-     "Built-in preset to start from: gcc, clang, ccache, distcc, zig, msvc, clang-cl, rust (toolchains/; "
-     "each includes rust: the rustc tool). Default: gcc if installed, else clang."),
+     "Built-in preset to start from: gcc, clang, ccache, distcc, zig, msvc, clang-cl, rust, go (toolchains/; "
+     "each includes rust: the rustc tool, which includes go: Go's tools). Default: gcc if installed, else clang."),
     ("defaults.mode", "mode", None,
      "How steps run: exec (shim becomes the tool), spawn (shim waits: peak RSS, CPU times, OOM retry), "
      "auto (spawn until the step's memory is known, then exec). Default: auto under a memory budget, "
@@ -67,7 +67,7 @@ KEYS = (
     ("tool.<id>.names", "list[str]", [],
      "Program names (wildcards allowed) that select this tool in launcher form, e.g. `shim g++ -c ...`."),
     ("tool.<id>.family", "family", None,
-     "How to read the arguments (gcc, ar, ld, msvc, msvc-link, msvc-lib, rustc, other). "
+     "How to read the arguments (gcc, ar, ld, msvc, msvc-link, msvc-lib, rustc, go, other). "
      "Default: from the program name."),
     ("tool.<id>.kind", "kind", None, "Force the step kind instead of inferring it from the arguments."),
     ("tool.<id>.mode", "mode", None, "Mode for this tool; wins over step.<kind>.mode."),

@@ -36,7 +36,8 @@ PER_STEP = {"cpu": "ut", "peak_memory_in_use": "rss", "max_rss": "rss"}
 
 def step_key(step: dict) -> str:
     """The identity of *step* across builds: cargo's unit (package, version, type, target,
-    profile: every build script is crate build_script_build), else crate and target when a step
+    profile: every build script is crate build_script_build) or a go tool's (tool, package,
+    GOOS/GOARCH, buildmode: go's $WORK is new every build), else crate and target when a step
     has them (Rust), else its first output, else its input, else its tool.
 
     The one place that says which steps are "the same": change it here, not in callers.

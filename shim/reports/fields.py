@@ -76,7 +76,11 @@ FIELDS = (
           required=False, trace=True),
     Field("target", ("string", "null"), "rustc: the --target triple (null: the host)", required=False),
     Field("unit", ("string", "null"), "cargo's rustc: package, version, crate type, target and profile "
-          "(its memory estimate's key: cargo's file names change with every flag)", required=False, trace=True),
+          "(its memory estimate's key: cargo's file names change with every flag); a go tool: go, the tool, "
+          "its package, GOOS/GOARCH and buildmode (go's files lie in a new $WORK every build)",
+          required=False, trace=True),
+    Field("pkg", ("string", "null"), "a go tool: the import path it builds (the link: its main package)",
+          required=False, trace=True),
     Field("pauses", ("integer", "null"), "how often the pause watcher stopped it while memory ran short "
           "(null: never)", required=False, trace=True),
     Field("paused", ("number", "null"), "seconds it spent stopped by the pause watcher (null: never)",

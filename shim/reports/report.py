@@ -39,7 +39,8 @@ def summary(steps: list, build, build_dir: str, ledger_dir: str, skipped_lines: 
         "skipped_lines": skipped_lines,
         "build": None if not build else {
             "id": build.get("id"), "t0": build.get("t0"), "t1": build.get("t1"),
-            "exit": build.get("exit"), "sig": build.get("sig"), "argv": build.get("argv")},
+            "exit": build.get("exit"), "sig": build.get("sig"), "argv": build.get("argv"),
+            "runner": build.get("runner") or "ninja"},      # the build tool: ninja, cargo, go
         "totals": {
             "steps": len(steps),
             "wall": (t1 - t0) if t0 is not None and t1 is not None else None,
@@ -142,8 +143,8 @@ def render(data: dict, list_steps: bool = True) -> str:
     lines.append("  kinds: %s;  modes: %s;  timing: %s" % (
         _counts(t["by_kind"]), _counts(t["by_mode"]), _counts(t["by_timing"])))
     if t.get("sampled_peak") is not None:
-        lines.append("  sampled build peak: %s (shim build sampled ninja and everything under it)"
-                     % fields.amount(t["sampled_peak"]))
+        lines.append("  sampled build peak: %s (shim sampled %s and everything under it)"
+                     % (fields.amount(t["sampled_peak"]), b.get("runner") or "ninja" if b else "ninja"))
     lines.append("  largest step peak: %s;  concurrent step peaks: %s (their sum at the busiest moment; %s)"
                  % (largest_text(t), fields.amount(t["peak_memory_in_use"]), measured_of(t["rss_steps"], t["steps"])))
     cached = [s["cache"] for s in data["steps"] if s.get("cache")]
