@@ -258,7 +258,7 @@ def run_sampled(plan: Plan, program: str, argv: list, spawn):
     # the budget" of a cargo build whose cgroup never came near it.
     watcher = pause_watcher(plan)
     sampler = Sampler(lambda: child[0] if child else None, anon=True,
-                      each=watcher.tick if watcher else None)
+                      each=watcher.pace if watcher else None)
 
     def started(pid):
         child.append(pid)

@@ -15,7 +15,7 @@ Who is running comes from the stamps admitted steps write into the pool file
 Each pause becomes a `pause` record (step id, when, how long) in the step's ledger, and
 the watcher writes `usage` samples (in use, marks) there once a second while steps run.
 
-Under `shim build` the driver's sampler calls Watcher.tick(); under plain ninja the first
+Under `shim build` the driver's sampler calls Watcher.pace(); under plain ninja the first
 admitted step starts `python -I -m shim.driver.pauses POOL TOTAL HIGH LOW`, which holds the
 pool's WATCH_LOCK while it runs and leaves once no step has run for IDLE seconds.
 """
@@ -30,6 +30,8 @@ import time
 from shim import admission, budget, ledger, watcher
 
 TICK = 0.1          # seconds between two looks at memory
+NEAR_TICK = 0.02    # ... once usage is past half the low-water mark: two steps that allocate
+                    # at ~2 GB/s went from there past the limit within one 0.1 s tick
 IDLE = 2.0          # seconds without a running step before a detached watcher leaves
 GROWTH = 8 << 20    # bytes usage must climb past the last pause before the next step is paused
 SAMPLE_EVERY = 1.0  # seconds between usage samples in the ledger
@@ -177,6 +179,7 @@ class Watcher:
     def __init__(self, pool: str, total: int, high: int, low: int, limit_file, env: dict, build: str = None):
         self.locks = admission.open_pool(pool)
         self.total, self.high, self.low, self.limit_file = total, high, low, limit_file
+        self.near = False        # usage past half the low-water mark at the last look
         self.env, self.build = env, build
         self.steps = {}                # key -> Step seen running
         self.since = None
@@ -215,6 +218,11 @@ class Watcher:
             return 0
         return 0 if kind == fcntl.F_UNLCK else pid
 
+    def pace(self) -> float:
+        """Look once (tick); seconds until the next look: sooner near the mark."""
+        self.tick()
+        return NEAR_TICK if self.near else TICK
+
     def tick(self, now: float = None) -> int:
         """Look once: pause, resume, record; the number of steps running."""
         now = time.time() if now is None else now
@@ -231,6 +239,7 @@ class Watcher:
                 if stopped(step.pid):                # left stopped by a watcher that died
                     signal_tree(step.pid, signal.SIGCONT)
         used = used_bytes(self.limit_file)
+        self.near = used is not None and used >= self.low // 2
         if used is not None:
             self.peak_used = max(self.peak_used, used)
             if used >= self.high and self.crossed is None:
@@ -321,7 +330,7 @@ def serve(pool: str, total: int, high_fraction: float, low_fraction: float, env:
                 if not w.running() or not w.locks.try_lock(watcher.WATCH_LOCK):
                     return 0               # a step stamped after the unlock starts its own watcher
                 idle_since = time.monotonic()
-            time.sleep(TICK)
+            time.sleep(NEAR_TICK if w.near else TICK)
     finally:
         w.release()
 

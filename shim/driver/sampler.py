@@ -1,6 +1,7 @@
 """The sampled peak memory of a process tree: one sampler for the driver, bench/ and the tests."""
 
 import threading
+import time
 
 from shim import host
 
@@ -18,7 +19,7 @@ class Sampler(threading.Thread):
 
     def __init__(self, root, interval: float = 0.1, anon: bool = False, each=None):
         super().__init__(daemon=True)
-        self.each = each         # also called every interval: `shim build`'s pause watcher
+        self.each = each         # also called every interval, or as soon as it returns: `shim build`'s pause watcher
         self.root = root if callable(root) else (lambda: root)
         self.interval = interval
         self.anon = anon
@@ -26,18 +27,23 @@ class Sampler(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self):
+        due = 0.0
         while not self.stopping.is_set():
-            pid = self.root()
-            rss = host.tree_rss(pid, self.anon) if pid else 0
-            if rss:
-                self.peak = max(self.peak, rss)
-                self.samples += 1
+            now = time.monotonic()
+            if now >= due:
+                due = now + self.interval
+                pid = self.root()
+                rss = host.tree_rss(pid, self.anon) if pid else 0
+                if rss:
+                    self.peak = max(self.peak, rss)
+                    self.samples += 1
+            pause = due - time.monotonic()
             if self.each is not None:
                 try:
-                    self.each()
+                    pause = min(pause, self.each() or pause)
                 except OSError:
                     pass         # a pool or ledger gone: the build goes on unwatched this tick
-            self.stopping.wait(self.interval)
+            self.stopping.wait(max(pause, 0.0))
 
     def stop(self) -> int:
         """Stop sampling; the peak."""
