@@ -309,7 +309,7 @@ def _admit(s: _Step) -> None:
         try:
             s.plan.reservation = admission.acquire(s.plan.pool, s.plan.total, k, s.plan.unit,
                                                    s.config["memory"]["patience"], owner=s.owner,
-                                                   live=_live(s.env))
+                                                   live=_live(s.env, s.config, s.plan.source != "history"))
         except OSError as e:       # a pool file planted, swapped or damaged: run, unadmitted
             rundir.warn_once("memory", "no memory admission: %s: %s" % (s.plan.pool, e.strerror or e), s.env)
             s.plan = None
@@ -332,13 +332,21 @@ def _admit(s: _Step) -> None:
         watcher.note(s.plan, s.record, s.ledger_dir, s.env, s.config)
 
 
-def _live(env: dict):
+def _live(env: dict, config: dict = None, guessed: bool = False):
     """(ceiling, reader) for admission by the memory really in use (issue 18): the auto budget
-    of the limit (what all memory in use may reach) and budget.in_use; None without a limit."""
+    of the limit (what all memory in use may reach) and budget.in_use; None without a limit.
+    A *guessed* step (no peak of its own: a prior, or its siblings' median) must fit below the
+    pause mark (memory.pause_at): the rest of the budget is the margin for a wrong guess, so the
+    pause watcher has time to act before the limit (two cold 330 MB steps admitted at a 192 MiB
+    prior beside a 400 MiB neighbour crossed from the mark to a 1 GiB limit in ~0.1 s)."""
     found = budget_mod.limit(env)
     if not found:
         return None
-    return budget_mod.of(budget_mod.AUTO, None, *found), lambda exact: budget_mod.in_use(env, exact)
+    ceiling = budget_mod.of(budget_mod.AUTO, None, *found)
+    marks = watcher.marks(env, config or {}) if guessed else None
+    if marks:
+        ceiling = int(ceiling * marks[0])
+    return ceiling, lambda exact: budget_mod.in_use(env, exact)
 
 
 NEAR = 0.75        # of the budget: a step expected to need this much runs alone, spawned

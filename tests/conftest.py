@@ -10,6 +10,7 @@ marked so, or if it asks for a fixture that only makes sense with processes (E2E
 run_shim refuses to run in a test that is neither, so the marker cannot be forgotten.
 """
 
+import json
 import os
 import shutil
 import stat
@@ -96,6 +97,13 @@ def write_tool(directory: Path, name: str, body: str, shebang: str = "#!/bin/sh"
     path.write_text(shebang + "\n" + textwrap.dedent(body).lstrip("\n"))
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
+
+
+def last_step(build_dir: Path) -> dict:
+    """The newest step record in the ledger of *build_dir* (the pause watcher's `usage`
+    samples and `pause` records, which have a "rec", may come after it)."""
+    lines = (Path(build_dir) / ".shim" / "ledger-v1.jsonl").read_text().splitlines()
+    return next(r for r in map(json.loads, reversed(lines)) if "rec" not in r)
 
 
 def write_toml(path: Path, text: str) -> Path:

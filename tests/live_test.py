@@ -158,3 +158,20 @@ def test_a_step_is_in_the_roster_before_the_gate_lets_the_next_step_look():
     admission.acquire("", 8, 2, MIB, locks=Watched(pool, "a"), clock=Clock(), sleep=lambda s: None,
                       live=live(0, 0)[0])
     assert seen and seen[-1] and seen[-1][0][2] == 2
+
+
+@pytest.mark.parametrize("pause_at, config, guessed, expected", [
+    ("", {}, False, 960 * MIB),                           # measured: up to the budget
+    ("", {}, True, int(960 * MIB * 0.8)),                 # a guess: below the pause mark
+    ("0.9", {}, True, int(960 * MIB * 0.9)),              # SHIM_PAUSE_AT moves the mark
+    ("", {"memory": {"pause_at": 0.6}}, True, int(960 * MIB * 0.6)),
+    ("off", {}, True, 960 * MIB),                         # no pausing: no mark to keep below
+])
+def test_a_step_without_a_peak_of_its_own_is_admitted_only_below_the_pause_mark(monkeypatch, pause_at, config,
+                                                                                  guessed, expected):
+    from shim import step
+    monkeypatch.setattr(budget, "limit", lambda env, root="/": (GIB, False))
+    env = {"SHIM_PAUSE_AT": pause_at} if pause_at else {}
+    ceiling, _ = step._live(env, config, guessed)
+    assert ceiling == expected
+    assert budget.of(budget.AUTO, None, GIB, False) == 960 * MIB     # the budget of a 1 GiB limit

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHIM, run_shim, write_tool, write_toml
+from conftest import REPO, SHIM, last_step, run_shim, write_tool, write_toml
 
 PRESETS = sorted(p.stem for p in (REPO / "toolchains").glob("*.toml"))
 
@@ -197,7 +197,7 @@ def test_show_includes_reaches_cl_untouched_with_english_messages(tmp_path, env)
     result = run_shim(["cc"] + argv, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == argv + ["VSLANG=1033"]
-    record = json.loads((tmp_path / ".shim" / "ledger-v1.jsonl").read_text().splitlines()[-1])
+    record = last_step(tmp_path)
     assert (record["kind"], record["in"], record["out"]) == ("compile", "src\\a.c", ["obj\\a.obj"])
     assert record["prog"] == "cl" and record["args"] == argv
 

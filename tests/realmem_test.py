@@ -299,8 +299,11 @@ def test_a_step_the_oom_killer_cut_short_is_retried_and_the_next_build_does_not_
 
 
 # cargo with RUSTC_WRAPPER=shim and nothing else: Debian's crates of tests/fixtures/cargo
-# (regex, serde, serde_json): plain `cargo build -j2` is OOM-killed in 272 MiB.
-CARGO_LIMIT = 272 << 20     # bare -j2 was OOM-killed at 256 and 288 MiB here, finished at 320
+# (regex, serde, serde_json): plain `cargo build -j2` fails in 272 MiB. How it fails depends on
+# the kernel: Linux 6.1 here OOM-killed a rustc; Linux 6.18 kept both rustcs alive, reclaiming and
+# re-reading librustc_driver's pages, and had not finished after 120 s (wrapped: 22 s).
+CARGO_LIMIT = 272 << 20     # bare -j2 failed at 256 and 288 MiB here, finished at 320
+BARE_PATIENCE = 4           # bare cargo "did not finish": not in 4x the time shim took (at least 60 s)
 
 
 @pytest.mark.e2e
@@ -308,22 +311,30 @@ def test_rustc_wrapper_shim_under_plain_cargo_build_j2_is_not_oom_killed_where_b
     import cargo_test
     if cargo_test.MISSING:
         pytest.skip(cargo_test.MISSING)
-    results = {}
-    for name, extra in (("bare", {}), ("wrapped", {"RUSTC_WRAPPER": "shim"})):
+
+    def cargo_build(name, extra, timeout):
         ws = cargo_test.workspace_copy(tmp_path / name)
         env = dict(cargo_test.cargo_env(tmp_path / name), **extra)
         with memcg.MemCg(CARGO_LIMIT) as cg:
-            result = subprocess.run(cg.wrap([cargo_test.CARGO, "build", "-j2"]), cwd=ws, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-            results[name] = (result, cg.oom_kills(), ws)
-    result, kills, _ = results["bare"]
-    assert kills > 0 and result.returncode != 0, result.stdout[-2000:]
-    result, kills, ws = results["wrapped"]
+            t0 = time.monotonic()
+            try:
+                result = subprocess.run(cg.wrap([cargo_test.CARGO, "build", "-j2"]), cwd=ws, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                result = None                   # still running: MemCg's close kills what is inside
+            return result, cg.oom_kills(), ws, time.monotonic() - t0
+
+    result, kills, ws, took = cargo_build("wrapped", {"RUSTC_WRAPPER": "shim"}, 600)
+    assert result is not None, "RUSTC_WRAPPER=shim cargo build -j2 did not finish in 600 s"
     assert result.returncode == 0, result.stdout[-3000:]
     assert kills == 0, result.stdout[-2000:]
     assert (ws / "target" / "debug" / "app").exists()
     steps = steps_of(ws)
     assert len(steps) >= 20 and all(s["exit"] == 0 and s["res"] for s in steps if s["kind"] != "other")
+
+    # The limit is one plain cargo cannot build in: OOM-killed, or still at it long after shim finished.
+    bare, kills, _, _ = cargo_build("bare", {}, max(60.0, BARE_PATIENCE * took))
+    assert bare is None or (kills > 0 and bare.returncode != 0), bare.stdout[-2000:]
 
 
 def test_shim_build_j200_in_512mib_caps_its_jobs_and_builds_everything(tmp_path, env, alloc):

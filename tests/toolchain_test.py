@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from conftest import OTHER_USER, SHIM, one_error_line, plant, run_shim, write_tool, write_toml
+from conftest import OTHER_USER, SHIM, last_step, one_error_line, plant, run_shim, write_tool, write_toml
 
 
 @pytest.fixture
@@ -152,7 +152,7 @@ def test_a_launcher_written_in_the_command_runs_once_in_front_of_the_compiler_an
     compiler, _, args = calls.read_text().rstrip("\n").partition(" ")
     assert os.path.isabs(compiler) and args == "-c a.c -o a.o"
     assert (build / "a.o").exists()
-    rec = json.loads((build / ".shim" / "ledger-v1.jsonl").read_text().splitlines()[-1])
+    rec = last_step(build)
     assert (rec["tool"], rec["kind"], rec["launcher"], rec["out"][0]) == ("cc", "compile", "ccache", "a.o")
     # ccache's own commands stay ccache's.
     assert run_shim(["ccache", "-s"], cwd=build, env=env).returncode == 0
@@ -296,7 +296,7 @@ def test_a_remote_launcher_scales_the_memory_estimate(tmp_path, env, printer):
         """ % printer)
     env["SHIM_MEMORY_BUDGET"] = "8GiB"
     run_printer(["t", "-c", "a.c"], tmp_path, env)
-    rec = json.loads((tmp_path / ".shim" / "ledger-v1.jsonl").read_text().splitlines()[-1])
+    rec = last_step(tmp_path)
     assert rec["est"] == 256 << 20 and rec["launcher"] == "env"
 
 
