@@ -15,7 +15,6 @@ Per build: finished, outputs built, OOM kills (the cgroup's counter), pauses (th
 cgroup's max usage, and the load average when it started (the machine is shared).
 """
 
-import argparse
 import os
 import shutil
 import signal
@@ -30,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import memcg  # noqa: E402
 from memory import wait_quiet  # noqa: E402
 from overhead import write_section  # noqa: E402
-from realmem import mib, ninja_bin, read_ledger, shim_bin, slug, victim_names  # noqa: E402
+from realmem import cgroup_limit, cgroup_parser, mib, ninja_bin, read_ledger, shim_bin, slug, victim_names  # noqa: E402
 
 BEGIN, END = "<!-- growth:begin -->", "<!-- growth:end -->"
 HEADING = "## Steps growing past their estimate: pause before kill (issue 18)"
@@ -101,17 +100,8 @@ def table(runs, limit) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", default="1GiB", help="memory limit of the cgroup of every build (default 1GiB)")
-    parser.add_argument("--quiet-wait", type=float, default=30.0, metavar="S",
-                        help="before each build, wait at most S seconds for other load to stop (default 30; 0: never)")
-    parser.add_argument("--write", metavar="FILE", help="replace the growth section of FILE (BENCHMARKS.md)")
-    args = parser.parse_args(argv)
-    from shim import size
-    limit = size.parse(args.limit)
-    reason = memcg.available()
-    if reason:
-        raise SystemExit("no memory cgroup can be made here: %s" % reason)
+    args = cgroup_parser(__doc__, "growth", 30.0).parse_args(argv)
+    limit = cgroup_limit(args)
     root = tempfile.mkdtemp(prefix="shim-growth-")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SHIM_", "XDG_", "NINJA_", "CCACHE_")) and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}

@@ -263,19 +263,32 @@ def table(project, runs, limit):
     return lines
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def cgroup_parser(doc: str, section: str, quiet_wait: float) -> argparse.ArgumentParser:
+    """The options every benchmark inside a memory cgroup takes: --limit, --quiet-wait, --write."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--limit", default="1GiB", help="memory limit of the cgroup of every build (default 1GiB)")
-    parser.add_argument("--projects", default="fake,gen,neighbour", help="comma-separated subset of fake,gen,neighbour")
-    parser.add_argument("--quiet-wait", type=float, default=60.0, metavar="S",
-                        help="before each build, wait at most S seconds for other load to stop (default 60; 0: never)")
-    parser.add_argument("--write", metavar="FILE", help="replace the realmem section of FILE (BENCHMARKS.md)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--quiet-wait", type=float, default=quiet_wait, metavar="S",
+                        help="before each build, wait at most S seconds for other load to stop (default %g; 0: never)"
+                        % quiet_wait)
+    parser.add_argument("--write", metavar="FILE", help="replace the %s section of FILE (BENCHMARKS.md)" % section)
+    return parser
+
+
+def cgroup_limit(args) -> int:
+    """The --limit in bytes; exits with the reason where no memory cgroup can be made."""
     from shim import size
     limit = size.parse(args.limit)
     reason = memcg.available()
     if reason:
         raise SystemExit("no memory cgroup can be made here: %s" % reason)
+    return limit
+
+
+def main(argv=None) -> int:
+    parser = cgroup_parser(__doc__, "realmem", 60.0)
+    parser.add_argument("--projects", default="fake,gen,neighbour", help="comma-separated subset of fake,gen,neighbour")
+    args = parser.parse_args(argv)
+    limit = cgroup_limit(args)
     for exe in (ninja_bin(), shim_bin()):
         if not os.path.exists(exe):
             raise SystemExit("%s is missing: pip install . into this venv first" % exe)

@@ -1,21 +1,9 @@
 """`shim go`: the command in front of shim/driver/go.py."""
 
-import os
-
-import click
-
-from shim import budget as grammar
-from shim import exit_status
-from shim.exit_status import ShimError
+from shim.cli import wrapped
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("-C", "directory", default=None, metavar="DIR", help="Run go in DIR (its module or GOPATH package).")
-@click.option("--mode", type=click.Choice(["exec", "spawn", "auto"]),
-              help="Run every go tool in this mode (sets SHIM_MODE for the build).")
-@click.option("--budget", metavar="SIZE",
-              help="Memory budget: " + grammar.DESCRIPTION + ".")
-@click.argument("go_args", nargs=-1, type=click.UNPROCESSED)
+@wrapped.command("go", "its module or GOPATH package", "go tool")
 def go(directory, mode, budget, go_args):
     """Run go with every compile and link through shim, under a memory budget.
 
@@ -24,12 +12,4 @@ def go(directory, mode, budget, go_args):
     and memory. Ends with a summary; `shim report` in this directory tells the rest.
     """
     from shim.driver import go as driver
-    if directory is not None:
-        try:
-            os.chdir(directory)           # go finds its module (go.mod) from here
-        except OSError as e:
-            raise ShimError("-C %s: %s" % (directory, e.strerror or e), exit_status.USAGE) from None
-    env = dict(os.environ)
-    if mode:
-        env["SHIM_MODE"] = mode
-    return driver.run(driver.go_binary(env), list(go_args), env, budget)
+    return wrapped.run(driver, driver.go_binary, directory, mode, budget, go_args)

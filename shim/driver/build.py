@@ -293,6 +293,20 @@ def pause_watcher(plan: Plan):
     return pauses.for_build(pool, total, plan.env, plan.config, plan.build_id)
 
 
+def run_tool(plan: Plan, program: str, args: list, spawn, jobs, chosen, footprint: int, what: str) -> int:
+    """The end shared by `shim cargo` and `shim go`: the steps' budget for what runs at once
+    (*jobs* we chose, else the number the user *chose*, else one per core, each beside a tool
+    of *footprint* bytes), then *program* *args* sampled, recorded (counting *what*) and its
+    exit status."""
+    in_flight = jobs or (int(chosen) if chosen and chosen.isdigit() and int(chosen) > 0 else cores())
+    plan.steps_budget = for_steps(plan.budget, in_flight, footprint) if plan.budget else None
+    plan.env["SHIM_MEMORY_BUDGET"] = str(plan.steps_budget) if plan.budget else "off"
+    t0 = time.time()
+    finished, peak = run_sampled(plan, program, [program] + list(args), spawn)
+    record_build(plan, args, t0, time.time(), finished, peak, jobs, what)
+    return finish(finished)
+
+
 def record_build(plan: Plan, argv, t0, t1, finished, peak, jobs, what: str = "edges") -> None:
     """The `build` record in the ledger (*argv*: what the build tool was given), and the
     closing summary (*jobs* of *what* in flight, when shim chose the parallelism)."""

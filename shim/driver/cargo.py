@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 from shim import exit_status, host, rustc
 from shim.driver import build
@@ -85,10 +84,4 @@ def run(cargo: str, cargo_args: list, env: dict, budget_option=None, spawn=None,
         jobs = build.worth_in_flight(plan, "compile", "rustc", CARGO_FOOTPRINT)
         env["CARGO_BUILD_JOBS"] = str(jobs)
         env["SHIM_CPU_SLOTS"] = str(cores)
-    in_flight = jobs or (int(chosen) if chosen.isdigit() and int(chosen) > 0 else cores)
-    plan.steps_budget = build.for_steps(plan.budget, in_flight, CARGO_FOOTPRINT) if plan.budget else None
-    env["SHIM_MEMORY_BUDGET"] = str(plan.steps_budget) if plan.budget else "off"
-    t0 = time.time()
-    finished, peak = build.run_sampled(plan, cargo, [cargo] + cargo_args, spawn)
-    build.record_build(plan, cargo_args, t0, time.time(), finished, peak, jobs, "jobs")
-    return build.finish(finished)
+    return build.run_tool(plan, cargo, cargo_args, spawn, jobs, chosen, CARGO_FOOTPRINT, 'jobs')

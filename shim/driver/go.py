@@ -21,7 +21,6 @@ through shim untouched.
 
 import os
 import shutil
-import time
 
 from shim import exit_status, host
 from shim.driver import build
@@ -87,10 +86,4 @@ def run(go: str, go_args: list, env: dict, budget_option=None, spawn=None) -> in
         flags.append("-p=%d" % jobs)
         env["SHIM_CPU_SLOTS"] = str(cores)
     env["GOFLAGS"] = " ".join(flags)
-    in_flight = jobs or (int(chosen) if chosen and chosen.isdigit() and int(chosen) > 0 else cores)
-    plan.steps_budget = build.for_steps(plan.budget, in_flight, GO_FOOTPRINT) if plan.budget else None
-    env["SHIM_MEMORY_BUDGET"] = str(plan.steps_budget) if plan.budget else "off"
-    t0 = time.time()
-    finished, peak = build.run_sampled(plan, go, [go] + go_args, spawn)
-    build.record_build(plan, go_args, t0, time.time(), finished, peak, jobs, "packages")
-    return build.finish(finished)
+    return build.run_tool(plan, go, go_args, spawn, jobs, chosen, GO_FOOTPRINT, 'packages')
