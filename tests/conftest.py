@@ -100,10 +100,10 @@ def write_tool(directory: Path, name: str, body: str, shebang: str = "#!/bin/sh"
 
 
 def last_step(build_dir: Path) -> dict:
-    """The newest step record in the ledger of *build_dir* (the pause watcher's `usage`
-    samples and `pause` records, which have a "rec", may come after it)."""
+    """The newest step record (`step`, or an exec'd step's `start`) in the ledger of
+    *build_dir*: the pause watcher's `usage` samples may come after it."""
     lines = (Path(build_dir) / ".shim" / "ledger-v1.jsonl").read_text().splitlines()
-    return next(r for r in map(json.loads, reversed(lines)) if "rec" not in r)
+    return next(r for r in map(json.loads, reversed(lines)) if r.get("rec") in ("step", "start"))
 
 
 def write_toml(path: Path, text: str) -> Path:

@@ -96,10 +96,16 @@ def test_stamps_lie_past_the_owner_records_of_every_slot():
     assert watcher.WATCH_LOCK not in (admission.GATE, admission.DRAIN_LOCK) and watcher.WATCH_LOCK < admission.DRAIN_AT
 
 
-def test_used_bytes_reads_meminfo_without_a_cgroup_limit_file():
-    used = pauses.used_bytes(None)
-    assert used is not None and 0 < used
-    assert pauses.used_bytes("/nonexistent/memory.limit_in_bytes") is None
+def test_the_watcher_reads_memory_in_use_as_admission_does(monkeypatch):
+    from shim import budget
+    seen = []
+    monkeypatch.setattr(budget, "in_use", lambda env, exact=True, root="/": seen.append((env, exact)) or 5)
+    env = {"XDG_RUNTIME_DIR": "/nowhere"}
+    assert pauses.reader_of(env)() == 5 and seen == [(env, True)]       # exact: page cache left out
+    monkeypatch.setattr(budget, "limit", lambda env, root="/": (1 << 30, False))
+    assert pauses.marks_of((0.8, 0.7), env) == (int((960 << 20) * 0.8), int((960 << 20) * 0.7))
+    monkeypatch.setattr(budget, "limit", lambda env, root="/": None)
+    assert pauses.marks_of((0.8, 0.7), env) is None                     # no limit: no watcher
 
 
 def test_a_stopped_tree_is_stopped_whole_and_resumed_whole(tmp_path):
@@ -283,7 +289,7 @@ def test_a_running_step_is_the_holder_of_its_first_slot_and_a_stale_stamp_is_no_
     # was the one never paused.)
     from shim import admission
     pool = str(tmp_path / "pool-16")
-    w = pauses.Watcher(pool, 8, HIGH, LOW, None, {})
+    w = pauses.Watcher(pool, 8, HIGH, LOW, lambda: None, {})
     w.locks.write(watcher.stamp(999999, T0, "gone", None, ""), watcher.ADMITTED_BASE + 5 * watcher.STAMP_SIZE)
     # A step that ended stamped slot 3, which the step below now holds as its second slot.
     w.locks.write(watcher.stamp(999998, T0 - 1, "ended", None, ""), watcher.ADMITTED_BASE + 3 * watcher.STAMP_SIZE)
@@ -330,7 +336,7 @@ def test_with_the_mark_below_what_the_machine_uses_steps_are_paused_and_all_stil
 def test_a_paused_step_the_watcher_loses_sight_of_is_continued_and_the_oldest_never_stays_stopped(tmp_path):
     from shim import admission
     pool = str(tmp_path / "pool-16")
-    w = pauses.Watcher(pool, 8, 0, 0, None, {})     # every reading is above the high mark
+    w = pauses.Watcher(pool, 8, 0, 0, lambda: 1 << 30, {})     # every reading is above the high mark
     ready, done = os.pipe(), os.pipe()
     children = []
     for slot in (1, 4):              # two steps, the one at slot 4 admitted later

@@ -1,6 +1,6 @@
 """Pause before kill: the watcher that stops the youngest steps while memory runs short.
 
-When the memory really in use (used_bytes) passes the high-water mark (memory.pause_at of
+When the memory really in use (budget.in_use, as admission reads it) passes the high-water mark (memory.pause_at of
 the limit less the reserve), the most recently admitted running step is stopped, with its
 process tree (SIGSTOP): a stopped step keeps what it holds but takes no more, so the steps
 that were admitted first can finish and free theirs. While usage still climbs, the next
@@ -36,34 +36,6 @@ IDLE = 2.0          # seconds without a running step before a detached watcher l
 GROWTH = 8 << 20    # bytes usage must climb past the last pause before the next step is paused
 SAMPLE_EVERY = 1.0  # seconds between usage samples in the ledger
 _FLOCK = "hhqqi4x"  # struct flock (Linux): l_type, l_whence, l_start, l_len, l_pid
-
-
-def used_bytes(limit_file):
-    """Bytes of memory really in use under the limit in *limit_file*, without reclaimable
-    page cache: cgroup v2 memory.current less inactive_file, v1 memory.usage_in_bytes less
-    total_inactive_file, else (None or /proc/meminfo) MemTotal less MemAvailable. None when
-    it cannot be read (no pausing then: today's behaviour)."""
-    try:
-        name = os.path.basename(limit_file or "")
-        directory = os.path.dirname(limit_file or "")
-        if name == "memory.limit_in_bytes":
-            usage, stat = "memory.usage_in_bytes", "total_inactive_file"
-        elif name in ("memory.max", "memory.high"):
-            usage, stat = "memory.current", "inactive_file"
-        else:
-            with open("/proc/meminfo") as f:
-                info = {k: int(v.split()[0]) << 10 for k, _, v in (line.partition(":") for line in f) if v}
-            return info["MemTotal"] - info["MemAvailable"]
-        with open(os.path.join(directory, usage)) as f:
-            used = int(f.read().split()[0])
-        with open(os.path.join(directory, "memory.stat")) as f:
-            for line in f:
-                key, _, value = line.partition(" ")
-                if key == stat:
-                    return max(0, used - int(value))
-        return used
-    except (OSError, ValueError, KeyError, IndexError):
-        return None
 
 
 def decide(running, used, since, high: int, low: int):
@@ -163,22 +135,29 @@ def _pids_of(pid: int) -> set:
     return {pid}
 
 
-def marks_of(fractions, env=None):
-    """(high, low, limit file) in bytes for (pause at, resume at) fractions of the limit
-    less the reserve, or None without a limit."""
-    figure, _ = budget.detect()
-    if figure is None:
+def marks_of(fractions, env: dict):
+    """(high, low) in bytes for (pause at, resume at) fractions of the limit less the reserve
+    (the limit admission judges by: budget.limit), or None without a limit."""
+    found = budget.limit(env)
+    if found is None:
         return None
-    base = budget.of(budget.AUTO, None, figure.value, figure.name == "MemTotal")
-    return int(base * fractions[0]), int(base * fractions[1]), figure.source
+    base = budget.of(budget.AUTO, None, *found)
+    return int(base * fractions[0]), int(base * fractions[1])
+
+
+def reader_of(env: dict):
+    """Bytes of memory really in use where the limit applies, as admission reads them
+    (budget.in_use: the cgroup's usage less its inactive page cache, else MemTotal less
+    MemAvailable), or None when it cannot be read (no pausing then: today's behaviour)."""
+    return lambda: budget.in_use(env)
 
 
 class Watcher:
     """The pause state of one pool: call tick() every TICK seconds."""
 
-    def __init__(self, pool: str, total: int, high: int, low: int, limit_file, env: dict, build: str = None):
+    def __init__(self, pool: str, total: int, high: int, low: int, reader, env: dict, build: str = None):
         self.locks = admission.open_pool(pool)
-        self.total, self.high, self.low, self.limit_file = total, high, low, limit_file
+        self.total, self.high, self.low, self.read_used = total, high, low, reader
         self.near = False        # usage past half the low-water mark at the last look
         self.env, self.build = env, build
         self.steps = {}                # key -> Step seen running
@@ -238,7 +217,7 @@ class Watcher:
                 self.steps[key] = step
                 if stopped(step.pid):                # left stopped by a watcher that died
                     signal_tree(step.pid, signal.SIGCONT)
-        used = used_bytes(self.limit_file)
+        used = self.read_used()
         self.near = used is not None and used >= self.low // 2
         if used is not None:
             self.peak_used = max(self.peak_used, used)
@@ -297,11 +276,11 @@ def for_build(pool: str, total: int, env: dict, config: dict, build: str):
     """The Watcher of `shim build`'s pool, holding its WATCH_LOCK, or None when pausing is
     off or impossible here."""
     fractions = watcher.marks(env, config or {})
-    found = marks_of(fractions) if fractions and hasattr(signal, "SIGSTOP") else None    # none on Windows
+    found = marks_of(fractions, env) if fractions and hasattr(signal, "SIGSTOP") else None    # none on Windows
     if found is None:
         return None
     try:
-        w = Watcher(pool, total, found[0], found[1], found[2], env, build)
+        w = Watcher(pool, total, found[0], found[1], reader_of(env), env, build)
         if not w.locks.try_lock(watcher.WATCH_LOCK):
             return None
     except OSError:
@@ -312,10 +291,10 @@ def for_build(pool: str, total: int, env: dict, config: dict, build: str):
 def serve(pool: str, total: int, high_fraction: float, low_fraction: float, env: dict) -> int:
     """The detached watcher's life: hold WATCH_LOCK, tick until no step has run for IDLE
     seconds, resume what it paused, leave."""
-    found = marks_of((high_fraction, low_fraction))
+    found = marks_of((high_fraction, low_fraction), env)
     if found is None:
         return 0
-    w = Watcher(pool, total, found[0], found[1], found[2], env)
+    w = Watcher(pool, total, found[0], found[1], reader_of(env), env)
     if not w.locks.try_lock(watcher.WATCH_LOCK):
         return 0                           # another one runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
