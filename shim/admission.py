@@ -49,6 +49,7 @@ OWNER_SIZE = 64
 DRAIN_SIZE = 32
 PATIENCE = 2.0               # seconds of fair retrying before draining
 ROSTER_BASE = OWNER_BASE + MAX_SLOTS * OWNER_SIZE   # "pid slots" of each admitted step, at its first slot
+                                                     # ("pid -slots": admitted on a guess)
 ROSTER_SIZE = 16
 LIVE_POLL = 0.02             # seconds between looks of a step that waits for memory really in use
 
@@ -167,26 +168,30 @@ def _roster(data: bytes):
     while end >= 0:
         i = end // ROSTER_SIZE
         fields = data[i * ROSTER_SIZE:end].split()
-        if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
-            out.append((i, int(fields[0]), int(fields[1])))
+        if len(fields) == 2 and fields[0].isdigit() and fields[1].lstrip(b"-").isdigit():
+            out.append((i, int(fields[0]), abs(int(fields[1]))))
         end = data.find(b"\n", end + 1)
     return out
 
 
 def _fits(locks, total: int, unit: int, held: list, live) -> bool:
-    """Whether the step holding *held* may start now, given *live* = (ceiling, reader): a
-    reader(exact) of the bytes in use (shim/budget.py in_use). First the cheap bound (usage with
-    page cache, every roster entry at its full reservation); only when that leaves no room, the
-    exact reading: page cache left out, the entries of gone steps dropped (and cleared: their
-    first slot is free), each live step's process tree measured."""
-    ceiling, reader = live
+    """Whether the step holding *held* may start now, given *live* = (ceiling, reader[, mark,
+    guessed]): a reader(exact) of the bytes in use (shim/budget.py in_use). First the cheap
+    bound (usage with page cache, every roster entry at its full reservation); only when that
+    leaves no room, the exact reading: page cache left out, the entries of gone steps dropped
+    (and cleared: their first slot is free), each live step's process tree measured. While a
+    step admitted on a guess runs, or this one is *guessed*, everything must fit below *mark*
+    (the pause mark): a guess may be wrong, and the rest is the pause watcher's time to act."""
+    ceiling, reader = live[0], live[1]
     need = len(held) * unit
     usage = reader(False)
     if usage is None:
         return True
     data = locks.read(total * ROSTER_SIZE, ROSTER_BASE)
+    if len(live) > 2 and (live[3] or b"-" in data):       # a guess among the steps: keep the margin
+        ceiling = live[2]
     try:                                      # every entry's slots, in C: no loop over entries
-        listed = sum(map(int, data.translate(None, b"\0").split()[1::2]))
+        listed = sum(map(abs, map(int, data.translate(None, b"\0").split()[1::2])))
     except ValueError:
         listed = total
     if admit_now(ceiling, need, usage, [(listed * unit, 0)]):
@@ -206,10 +211,12 @@ def _fits(locks, total: int, unit: int, held: list, live) -> bool:
     return admit_now(ceiling, need, usage, steps, alone=not steps)
 
 
-def _list(locks, held: list) -> None:
-    """Enter the step holding *held* in the roster at its first slot; entries at its other
-    slots are stale (their writers let those slots go) and are cleared in the same write."""
-    entry = ("%d %d" % (host.getpid(), len(held))).ljust(ROSTER_SIZE - 1).encode("ascii") + b"\n"
+def _list(locks, held: list, live=()) -> None:
+    """Enter the step holding *held* in the roster at its first slot (its slots negative when
+    *live* says it was admitted on a guess); entries at its other slots are stale (their
+    writers let those slots go) and are cleared in the same write."""
+    slots = -len(held) if len(live) > 3 and live[3] else len(held)
+    entry = ("%d %d" % (host.getpid(), slots)).ljust(ROSTER_SIZE - 1).encode("ascii") + b"\n"
     if held == list(range(held[0], held[0] + len(held))):
         locks.write(entry + bytes(ROSTER_SIZE * (len(held) - 1)), ROSTER_BASE + held[0] * ROSTER_SIZE)
     else:
@@ -288,7 +295,7 @@ def _take(locks, total: int, want: int, first: int, held: list) -> None:
 def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE,
             owner: str = "", locks=None, clock=time.monotonic, sleep=time.sleep, live=None) -> Reservation:
     """Block until this process holds min(k, total) slots of pool *path* (or of *locks*,
-    with *clock* and *sleep*: the test seam). With *live* = (ceiling, reader) the slots are
+    with *clock* and *sleep*: the test seam). With *live* = (ceiling, reader[, mark, guessed]) the slots are
     kept only when the memory really in use leaves room for them too (_fits): a step that
     waits for it looks again every LIVE_POLL seconds."""
     locks = locks or open_pool(path)
@@ -323,7 +330,7 @@ def acquire(path: str, total: int, k: int, unit: int, patience: float = PATIENCE
             _post_drain(locks, None)
         if len(held) == k and not short:
             if live:
-                _list(locks, held)            # before the gate opens: the next taker counts it
+                _list(locks, held, live)      # before the gate opens: the next taker counts it
             locks.unlock(GATE)
             break
         _release_all(locks, held)
@@ -376,7 +383,7 @@ def _backfill(locks, total: int, k: int, first: int, held: list, unit: int = 0, 
             _release_all(locks, held)
             return False
         if live:
-            _list(locks, held)          # under the drain lock: the drainer counts it at once
+            _list(locks, held, live)    # under the drain lock: the drainer counts it at once
         _write_drain(locks, (state[0], state[1] + k))
         return True
     finally:

@@ -45,12 +45,21 @@ def class_key(tool: str, kind: str) -> str:
     return "\0class\0%s\0%s" % (tool, kind)
 
 
-def siblings(ledger_dir: str, tool: str, kind: str, build: str, env: dict = None):
-    """Peaks of *tool*'s *kind* steps measured so far in *build*, once there are enough."""
+def measured(ledger_dir: str, tool: str, kind: str, build: str):
+    """Peaks of *tool*'s *kind* steps measured so far in *build* (None: none yet)."""
     entry = lookup(ledger_dir, class_key(tool, kind), None, quiet=True)
-    if entry and entry[1] == build and len(entry[0]) >= SIBLINGS_MIN:
-        return entry[0]
-    return None
+    return entry[0] if entry and entry[1] == build else None
+
+
+def siblings(peaks):
+    """*peaks* (measured()) once there are enough of them to stand for a step never measured."""
+    return peaks if peaks and len(peaks) >= SIBLINGS_MIN else None
+
+
+def borne_out(peaks, guess: int) -> bool:
+    """Whether this build's measured *peaks* of a kind bear out *guess* for the others: the
+    typical one came in at or under it."""
+    return bool(peaks) and median(peaks) <= guess
 
 
 def key_of(record: dict) -> str:

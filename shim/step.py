@@ -114,23 +114,25 @@ def _self_ids() -> frozenset:
 class _Admission:
     """What memory admission decided for one step."""
 
-    __slots__ = ("pool", "unit", "total", "estimate", "source", "entry", "reservation")
+    __slots__ = ("pool", "unit", "total", "estimate", "source", "entry", "reservation", "guessed")
 
     def __init__(self):
         self.pool = self.entry = self.reservation = None
         self.unit = self.total = self.estimate = 0
         self.source = ""
+        self.guessed = False        # a guess this build has not borne out: admitted below the pause mark
 
 
 def _plan(budget, config, env, ledger_dir, key, kind, tool, name):
     """Where to reserve and how much, or None when admission is off or impossible here."""
     plan = _Admission()
-    peers = None
+    peaks = None
     if ledger_dir:
         plan.entry = estimates.lookup(ledger_dir, key, env)
         if plan.entry is None:            # cold: what its siblings measured so far in this build
-            peers = estimates.siblings(ledger_dir, name, kind, rundir.build_identity(env), env)
-    plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config, tool, peers)
+            peaks = estimates.measured(ledger_dir, name, kind, rundir.build_identity(env))
+    plan.estimate, plan.source = estimates.estimate(plan.entry, kind, config, tool, estimates.siblings(peaks))
+    plan.guessed = plan.source != "history" and not estimates.borne_out(peaks, plan.estimate)
     found = budget_mod.limit(env)
     plan.unit, plan.total = admission.geometry(budget, config["memory"]["unit"], found[0] if found else None)
     try:
@@ -309,7 +311,7 @@ def _admit(s: _Step) -> None:
         try:
             s.plan.reservation = admission.acquire(s.plan.pool, s.plan.total, k, s.plan.unit,
                                                    s.config["memory"]["patience"], owner=s.owner,
-                                                   live=_live(s.env, s.config, s.plan.source != "history"))
+                                                   live=_live(s.env, s.config, s.plan.guessed))
         except OSError as e:       # a pool file planted, swapped or damaged: run, unadmitted
             rundir.warn_once("memory", "no memory admission: %s: %s" % (s.plan.pool, e.strerror or e), s.env)
             s.plan = None
@@ -333,20 +335,22 @@ def _admit(s: _Step) -> None:
 
 
 def _live(env: dict, config: dict = None, guessed: bool = False):
-    """(ceiling, reader) for admission by the memory really in use (issue 18): the auto budget
-    of the limit (what all memory in use may reach) and budget.in_use; None without a limit.
-    A *guessed* step (no peak of its own: a prior, or its siblings' median) must fit below the
-    pause mark (memory.pause_at): the rest of the budget is the margin for a wrong guess, so the
-    pause watcher has time to act before the limit (two cold 330 MB steps admitted at a 192 MiB
-    prior beside a 400 MiB neighbour crossed from the mark to a 1 GiB limit in ~0.1 s)."""
+    """(ceiling, reader, mark, *guessed*) for admission by the memory really in use (issue 18):
+    the auto budget of the limit (what all memory in use may reach), budget.in_use, and the
+    pause mark (memory.pause_at of that budget; the budget itself when pausing is off); None
+    without a limit. While a step admitted on a guess runs (no peak of its own, and none of its
+    tool and kind measured in this build to bear its estimate out), or this one is *guessed*,
+    everything must fit below the mark: the rest of the budget is the margin for a wrong guess,
+    the pause watcher's time to act before the limit (two cold 330 MB steps admitted at the
+    192 MiB prior beside a 400 MiB neighbour crossed from the mark to a 1 GiB limit in ~0.1 s;
+    a step admitted at its siblings' 330 MiB beside one still running at its 192 MiB guess
+    was OOM-killed)."""
     found = budget_mod.limit(env)
     if not found:
         return None
     ceiling = budget_mod.of(budget_mod.AUTO, None, *found)
-    marks = watcher.marks(env, config or {}) if guessed else None
-    if marks:
-        ceiling = int(ceiling * marks[0])
-    return ceiling, lambda exact: budget_mod.in_use(env, exact)
+    marks = watcher.marks(env, config or {})
+    return ceiling, lambda exact: budget_mod.in_use(env, exact), int(ceiling * marks[0]) if marks else ceiling, guessed
 
 
 NEAR = 0.75        # of the budget: a step expected to need this much runs alone, spawned

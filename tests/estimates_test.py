@@ -72,9 +72,9 @@ def test_a_cold_step_is_admitted_at_what_its_siblings_measured_earlier_in_this_b
     ledger_dir = str(tmp_path)
     mib = 1 << 20
     for i, peak in enumerate((40, 60, 50)):
-        assert estimates.siblings(ledger_dir, "cc", "compile", "build-1") is None     # fewer than three
+        assert estimates.siblings(estimates.measured(ledger_dir, "cc", "compile", "build-1")) is None     # fewer than three
         estimates.observe(ledger_dir, _spawned("cc", "s%d.o" % i, peak * mib), "build-1")
-    peers = estimates.siblings(ledger_dir, "cc", "compile", "build-1")
+    peers = estimates.siblings(estimates.measured(ledger_dir, "cc", "compile", "build-1"))
     assert sorted(peers) == [40 * mib, 50 * mib, 60 * mib]
     # Their median only ever raises a cold step above its prior, never lowers it below.
     assert estimates.estimate(None, "compile", {"steps": {}}, None, peers) == (estimates.PRIORS["compile"], "default")
@@ -84,14 +84,14 @@ def test_a_cold_step_is_admitted_at_what_its_siblings_measured_earlier_in_this_b
     mixed = [20 * mib, 30 * mib, 500 * mib]
     assert estimates.estimate(None, "compile", small, None, mixed) == (32 * mib, "prior")
     # Another build, another tool or kind, learns nothing from them; its own history still wins.
-    assert estimates.siblings(ledger_dir, "cc", "compile", "build-2") is None
-    assert estimates.siblings(ledger_dir, "cc", "link", "build-1") is None
-    assert estimates.siblings(ledger_dir, "cxx", "compile", "build-1") is None
+    assert estimates.measured(ledger_dir, "cc", "compile", "build-2") is None
+    assert estimates.measured(ledger_dir, "cc", "link", "build-1") is None
+    assert estimates.measured(ledger_dir, "cxx", "compile", "build-1") is None
     own = estimates.lookup(ledger_dir, estimates.key("cc", "s0.o"))
     assert estimates.estimate(own, "compile", small, None, peers) == (40 * mib, "history")
     # A new build starts its class over instead of mixing in the old one's peaks.
     estimates.observe(ledger_dir, _spawned("cc", "t.o", 300 * mib), "build-2")
-    assert estimates.siblings(ledger_dir, "cc", "compile", "build-2") is None
+    assert estimates.measured(ledger_dir, "cc", "compile", "build-2") == [300 * mib]
 
 
 def test_an_attempt_the_oom_killer_cut_short_is_learned_as_its_need_and_teaches_no_sibling(tmp_path):
@@ -122,3 +122,12 @@ def test_steps_finishing_together_lose_no_learned_peak(tmp_path):
     missing = [(w, i) for w in range(4) for i in range(150)
                if estimates.lookup(str(tmp_path), estimates.key("cc", "w%d-%d.o" % (w, i))) is None]
     assert not missing, "%d of 600 updates lost" % len(missing)
+
+
+def test_a_guess_is_borne_out_once_the_typical_step_measured_in_this_build_came_in_under_it():
+    mib = 1 << 20
+    assert not estimates.borne_out(None, 192 * mib)                          # nothing measured yet
+    assert estimates.borne_out([126 * mib], 192 * mib)                       # one compile, under the prior
+    assert estimates.borne_out([15 * mib, 40 * mib, 165 * mib], 128 * mib)   # one big crate among small ones
+    assert not estimates.borne_out([330 * mib], 192 * mib)                   # bigger than the prior
+    assert not estimates.borne_out([100 * mib, 330 * mib, 330 * mib], 192 * mib)

@@ -160,18 +160,44 @@ def test_a_step_is_in_the_roster_before_the_gate_lets_the_next_step_look():
     assert seen and seen[-1] and seen[-1][0][2] == 2
 
 
-@pytest.mark.parametrize("pause_at, config, guessed, expected", [
-    ("", {}, False, 960 * MIB),                           # measured: up to the budget
-    ("", {}, True, int(960 * MIB * 0.8)),                 # a guess: below the pause mark
-    ("0.9", {}, True, int(960 * MIB * 0.9)),              # SHIM_PAUSE_AT moves the mark
-    ("", {"memory": {"pause_at": 0.6}}, True, int(960 * MIB * 0.6)),
-    ("off", {}, True, 960 * MIB),                         # no pausing: no mark to keep below
+@pytest.mark.parametrize("pause_at, config, expected", [
+    ("", {}, int(960 * MIB * 0.8)),                       # the pause mark of the budget
+    ("0.9", {}, int(960 * MIB * 0.9)),                    # SHIM_PAUSE_AT moves the mark
+    ("", {"memory": {"pause_at": 0.6}}, int(960 * MIB * 0.6)),
+    ("off", {}, 960 * MIB),                               # no pausing: no mark to keep below
 ])
-def test_a_step_without_a_peak_of_its_own_is_admitted_only_below_the_pause_mark(monkeypatch, pause_at, config,
-                                                                                  guessed, expected):
+def test_a_guess_is_admitted_below_the_pause_mark_and_a_measured_step_up_to_the_budget(monkeypatch, pause_at,
+                                                                                       config, expected):
     from shim import step
     monkeypatch.setattr(budget, "limit", lambda env, root="/": (GIB, False))
     env = {"SHIM_PAUSE_AT": pause_at} if pause_at else {}
-    ceiling, _ = step._live(env, config, guessed)
-    assert ceiling == expected
+    for guessed in (True, False):
+        ceiling, _, mark, flag = step._live(env, config, guessed)
+        assert (ceiling, mark, flag) == (960 * MIB, expected, guessed)
     assert budget.of(budget.AUTO, None, GIB, False) == 960 * MIB     # the budget of a 1 GiB limit
+
+
+def test_while_a_step_admitted_on_a_guess_runs_every_step_must_fit_below_the_mark(monkeypatch):
+    # 1 GiB: budget 960 MiB, mark 768; a neighbour holds 425 MiB. A cold step (a 192 MiB guess)
+    # runs, 45 MiB so far; the next one is known from its siblings at 336 MiB.
+    pool = {"locks": {}, "data": bytearray()}
+    monkeypatch.setattr(host, "tree_rss", lambda pid: 45 * MIB)
+    usage = {"now": 425 * MIB}
+    live_of = lambda guessed: (960 * MIB, lambda exact: usage["now"], 768 * MIB, guessed)   # noqa: E731
+    cold = admission.acquire("", 60, 12, 16 * MIB, locks=MemoryLocks(pool, "cold"), clock=Clock(),
+                             sleep=lambda s: None, live=live_of(True))
+    assert admission._roster(pool["data"][admission.ROSTER_BASE:])[0][2] == 12   # listed, as a guess
+    assert b" -12" in bytes(pool["data"][admission.ROSTER_BASE:admission.ROSTER_BASE + 60 * admission.ROSTER_SIZE])
+    usage["now"] = 470 * MIB
+    held = [i for i in range(60) if i not in cold.slots][:21]      # 21 slots: 336 MiB
+    other = MemoryLocks(pool, "known")
+    for i in held:
+        other.try_lock(1 + i)
+    # 470 + (192 - 45) + 336 = 953 MiB: under the budget, over the mark: it waits.
+    assert not admission._fits(other, 60, 16 * MIB, held, live_of(False))
+    cold.release()
+    # The same step beside a measured one of the same size: the whole budget.
+    known = admission.acquire("", 60, 12, 16 * MIB, locks=MemoryLocks(pool, "measured"), clock=Clock(),
+                              sleep=lambda s: None, live=live_of(False))
+    assert b"-" not in bytes(pool["data"][admission.ROSTER_BASE:admission.ROSTER_BASE + 60 * admission.ROSTER_SIZE])
+    assert admission._fits(other, 60, 16 * MIB, held, live_of(False))
