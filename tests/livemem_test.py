@@ -2,10 +2,11 @@
 
 A neighbour (a process that is no step: a test database, the runner's agent) holds 400 MiB of
 a 1 GiB cgroup for the whole build; eight fake compiles of 330 MB each (tests/fixtures/alloc.c,
-expected at the preset prior of 256 MiB) run beside it. Admission that counted only its own
-reservations admitted two or three at once and the kernel killed steps; reading the usage of
-the cgroup at admission, shim admits what fits beside the neighbour. The kernel's OOM counter
-is the judge. Skipped, with the reason, where no memory cgroup can be made.
+expected at the compile prior of 192 MiB: a guess too low, which the first steps prove wrong)
+run beside it. Admission that counted only its own reservations admitted two or three at once
+and the kernel killed steps; reading the usage of the cgroup at admission, and keeping the pause
+mark's margin while a guess runs, shim admits what fits beside the neighbour. The kernel's OOM
+counter is the judge. Skipped, with the reason, where no memory cgroup can be made.
 """
 
 import os
@@ -87,7 +88,7 @@ def build_beside_a_neighbour(tmp_path, alloc, argv, env, project):
 
 def test_shim_build_with_no_flags_beside_a_400mib_neighbour_is_not_oom_killed(tmp_path, env, alloc):
     project = tmp_path / "project"
-    outs = memcg.write_fake_project(str(project), alloc, EIGHT, wrapped=True)     # no prior: 256 MiB
+    outs = memcg.write_fake_project(str(project), alloc, EIGHT, wrapped=True)     # no prior: 192 MiB
     result, kills, alive = build_beside_a_neighbour(tmp_path, alloc, [SHIM, "build"], env, project)
     assert result.returncode == 0, result.stdout
     assert kills == 0, result.stdout
