@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     reason = memcg.available()
     if reason:
         raise SystemExit("no memory cgroup: %s" % reason)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIM_", "MAKEFLAGS"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIM_", "MAKEFLAGS")) or k == "SHIM_PAUSE_AT"}
     env["PATH"] = BIN + os.pathsep + env.get("PATH", "")
     env.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="shim-small-run-"))
     out = ["Command: `%s bench/smallrunner.py --limit %s --cargo-limit %s --rounds %d --parts %s` on %s, "
