@@ -306,12 +306,13 @@ def _admit(s: _Step) -> None:
         low = s.tool["low_memory"]
         s.args = rewrite.arguments(low, s.args)
         s.env = rewrite.environment(low, s.env)
+    marks = watcher.marks(s.env, s.config) if s.plan else None      # the pause mark: admission's and the watcher's
     if s.plan:
         k = s.plan.total if big else admission.slots_for(s.plan.estimate, s.plan.unit, s.plan.total)
         try:
             s.plan.reservation = admission.acquire(s.plan.pool, s.plan.total, k, s.plan.unit,
                                                    s.config["memory"]["patience"], owner=s.owner,
-                                                   live=_live(s.env, s.config, s.plan.guessed))
+                                                   live=_live(s.env, marks, s.plan.guessed))
         except OSError as e:       # a pool file planted, swapped or damaged: run, unadmitted
             rundir.warn_once("memory", "no memory admission: %s: %s" % (s.plan.pool, e.strerror or e), s.env)
             s.plan = None
@@ -331,13 +332,13 @@ def _admit(s: _Step) -> None:
         if s.cpu:
             s.record["cpu_wait"] = round(s.cpu.waited, 6)
     if s.plan:         # pause before kill: a watcher may stop this step's tree while memory is short
-        watcher.note(s.plan, s.record, s.ledger_dir, s.env, s.config)
+        watcher.note(s.plan, s.record, s.ledger_dir, s.env, marks)
 
 
-def _live(env: dict, config: dict = None, guessed: bool = False):
+def _live(env: dict, marks=None, guessed: bool = False):
     """(ceiling, reader, mark, *guessed*) for admission by the memory really in use (issue 18):
     the auto budget of the limit (what all memory in use may reach), budget.in_use, and the
-    pause mark (memory.pause_at of that budget; the budget itself when pausing is off); None
+    pause mark (*marks*, watcher.marks: the fractions; the budget itself when pausing is off); None
     without a limit. While a step admitted on a guess runs (no peak of its own, and none of its
     tool and kind measured in this build to bear its estimate out), or this one is *guessed*,
     everything must fit below the mark: the rest of the budget is the margin for a wrong guess,
@@ -349,7 +350,6 @@ def _live(env: dict, config: dict = None, guessed: bool = False):
     if not found:
         return None
     ceiling = budget_mod.of(budget_mod.AUTO, None, *found)
-    marks = watcher.marks(env, config or {})
     return ceiling, lambda exact: budget_mod.in_use(env, exact), int(ceiling * marks[0]) if marks else ceiling, guessed
 
 

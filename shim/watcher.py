@@ -55,10 +55,9 @@ def stamp(pid: int, t0: float, record_id: str, build: str, ledger_dir: str) -> b
     return data.ljust(STAMP_SIZE - 1) + b"\n"
 
 
-def note(plan, record, ledger_dir, env: dict, config: dict) -> None:
+def note(plan, record, ledger_dir, env: dict, found) -> None:
     """Stamp the step admitted under *plan* (its ledger *record* in *ledger_dir*, if any) and
-    start a watcher of its pool if none runs."""
-    found = marks(env, config)
+    start a watcher of its pool if none runs; *found*: marks() (None: pausing is off)."""
     if found is None or not plan.reservation.slots:
         return
     locks = plan.reservation.locks

@@ -168,11 +168,11 @@ def test_a_step_is_in_the_roster_before_the_gate_lets_the_next_step_look():
 ])
 def test_a_guess_is_admitted_below_the_pause_mark_and_a_measured_step_up_to_the_budget(monkeypatch, pause_at,
                                                                                        config, expected):
-    from shim import step
+    from shim import step, watcher
     monkeypatch.setattr(budget, "limit", lambda env, root="/": (GIB, False))
     env = {"SHIM_PAUSE_AT": pause_at} if pause_at else {}
     for guessed in (True, False):
-        ceiling, _, mark, flag = step._live(env, config, guessed)
+        ceiling, _, mark, flag = step._live(env, watcher.marks(env, config), guessed)
         assert (ceiling, mark, flag) == (960 * MIB, expected, guessed)
     assert budget.of(budget.AUTO, None, GIB, False) == 960 * MIB     # the budget of a 1 GiB limit
 
