@@ -214,13 +214,20 @@ def _fits(locks, total: int, unit: int, held: list, live) -> bool:
 def _list(locks, held: list, live=()) -> None:
     """Enter the step holding *held* in the roster at its first slot (its slots negative when
     *live* says it was admitted on a guess); entries at its other slots are stale (their
-    writers let those slots go) and are cleared in the same write."""
+    writers let those slots go) and are cleared, one write per run of consecutive slots.
+    A stale entry left at a slot this step holds would count it twice: its lock is held,
+    so nobody can tell the entry's step is gone (a 128 MiB phantom held a small runner's
+    second rustc back for seconds, BUILD.md)."""
     slots = -len(held) if len(live) > 3 and live[3] else len(held)
-    entry = ("%d %d" % (host.getpid(), slots)).ljust(ROSTER_SIZE - 1).encode("ascii") + b"\n"
-    if held == list(range(held[0], held[0] + len(held))):
-        locks.write(entry + bytes(ROSTER_SIZE * (len(held) - 1)), ROSTER_BASE + held[0] * ROSTER_SIZE)
-    else:
-        locks.write(entry, ROSTER_BASE + held[0] * ROSTER_SIZE)
+    data = ("%d %d" % (host.getpid(), slots)).ljust(ROSTER_SIZE - 1).encode("ascii") + b"\n"
+    start = prev = held[0]
+    for i in held[1:] + [-1]:                 # a take that wrapped round is two runs
+        if i == prev + 1:
+            prev = i
+            continue
+        locks.write(data + bytes(ROSTER_SIZE * (prev - start + 1) - len(data)), ROSTER_BASE + start * ROSTER_SIZE)
+        data = b""
+        start = prev = i
 
 
 def geometry(budget: int, unit: int = DEFAULT_UNIT, limit: int = None):

@@ -83,6 +83,29 @@ def test_a_roster_entry_whose_step_is_gone_is_dropped_and_cleared():
     assert [e[2] for e in admission._roster(pool["data"][admission.ROSTER_BASE:])] == [16]
 
 
+def test_a_step_whose_take_wraps_round_clears_the_stale_entries_under_all_its_slots(monkeypatch):
+    # 18 slots of 16 MiB (a 288 MiB budget), steps of 8. "a" (first slot 0) dies with its entry
+    # listed; "b" starts at slot 14 and wraps round to 0..3: a's entry sits under a slot b holds,
+    # so nobody can see that a is gone. Left there, "c" would count b twice and wait.
+    pool = {"locks": {}, "data": bytearray()}
+    monkeypatch.setattr(host, "tree_rss", lambda pid: 0)
+    monkeypatch.setattr(host, "getpid", lambda: 18 * 100)
+    a = admission.acquire("", 18, 8, 16 * MIB, locks=MemoryLocks(pool, "a"), clock=Clock(), sleep=lambda s: None,
+                          live=live(0, 0)[0])
+    assert a.slots == list(range(8))
+    for i in a.slots:              # killed: its locks are gone, its entry stayed
+        MemoryLocks(pool, "a").unlock(1 + i)
+    monkeypatch.setattr(host, "getpid", lambda: 18 * 100 + 14)
+    b = admission.acquire("", 18, 8, 16 * MIB, locks=MemoryLocks(pool, "b"), clock=Clock(), sleep=lambda s: None,
+                          live=live(0, 0)[0])
+    assert b.slots == [14, 15, 16, 17, 0, 1, 2, 3]
+    assert [(e[0], e[2]) for e in admission._roster(pool["data"][admission.ROSTER_BASE:])] == [(14, 8)]
+    monkeypatch.setattr(host, "getpid", lambda: 18 * 100 + 4)
+    c = admission.acquire("", 18, 8, 16 * MIB, locks=MemoryLocks(pool, "c"), clock=Clock(),
+                          sleep=lambda s: pytest.fail("counted b twice"), live=live(400 * MIB, 50 * MIB, 352 * MIB)[0])
+    assert c.slots == list(range(4, 12))
+
+
 def test_a_released_reservation_leaves_the_roster():
     pool = {"locks": {}, "data": bytearray()}
     r = admission.acquire("", 8, 2, MIB, locks=MemoryLocks(pool, "a"), clock=Clock(), sleep=lambda s: None,
