@@ -112,8 +112,9 @@ KEYS = (
      "How often a spawned step that ran out of memory is retried alone with low_memory rewrites."),
     ("memory.pause_at", "number", 0.8,
      "Pause before kill: when the memory really in use (the cgroup's, without reclaimable page cache, "
-     "else MemTotal less MemAvailable) passes this fraction of the limit less the reserve, the most "
-     "recently admitted running steps are stopped (SIGSTOP of their process tree), never the oldest. "
+     "else MemTotal less MemAvailable) is past this fraction of the limit less the reserve and climbing "
+     "fast enough to pass the limit less the reserve within 0.25 s, the most recently admitted running "
+     "steps are stopped (SIGSTOP of their process tree), never the oldest. "
      "0 never pauses. SHIM_PAUSE_AT overrides it (0 or off: never pause)."),
     ("memory.resume_at", "number", 0.7,
      "Paused steps are resumed (SIGCONT), oldest first, once memory in use falls below this fraction "

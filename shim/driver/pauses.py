@@ -1,9 +1,10 @@
 """Pause before kill: the watcher that stops the youngest steps while memory runs short.
 
-When the memory really in use (budget.in_use, as admission reads it) passes the high-water mark (memory.pause_at of
-the limit less the reserve), the most recently admitted running step is stopped, with its
-process tree (SIGSTOP): a stopped step keeps what it holds but takes no more, so the steps
-that were admitted first can finish and free theirs. While usage still climbs, the next
+When the memory really in use (budget.in_use, as admission reads it) is past the high-water mark (memory.pause_at
+of the limit less the reserve) and climbing fast enough to pass the limit less the reserve
+within HORIZON (or is past that already), the most recently admitted running step is stopped,
+with its process tree (SIGSTOP): a stopped step keeps what it holds but takes no more, so the
+steps that were admitted first can finish and free theirs. While usage still climbs, the next
 youngest is stopped too; once it falls below the low-water mark (memory.resume_at), the
 paused steps are resumed (SIGCONT), oldest first, one a tick. The oldest running step is
 never paused, and one that becomes the oldest is resumed at once: the build always
@@ -34,14 +35,20 @@ NEAR_TICK = 0.02    # ... once usage is past half the low-water mark: two steps 
                     # at ~2 GB/s went from there past the limit within one 0.1 s tick
 IDLE = 2.0          # seconds without a running step before a detached watcher leaves
 GROWTH = 8 << 20    # bytes usage must climb past the last pause before the next step is paused
+HORIZON = 0.25      # seconds: above the mark, a climb that would not pass the limit less the reserve
+                    # within this is let run (a pause costs its step's time; two rustcs at ~150 MiB
+                    # in a 384 MiB runner sat past the mark for seconds and never near the limit)
+WINDOW = 0.1        # seconds of readings the climb is measured over
 SAMPLE_EVERY = 1.0  # seconds between usage samples in the ledger
 _FLOCK = "hhqqi4x"  # struct flock (Linux): l_type, l_whence, l_start, l_len, l_pid
 
 
-def decide(running, used, since, high: int, low: int):
+def decide(running, used, since, high: int, low: int, soon: int = None, ceiling: int = None):
     """(keys to pause, keys to resume) for *running* [(key, start time, paused)] steps
     when *used* bytes are in use (None: unknown), *since* the bytes in use at the last
-    pause while usage stayed above the mark (None: none yet)."""
+    pause while usage stayed above the mark (None: none yet). With *soon* (the bytes in use
+    HORIZON from now at the present climb) and *ceiling* (the limit less the reserve), a
+    step is paused above the mark only when *soon* reaches the ceiling."""
     if not running:
         return [], []
     order = sorted(running, key=lambda r: r[1])
@@ -50,7 +57,8 @@ def decide(running, used, since, high: int, low: int):
         return [], paused                            # blind: let everything run
     resume = [order[0][0]] if order[0][2] else []    # the oldest always runs
     if used >= high:
-        if since is None or used - since >= GROWTH:
+        urgent = soon is None or ceiling is None or soon >= ceiling
+        if urgent and (since is None or used - since >= GROWTH):
             for key, _, p in reversed(order[1:]):
                 if not p:
                     return [key], resume
@@ -136,13 +144,14 @@ def _pids_of(pid: int) -> set:
 
 
 def marks_of(fractions, env: dict):
-    """(high, low) in bytes for (pause at, resume at) fractions of the limit less the reserve
-    (the limit admission judges by: budget.limit), or None without a limit."""
+    """(high, low, ceiling) in bytes: (pause at, resume at) fractions of the limit less the
+    reserve (the limit admission judges by: budget.limit), and that ceiling; None without a
+    limit."""
     found = budget.limit(env)
     if found is None:
         return None
     base = budget.of(budget.AUTO, None, *found)
-    return int(base * fractions[0]), int(base * fractions[1])
+    return int(base * fractions[0]), int(base * fractions[1]), base
 
 
 def reader_of(env: dict):
@@ -155,9 +164,12 @@ def reader_of(env: dict):
 class Watcher:
     """The pause state of one pool: call tick() every TICK seconds."""
 
-    def __init__(self, pool: str, total: int, high: int, low: int, reader, env: dict, build: str = None):
+    def __init__(self, pool: str, total: int, high: int, low: int, reader, env: dict, build: str = None,
+                 ceiling: int = None):
         self.locks = admission.open_pool(pool)
         self.total, self.high, self.low, self.read_used = total, high, low, reader
+        self.ceiling = ceiling         # the limit less the reserve: None pauses at the mark alone
+        self.readings = []             # [(time, bytes in use)] of the last WINDOW
         self.near = False        # usage past half the low-water mark at the last look
         self.env, self.build = env, build
         self.steps = {}                # key -> Step seen running
@@ -226,7 +238,7 @@ class Watcher:
         if used is None or used < self.high:
             self.since = None
         pause, resume = decide([(k, s.t0, s.paused_at is not None) for k, s in self.steps.items()],
-                               used, self.since, self.high, self.low)
+                               used, self.since, self.high, self.low, self._soon(now, used), self.ceiling)
         for key in resume:
             step = self.steps[key]
             signal_tree(step.pid, signal.SIGCONT)
@@ -245,6 +257,19 @@ class Watcher:
             self.last_sample = now
             self._sample(now, used)
         return len(self.steps)
+
+    def _soon(self, now: float, used):
+        """Bytes in use HORIZON from *now* if usage goes on climbing as it did over the last
+        WINDOW (never less than *used*); None when unknown."""
+        if used is None:
+            self.readings = []
+            return None
+        kept = [r for r in self.readings if now - r[0] <= WINDOW]
+        self.readings = (kept or self.readings[-1:]) + [(now, used)]     # at least the last look
+        t, then = self.readings[0]
+        if now - t <= 0:
+            return used
+        return used + int(max(used - then, 0) * HORIZON / (now - t))
 
     def _ended_pause(self, step: Step, now: float) -> None:
         if step.paused_at is None:
@@ -280,7 +305,7 @@ def for_build(pool: str, total: int, env: dict, config: dict, build: str):
     if found is None:
         return None
     try:
-        w = Watcher(pool, total, found[0], found[1], reader_of(env), env, build)
+        w = Watcher(pool, total, found[0], found[1], reader_of(env), env, build, found[2])
         if not w.locks.try_lock(watcher.WATCH_LOCK):
             return None
     except OSError:
@@ -294,7 +319,7 @@ def serve(pool: str, total: int, high_fraction: float, low_fraction: float, env:
     found = marks_of((high_fraction, low_fraction), env)
     if found is None:
         return 0
-    w = Watcher(pool, total, found[0], found[1], reader_of(env), env)
+    w = Watcher(pool, total, found[0], found[1], reader_of(env), env, ceiling=found[2])
     if not w.locks.try_lock(watcher.WATCH_LOCK):
         return 0                           # another one runs
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
