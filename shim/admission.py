@@ -196,11 +196,18 @@ def _fits(locks, total: int, unit: int, held: list, live) -> bool:
         listed = total
     if admit_now(ceiling, need, usage, [(listed * unit, 0)]):
         return True
-    entries = _roster(data)
+    usage, steps = _exact(locks, unit, held, reader, data)
+    return admit_now(ceiling, need, usage, steps, alone=not steps)
+
+
+def _exact(locks, unit: int, held: list, reader, data: bytes):
+    """(bytes in use without page cache, [(reservation, bytes now)] of the other listed steps):
+    the entries of gone steps dropped (and cleared: their first slot is free), each live
+    step's process tree measured."""
     usage = reader(True)
     mine = set(held)
     steps = []
-    for i, pid, k in entries:
+    for i, pid, k in _roster(data):
         if i in mine:
             continue
         if locks.try_lock(1 + i):            # its first slot is free: the step is gone
@@ -208,7 +215,22 @@ def _fits(locks, total: int, unit: int, held: list, live) -> bool:
             locks.unlock(1 + i)
             continue
         steps.append((k * unit, host.tree_rss(pid)))
-    return admit_now(ceiling, need, usage, steps, alone=not steps)
+    return usage, steps
+
+
+def room_of(reservation, total: int, live) -> int:
+    """Bytes the step holding *reservation* may take now without pressing on the others,
+    read exactly (shim/budget.py in_use, each listed step measured), under *live*'s ceiling
+    (not the guesses' mark: this is what the step may grow into, not what admits it); None
+    without a reading. A runtime with a soft memory limit (Go's GOMEMLIMIT) is given it."""
+    if not live or not reservation.slots:
+        return None
+    locks = reservation.locks
+    usage, steps = _exact(locks, reservation.unit, reservation.slots, live[1],
+                          locks.read(total * ROSTER_SIZE, ROSTER_BASE))
+    if usage is None:
+        return None
+    return room(live[0], usage, steps)
 
 
 def _list(locks, held: list, live=()) -> None:

@@ -18,10 +18,11 @@ class Family:
     """One family's declarations; None where the family has nothing to say."""
 
     __slots__ = ("name", "names", "quoting", "tool_of", "scan", "locate", "facts", "watch", "oom_texts",
-                 "wrapped", "probe_flags", "replays_stderr")
+                 "wrapped", "probe_flags", "replays_stderr", "soft_limit")
 
     def __init__(self, name, names=(), quoting="gcc", tool_of=None, scan=None, locate=None, facts=None,
-                 watch=None, oom_texts=(), wrapped=False, probe_flags=(), replays_stderr=False):
+                 watch=None, oom_texts=(), wrapped=False, probe_flags=(), replays_stderr=False,
+                 soft_limit=None):
         self.name = name
         self.names = names            # program name patterns (basename, no extension)
         self.quoting = quoting        # how it reads @files (shim/rsp.py), None: it does not
@@ -36,6 +37,10 @@ class Family:
         # Its build tool caches what a step wrote on stderr and replays it on every cache hit
         # (go: golang/go#27628): shim's own notes about a step go to the ledger only.
         self.replays_stderr = replays_stderr
+        # The variable by which its runtime takes a soft memory limit: an admitted step gets
+        # the room it was admitted into, unless it is set already (go: GOMEMLIMIT, Go >= 1.19;
+        # the collector works harder near it, and never fails for it).
+        self.soft_limit = soft_limit
 
 
 # --- rustc ---------------------------------------------------------------------------
@@ -93,7 +98,7 @@ TABLE = (
            locate=_rustc_locate, facts=_rustc_facts, watch=_rustc_watch,
            oom_texts=(b"memory allocation of ", b"LLVM ERROR: out of memory"), wrapped=True),
     Family("go", quoting=None, tool_of=golang.tool_of, scan=_go_scan, locate=_go_locate, facts=_go_facts,
-           oom_texts=golang.OOM_TEXTS, replays_stderr=True),
+           oom_texts=golang.OOM_TEXTS, replays_stderr=True, soft_limit="GOMEMLIMIT"),
     Family("other", quoting=None),
 )
 BY_NAME = {f.name: f for f in TABLE}

@@ -309,13 +309,16 @@ def _admit(s: _Step) -> None:
     marks = watcher.marks(s.env, s.config) if s.plan else None      # the pause mark: admission's and the watcher's
     if s.plan:
         k = s.plan.total if big else admission.slots_for(s.plan.estimate, s.plan.unit, s.plan.total)
+        live = _live(s.env, marks, s.plan.guessed)
         try:
             s.plan.reservation = admission.acquire(s.plan.pool, s.plan.total, k, s.plan.unit,
-                                                   s.config["memory"]["patience"], owner=s.owner,
-                                                   live=_live(s.env, marks, s.plan.guessed))
+                                                   s.config["memory"]["patience"], owner=s.owner, live=live)
         except OSError as e:       # a pool file planted, swapped or damaged: run, unadmitted
             rundir.warn_once("memory", "no memory admission: %s: %s" % (s.plan.pool, e.strerror or e), s.env)
             s.plan = None
+        soft = s.plan and family.get(s.parsed.family).soft_limit
+        if soft and soft not in s.env:
+            _give_room(s, soft, live)
     # After memory: a step waiting for memory must not hold a core. Remote steps need none.
     s.cpu = None if s.launcher["remote"] else _cpu_slot(s.env, s.owner)
     if s.record:
@@ -333,6 +336,26 @@ def _admit(s: _Step) -> None:
             s.record["cpu_wait"] = round(s.cpu.waited, 6)
     if s.plan:         # pause before kill: a watcher may stop this step's tree while memory is short
         watcher.note(s.plan, s.record, s.ledger_dir, s.env, marks)
+
+
+SOFT_FLOOR = 32 << 20    # the least soft limit given: below it a collector only spins
+
+
+def _give_room(s: _Step, name: str, live) -> None:
+    """Give a runtime that takes a soft memory limit (family.soft_limit: Go's GOMEMLIMIT) the
+    room its step was admitted into: what the limit less the reserve leaves beside the memory
+    in use and what the other steps may still grow into. A cold Go compile admitted at the
+    prior and growing to ~300 MiB was OOM-killed in a 272 MiB cgroup where the collector,
+    told of the room, kept it near 200 MiB (BUILD.md); where the room is larger than the step
+    grows, the limit is never reached and changes nothing. Go's cache keys do not include it."""
+    try:
+        room = admission.room_of(s.plan.reservation, s.plan.total, live)
+    except OSError:
+        return
+    if room is not None:
+        s.env = dict(s.env, **{name: "%dMiB" % (max(room, SOFT_FLOOR) >> 20)})
+        if s.record:
+            s.record["soft_limit"] = max(room, SOFT_FLOOR) >> 20 << 20
 
 
 def _live(env: dict, marks=None, guessed: bool = False):

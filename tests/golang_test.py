@@ -123,3 +123,54 @@ def test_report_compare_matches_a_go_step_across_builds_by_its_package_not_its_w
     keys = {compare.step_key(dict(golang.facts(parse(argv).detail, ENV), out=[parse(argv).primary_output]))
             for argv in (COMPILE, again)}
     assert keys == {"go compile github.com/yuin/goldmark/parser linux/amd64 exe"}
+
+
+# --- a step's room as the runtime's soft memory limit (family.soft_limit) ------------------
+
+def fake_go_tool(tmp_path):
+    """A "compile" where go keeps its tools (…/pkg/tool/GOOS_GOARCH/), writing the GOMEMLIMIT
+    it was started with."""
+    tool = tmp_path / "goroot" / "pkg" / "tool" / "linux_amd64" / "compile"
+    tool.parent.mkdir(parents=True)
+    tool.write_text('#!/bin/sh\nprintf "%s" "${GOMEMLIMIT-unset}" > "$SEEN"\n')
+    tool.chmod(0o755)
+    return str(tool)
+
+
+@pytest.mark.parametrize("given, budget", [(None, None), ("77MiB", None), (None, "off")])
+def test_an_admitted_go_step_is_given_its_room_as_gomemlimit_unless_go_has_one(tmp_path, env, given, budget):
+    import subprocess
+    from conftest import SHIM, last_step
+    from shim import budget as budget_mod
+    tool = fake_go_tool(tmp_path)
+    env.update(SEEN=str(tmp_path / "seen"), SHIM_GO_DIR=str(tmp_path))
+    if given:
+        env["GOMEMLIMIT"] = given
+    if budget:
+        env["SHIM_MEMORY_BUDGET"] = budget
+    done = subprocess.run([str(SHIM), tool, "-o", str(tmp_path / "x.a"), "-p", "example.com/x", "x.go"],
+                          cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 0, done.stderr
+    seen = (tmp_path / "seen").read_text()
+    step = last_step(tmp_path)
+    if given or budget:
+        assert seen == (given or "unset") and "soft_limit" not in step
+        return
+    ceiling = budget_mod.of(budget_mod.AUTO, None, *budget_mod.limit(env))
+    assert seen == "%dMiB" % (step["soft_limit"] >> 20), seen
+    assert step["est"] <= step["soft_limit"] <= ceiling       # admitted: at least its own estimate fits
+
+
+def test_a_step_of_a_family_without_a_soft_limit_gets_none(tmp_path, env):
+    import subprocess
+    from conftest import SHIM
+    cc = tmp_path / "bin" / "cc"
+    cc.parent.mkdir()
+    cc.write_text('#!/bin/sh\nprintf "%s" "${GOMEMLIMIT-unset}" > "$SEEN"\n')
+    cc.chmod(0o755)
+    env["SEEN"] = str(tmp_path / "seen")
+    done = subprocess.run([str(SHIM), str(cc), "-c", "x.c", "-o", "x.o"], cwd=tmp_path, env=env,
+                          stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "seen").read_text() == "unset"
+    assert family.get("gcc").soft_limit is None and family.get("go").soft_limit == "GOMEMLIMIT"

@@ -62,6 +62,8 @@ FIELDS = (
     Field("oom", ("boolean", "null"), "it ran out of memory", required=False),
     Field("retry", ("integer", "null"), "which retry after running out of memory", required=False),
     Field("low_memory", ("boolean", "null"), "run with the tool's low_memory rewrites", required=False),
+    Field("soft_limit", ("integer", "null"), "the soft memory limit its runtime was given: the room it was "
+          "admitted into (Go's GOMEMLIMIT)", required=False),
     Field("need", ("integer", "null"), "an OOM-killed attempt: what the step is taken to need next time "
           "(more than the budget it was killed under, or its peak so far if larger)", required=False),
     Field("timing", ("string",), "where the duration came from: measured (spawned), ninja_log, outputs "
