@@ -353,9 +353,10 @@ def _give_room(s: _Step, name: str, live) -> None:
     except OSError:
         return
     if room is not None:
-        s.env = dict(s.env, **{name: "%dMiB" % (max(room, SOFT_FLOOR) >> 20)})
+        mib = max(room, SOFT_FLOOR) >> 20
+        s.env = dict(s.env, **{name: "%dMiB" % mib})
         if s.record:
-            s.record["soft_limit"] = max(room, SOFT_FLOOR) >> 20 << 20
+            s.record["soft_limit"] = mib << 20
 
 
 def _live(env: dict, marks=None, guessed: bool = False):
