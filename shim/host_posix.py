@@ -37,8 +37,19 @@ getcwd = posix.getcwd
 mkdir = posix.mkdir
 stat = posix.stat
 lstat = posix.lstat
-getpid = posix.getpid
-getuid = posix.getuid
+_UID = posix.getuid()     # shim never changes its ids: each check of a state file's owner asks no syscall
+_PID = []                 # every syscall costs ~3 us on a CI VM, and an admitted step asks its pid 4 times
+posix.register_at_fork(after_in_child=_PID.clear)
+
+
+def getpid() -> int:
+    if not _PID:
+        _PID.append(posix.getpid())
+    return _PID[0]
+
+
+def getuid() -> int:
+    return _UID
 open_file = posix.open
 read = posix.read
 write = posix.write
@@ -141,7 +152,7 @@ def read_regular_file(path: str, own: bool = False) -> bytes:
     fd = posix.open(path, posix.O_RDONLY | posix.O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW)
     try:
         st = posix.fstat(fd)
-        if st.st_mode & 0o170000 != 0o100000 or (own and st.st_uid != posix.getuid()):
+        if st.st_mode & 0o170000 != 0o100000 or (own and st.st_uid != _UID):
             raise OSError(22, "not a regular file" + (" of ours" if own else ""), path)
         return _read_all(fd)
     finally:
@@ -155,7 +166,7 @@ def open_private_dir(path: str) -> int:
     dfd = posix.open(path or ".", posix.O_RDONLY | O_CLOEXEC | O_NOFOLLOW | _O_DIRECTORY)
     try:
         st = posix.fstat(dfd)
-        if st.st_mode & 0o170000 != 0o040000 or st.st_uid != posix.getuid() or st.st_mode & 0o077:
+        if st.st_mode & 0o170000 != 0o040000 or st.st_uid != _UID or st.st_mode & 0o077:
             raise OSError(errno.EPERM, "not a private directory of ours", path)
     except BaseException:
         posix.close(dfd)
@@ -178,7 +189,7 @@ def open_private(path: str, flags: int, mode: int = 0o600, dir_fd: int = None) -
             posix.close(dfd)
     try:
         st = posix.fstat(fd)
-        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != posix.getuid():
+        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != _UID:
             raise OSError(errno.EPERM, "not a regular file of ours", path)
     except BaseException:
         posix.close(fd)

@@ -65,9 +65,9 @@ def note(plan, record, ledger_dir, env: dict, found) -> None:
         locks.write(stamp(host.getpid(), record["t0"] if record else 0.0, record and record["id"],
                           record and record["b"], ledger_dir if record else ""),
                     ADMITTED_BASE + plan.reservation.slots[0] * STAMP_SIZE)
-        osapi.lseek(locks.fd, WATCH_LOCK, 0)
-        osapi.lockf(locks.fd, osapi.F_TEST, 1)
-    except OSError:                # held: a watcher runs (or the stamp failed: no pausing then)
+        if locks.held_elsewhere(WATCH_LOCK):        # a watcher runs
+            return
+    except OSError:                # the stamp failed: no pausing then
         return
     _start(plan.pool, plan.total, found, env)
 

@@ -401,3 +401,50 @@ def test_a_drain_record_left_by_a_killed_drainer_is_cleared_by_the_next_taker():
     admission._write_drain(MemoryLocks(pool, "dead"), (3, 1))     # its locks died with it, the bytes stayed
     r = admission.acquire("", 4, 2, 1, locks=MemoryLocks(pool, "next"), clock=Clock(), sleep=lambda s: None)
     assert len(r.slots) == 2 and admission._drain_state(MemoryLocks(pool, "x")) is None
+
+
+def test_the_pool_s_locks_land_on_their_bytes_whatever_was_done_before(tmp_path):
+    # FileLocks seeks only when the descriptor is elsewhere (a syscall spared per lock); a lock
+    # placed at a stale offset would hold the wrong slot and leave the right one free.
+    locks = admission.open_pool(str(tmp_path / "pool-16"))
+    assert locks.try_lock(0)                            # the gate, at a fresh descriptor's offset
+    assert locks.try_lock(1 + 5, 3)
+    locks.write(b"x" * 16, 300)                         # reads and writes move no offset
+    locks.read(16, 300)
+    locks.unlock(0)
+    locks.lock(admission.DRAIN_LOCK)
+    assert not locks.held_elsewhere(4098)
+    assert locks.try_lock(1 + 9)
+    assert _held_elsewhere(tmp_path / "pool-16", range(12)) == [6, 7, 8, 10]
+    locks.unlock(admission.DRAIN_LOCK)
+    locks.unlock(1 + 6)
+    assert _held_elsewhere(tmp_path / "pool-16", list(range(12)) + [admission.DRAIN_LOCK]) == [6, 8, 10]
+
+
+def _held_elsewhere(pool, offsets) -> list:
+    """Which bytes at *offsets* of *pool* another process finds locked (opened there only:
+    closing any descriptor of the file here would drop this process's locks)."""
+    import fcntl
+    offsets = list(offsets)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd = os.open(str(pool), os.O_RDWR)
+            os.write(w, bytes(1 if _locked(fcntl, fd, o) else 0 for o in offsets))
+        finally:
+            os._exit(0)
+    os.close(w)
+    held = os.read(r, len(offsets))
+    os.close(r)
+    os.waitpid(pid, 0)
+    return [o for o, h in zip(offsets, held) if h]
+
+
+def _locked(fcntl, fd: int, offset: int) -> bool:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+    except OSError:
+        return True
+    fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+    return False
