@@ -9,6 +9,10 @@ must not wait on a pipe a watcher holds). Two steps starting one at once is harm
 second watcher cannot take the lock and leaves. A watcher leaves when no step has run for a
 while, after letting go of the lock and looking once more (a step stamps before it tests).
 
+The watcher finds the stamps through the roster (admission's entry of each step admitted
+by live memory, at the same first slot) and clears both once their slot is free: an exec'd
+step cannot clear its own.
+
 Under `shim build` the driver holds WATCH_LOCK for the whole build (its sampler is the
 watcher), so no step starts one. Cost per step: one pwrite and one lock test (~20 us).
 """

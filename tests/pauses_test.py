@@ -1,6 +1,7 @@
 """Pause before kill (shim/driver/pauses.py, shim/watcher.py): the pure decisions, the stamps,
 and builds in a real memory cgroup whose steps grow slowly past a far-too-low estimate."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -306,32 +307,47 @@ def test_a_comparison_shows_pauses_only_when_either_build_paused(tmp_path):
 def test_a_running_step_is_the_holder_of_its_first_slot_and_a_stale_stamp_is_no_step(tmp_path):
     # (A stale stamp taken for a step once stopped every real one: it looked oldest, so it
     # was the one never paused.)
+    pool = str(tmp_path / "pool-16")
+    w = pauses.Watcher(pool, 8, HIGH, LOW, lambda: None, {})
+    _admitted(w.locks, 5, 999999, T0, "gone")
+    # A step that ended stamped slot 3, which the step below now holds as its second slot.
+    _admitted(w.locks, 3, 999998, T0 - 1, "ended")
+    with _running_step(pool, 2, 2, "step", "b1", "/x/.shim") as pid:     # holds slots 2 and 3
+        (step,) = w.running()
+        assert (step.slot, step.pid, step.id, step.build, step.ledger_dir) == (2, pid, "step", "b1", "/x/.shim")
+    assert w.running() == []
+
+
+def test_the_entry_and_stamp_of_a_step_that_ended_are_cleared_once_its_slot_is_free_and_no_other(tmp_path):
+    # Both outlive an exec'd step: a runner's pool gathered them on every slot ever taken
+    # first, each costing the watcher a lock test every tick and every admission a parse.
     from shim import admission
     pool = str(tmp_path / "pool-16")
     w = pauses.Watcher(pool, 8, HIGH, LOW, lambda: None, {})
-    w.locks.write(watcher.stamp(999999, T0, "gone", None, ""), watcher.ADMITTED_BASE + 5 * watcher.STAMP_SIZE)
-    # A step that ended stamped slot 3, which the step below now holds as its second slot.
-    w.locks.write(watcher.stamp(999998, T0 - 1, "ended", None, ""), watcher.ADMITTED_BASE + 3 * watcher.STAMP_SIZE)
-    ready, done = os.pipe(), os.pipe()
-    pid = os.fork()
-    if pid == 0:                     # a step: holds slots 2 and 3, stamped at 2
-        try:
-            locks = admission.FileLocks(os.open(pool, os.O_RDWR))
-            locks.try_lock(1 + 2, 2)
-            locks.write(watcher.stamp(os.getpid(), T0 + 1, "step", "b1", "/x/.shim"),
-                        watcher.ADMITTED_BASE + 2 * watcher.STAMP_SIZE)
-            os.write(ready[1], b"x")
-            os.read(done[0], 1)
-        finally:
-            os._exit(0)
-    try:
-        os.read(ready[0], 1)
+
+    def stamp_at(slot):
+        return w.locks.read(watcher.STAMP_SIZE, watcher.ADMITTED_BASE + slot * watcher.STAMP_SIZE)
+
+    def entry_at(slot):
+        return w.locks.read(admission.ROSTER_SIZE, admission.ROSTER_BASE + slot * admission.ROSTER_SIZE)
+
+    for slot, pid in ((0, 999991), (3, 999993), (6, 999996), (7, 999997)):
+        _admitted(w.locks, slot, pid, T0, "s%d" % slot)
+    _admitted(w.locks, 5, 999995, T0, "x")
+    w.locks.write(b"garbage\n", watcher.ADMITTED_BASE + 5 * watcher.STAMP_SIZE)
+    assert w.locks.try_lock(1 + 6)        # this process holds slot 6 (as a test or `shim build` may)
+    with _running_step(pool, 2, 2, "step") as pid:                      # holds slots 2 and 3
         (step,) = w.running()
-        assert (step.slot, step.pid, step.id, step.build, step.ledger_dir) == (2, pid, "step", "b1", "/x/.shim")
-    finally:
-        os.write(done[1], b"x")
-        os.waitpid(pid, 0)
+        assert step.pid == pid
+        assert stamp_at(0) == stamp_at(5) == stamp_at(7) == bytes(watcher.STAMP_SIZE)    # free: cleared
+        assert entry_at(0) == entry_at(5) == entry_at(7) == bytes(admission.ROSTER_SIZE)  # ... with their entries
+        assert entry_at(2).startswith(b"%d 2" % pid) and entry_at(6).startswith(b"999996 ")
+        assert stamp_at(2).startswith(b"%d " % pid)                 # the running step's
+        assert stamp_at(3).startswith(b"999993 ")                   # held by the step: kept for now
+        assert stamp_at(6).startswith(b"999996 ")                   # held by this process: kept
+        assert _held_by_another(pool, 6)                           # ... and its lock still held
     assert w.running() == []
+    assert stamp_at(2) == stamp_at(3) == bytes(watcher.STAMP_SIZE)
 
 
 @pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed (builds the fake tool)")
@@ -372,8 +388,7 @@ def test_a_paused_step_the_watcher_loses_sight_of_is_continued_and_the_oldest_ne
             try:
                 locks = admission.FileLocks(os.open(pool, os.O_RDWR))
                 locks.try_lock(1 + slot, 1)
-                locks.write(watcher.stamp(os.getpid(), T0 + slot, "s%d" % slot, None, ""),
-                            watcher.ADMITTED_BASE + slot * watcher.STAMP_SIZE)
+                _admitted(locks, slot, os.getpid(), T0 + slot, "s%d" % slot)
                 os.write(ready[1], b"x")
                 os.read(done[0], 1)
             finally:
@@ -383,15 +398,16 @@ def test_a_paused_step_the_watcher_loses_sight_of_is_continued_and_the_oldest_ne
         got = b""
         while len(got) < 2:
             got += os.read(ready[0], 2)
-        w.tick()
+        now = time.time()
+        w.tick(now)
         assert pauses.stopped(children[1]) or _soon(lambda: pauses.stopped(children[1]))   # the younger one
         assert not pauses.stopped(children[0])
         os.kill(children[0], signal.SIGSTOP)           # stopped by someone: the oldest must run anyway
         _soon(lambda: pauses.stopped(children[0]))
-        w.tick()
+        w.tick(now + pauses.SAMPLE_EVERY)              # (looked for once a second)
         assert _soon(lambda: not pauses.stopped(children[0]))
         w.locks.write(b"\0" * watcher.STAMP_SIZE, watcher.ADMITTED_BASE + 4 * watcher.STAMP_SIZE)   # out of view
-        w.tick()
+        w.tick(now + 2 * pauses.SAMPLE_EVERY)
         assert _soon(lambda: not pauses.stopped(children[1]))
     finally:
         for pid in children:
@@ -399,6 +415,55 @@ def test_a_paused_step_the_watcher_loses_sight_of_is_continued_and_the_oldest_ne
         os.write(done[1], b"xx")
         for pid in children:
             os.waitpid(pid, 0)
+
+
+def _admitted(locks, slot: int, pid: int, t0: float, record_id: str, build=None, ledger_dir: str = "", slots: int = 1):
+    """What an admitted step leaves at its first slot *slot*: its roster entry and its stamp."""
+    from shim import admission
+    locks.write(("%d %d" % (pid, slots)).ljust(admission.ROSTER_SIZE - 1).encode() + b"\n",
+                admission.ROSTER_BASE + slot * admission.ROSTER_SIZE)
+    locks.write(watcher.stamp(pid, t0, record_id, build, ledger_dir), watcher.ADMITTED_BASE + slot * watcher.STAMP_SIZE)
+
+
+@contextlib.contextmanager
+def _running_step(pool: str, slot: int, slots: int, record_id: str, build=None, ledger_dir: str = ""):
+    """A forked "step" holding *slots* slots of *pool* from *slot*, admitted there, while the
+    block runs: its pid."""
+    from shim import admission
+    ready, done = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            locks = admission.FileLocks(os.open(pool, os.O_RDWR))
+            locks.try_lock(1 + slot, slots)
+            _admitted(locks, slot, os.getpid(), T0 + 1, record_id, build, ledger_dir, slots)
+            os.write(ready[1], b"x")
+            os.read(done[0], 1)
+        finally:
+            os._exit(0)
+    os.read(ready[0], 1)
+    try:
+        yield pid
+    finally:
+        os.write(done[1], b"x")
+        os.waitpid(pid, 0)
+
+
+def _held_by_another(pool: str, slot: int) -> bool:
+    """Whether another process sees slot *slot* of *pool* locked."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fd = os.open(pool, os.O_RDWR)
+            try:
+                import fcntl
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1 + slot)
+                os._exit(0)
+            except OSError:
+                os._exit(1)
+        finally:
+            os._exit(2)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 1
 
 
 def _soon(check, seconds: float = 5.0) -> bool:
