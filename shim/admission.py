@@ -91,22 +91,13 @@ class FileLocks:
     the admission logic with an in-memory table and a fake clock, several "processes" in one
     (tests/admission_test.py)."""
 
-    __slots__ = ("fd", "at")
+    __slots__ = ("fd",)
 
-    def __init__(self, fd: int, at: int = None):
+    def __init__(self, fd: int):
         self.fd = fd
-        self.at = at             # the descriptor's offset (None: unknown), where lockf() acts
-
-    def _seek(self, offset: int) -> None:
-        # A lock acts at the descriptor's offset: seek only when it is elsewhere (each syscall
-        # costs ~3 us on a CI VM, and a step's first lock is at the offset a fresh open has).
-        if self.at != offset:
-            self.at = None
-            osapi.lseek(self.fd, offset, 0)
-            self.at = offset
 
     def try_lock(self, offset: int, length: int = 1) -> bool:
-        self._seek(offset)
+        osapi.lseek(self.fd, offset, 0)
         try:
             osapi.lockf(self.fd, osapi.F_TLOCK, length)
         except OSError:          # EAGAIN/EACCES: another process holds it
@@ -114,16 +105,16 @@ class FileLocks:
         return True
 
     def lock(self, offset: int) -> None:
-        self._seek(offset)
+        osapi.lseek(self.fd, offset, 0)
         osapi.lockf(self.fd, osapi.F_LOCK, 1)
 
     def unlock(self, offset: int) -> None:
-        self._seek(offset)
+        osapi.lseek(self.fd, offset, 0)
         osapi.lockf(self.fd, osapi.F_ULOCK, 1)
 
     def held_elsewhere(self, offset: int) -> bool:
         """Whether another process holds byte *offset* (a test: nothing is taken)."""
-        self._seek(offset)
+        osapi.lseek(self.fd, offset, 0)
         try:
             osapi.lockf(self.fd, osapi.F_TEST, 1)
         except OSError:
@@ -333,7 +324,7 @@ def open_pool(path: str, dir_fd=None) -> FileLocks:
         raise OSError("cannot use %s: %s" % (path, "a symlink (not followed)" if e.errno == errno.ELOOP
                                               else e.strerror or e)) from None
     osapi.set_inheritable(fd, True)     # (os.open's descriptors never are: PEP 446)
-    locks = _OPEN[path] = FileLocks(fd, 0)        # a fresh descriptor is at offset 0
+    locks = _OPEN[path] = FileLocks(fd)
     return locks
 
 

@@ -404,8 +404,8 @@ def test_a_drain_record_left_by_a_killed_drainer_is_cleared_by_the_next_taker():
 
 
 def test_the_pool_s_locks_land_on_their_bytes_whatever_was_done_before(tmp_path):
-    # FileLocks seeks only when the descriptor is elsewhere (a syscall spared per lock); a lock
-    # placed at a stale offset would hold the wrong slot and leave the right one free.
+    # A lock acts at the descriptor's offset: one placed at a stale offset would hold the wrong
+    # slot and leave the right one free (checked from another process).
     locks = admission.open_pool(str(tmp_path / "pool-16"))
     assert locks.try_lock(0)                            # the gate, at a fresh descriptor's offset
     assert locks.try_lock(1 + 5, 3)
