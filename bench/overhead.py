@@ -199,6 +199,12 @@ def measure(rounds: int, baseline: str = None):
     return table, samples
 
 
+def paired(a: list, b: list) -> float:
+    """The median of a[i] - b[i]: two variants' difference within each round (every round runs
+    every variant once), so that a machine slowing down between rounds moves both alike."""
+    return statistics.median(x - y for x, y in zip(a, b))
+
+
 def verdict(added_ms: float, digits: int = 3) -> str:
     """"met" or "MISSED by ..." against the 0.3 ms per-step target of issues 17 and 18."""
     return "met" if added_ms <= 0.3 else "MISSED by %.*f ms" % (digits, added_ms - 0.3)
@@ -231,13 +237,15 @@ def report(table, samples, rounds: int, baseline: str = None) -> str:
     lines.append("")
     lines.append("Floor (`python -I -S -c pass`): %.2f ms; medians of %d alternating rounds. Rows without "
                  "\"default\" run with `SHIM_MEMORY_BUDGET=off` (no admission)." % (floor, rounds))
-    added = med[PROTECTED] - med[UNPROTECTED]
-    cpu = statistics.median(CPU[PROTECTED]) - statistics.median(CPU[UNPROTECTED]) if CPU else float("nan")
+    added = paired(samples[PROTECTED], samples[UNPROTECTED])
+    cpu = paired(CPU[PROTECTED], CPU[UNPROTECTED]) if CPU else float("nan")
     lines.append("Default protection (issue 17: the auto budget, its limit read through the cache, and a "
                  "reservation) adds %+.2f ms of wall per step over the unprotected exec path (target <= 0.3 ms: "
-                 "%s) and %+.2f ms of CPU (median user + sys of the process tree; wall medians on a loaded "
-                 "machine wander by more than the target)."
-                 % (added, verdict(added, 2), cpu))
+                 "%s) and %+.2f ms of CPU (user + sys of the process tree): medians of the differences within "
+                 "each round, which the machine's drift between rounds does not enter; the difference of the "
+                 "medians is %+.2f ms of wall and %+.2f ms of CPU."
+                 % (added, verdict(added, 2), cpu, med[PROTECTED] - med[UNPROTECTED],
+                    statistics.median(CPU[PROTECTED]) - statistics.median(CPU[UNPROTECTED]) if CPU else float("nan")))
     base = "baseline: shim cc, exec (its launcher)"
     if base in med:
         cpu = statistics.median(CPU[PROTECTED]) - statistics.median(CPU[base]) if CPU else float("nan")
