@@ -200,30 +200,14 @@ def _fits(locks, total: int, unit: int, held: list, live) -> bool:
     data = locks.read(total * ROSTER_SIZE, ROSTER_BASE)
     if len(live) > 2 and (live[3] or b"-" in data):       # a guess among the steps: keep the margin
         ceiling = live[2]
-    listed = _listed(data, total)
+    try:                                      # every entry's slots, in C: no loop over entries
+        listed = sum(map(abs, map(int, data.translate(None, b"\0").split()[1::2])))
+    except ValueError:
+        listed = total
     if admit_now(ceiling, need, usage, [(listed * unit, 0)]):
         return True
     usage, steps = _exact(locks, unit, held, reader, data)
     return admit_now(ceiling, need, usage, steps, alone=not steps)
-
-
-FEW = 8             # roster entries parsed one by one; more are summed in C
-
-
-def _listed(data: bytes, total: int) -> int:
-    """Slots held by the steps listed in roster *data*; *total* if an entry is damaged. A few
-    entries (the usual: the watcher clears those of ended steps) are found by their newlines,
-    without copying the roster (21 KB for a 21 GiB pool); many are summed in C."""
-    try:
-        if data.count(b"\n") > FEW:
-            return sum(map(abs, map(int, data.translate(None, b"\0").split()[1::2])))
-        listed, end = 0, data.find(b"\n")
-        while end >= 0:
-            listed += abs(int(data[end - end % ROSTER_SIZE:end].split()[1]))
-            end = data.find(b"\n", end + 1)
-        return listed
-    except (ValueError, IndexError):
-        return total
 
 
 def _exact(locks, unit: int, held: list, reader, data: bytes):
@@ -268,9 +252,6 @@ def _list(locks, held: list, live=()) -> None:
     second rustc back for seconds, BUILD.md)."""
     slots = -len(held) if len(live) > 3 and live[3] else len(held)
     data = ("%d %d" % (host.getpid(), slots)).ljust(ROSTER_SIZE - 1).encode("ascii") + b"\n"
-    if held == list(range(held[0], held[0] + len(held))):     # one run, the usual take: no loop
-        locks.write(data + bytes(ROSTER_SIZE * len(held) - len(data)), ROSTER_BASE + held[0] * ROSTER_SIZE)
-        return
     start = prev = held[0]
     for i in held[1:] + [-1]:                 # a take that wrapped round is two runs
         if i == prev + 1:

@@ -106,28 +106,6 @@ def test_a_step_whose_take_wraps_round_clears_the_stale_entries_under_all_its_sl
     assert c.slots == list(range(4, 12))
 
 
-@pytest.mark.parametrize("steps", [1, admission.FEW, admission.FEW + 1, 40])
-def test_the_cheap_bound_counts_every_listed_step_s_slots_whether_few_or_many(steps):
-    # A few entries are parsed one by one, many summed in C: both must say the same.
-    total = 1318
-    roster = bytearray(total * admission.ROSTER_SIZE)
-    want = 0
-    for n in range(steps):
-        slot, k = (n * 31) % total, (n % 5 + 1) * (-1 if n % 3 == 0 else 1)      # some on a guess
-        entry = ("%d %d" % (1000 + n, k)).ljust(admission.ROSTER_SIZE - 1).encode() + b"\n"
-        roster[slot * admission.ROSTER_SIZE:(slot + 1) * admission.ROSTER_SIZE] = entry
-        want += abs(k)
-    assert admission._listed(bytes(roster), total) == want
-    assert admission._listed(bytes(total * admission.ROSTER_SIZE), total) == 0
-
-
-@pytest.mark.parametrize("damage", [b"garbage\n", b"12\n", b"12 x\n"])
-def test_a_damaged_roster_entry_counts_as_the_whole_pool(damage):
-    roster = bytearray(64 * admission.ROSTER_SIZE)
-    roster[5 * admission.ROSTER_SIZE:5 * admission.ROSTER_SIZE + len(damage)] = damage
-    assert admission._listed(bytes(roster), 64) == 64
-
-
 def test_a_released_reservation_leaves_the_roster():
     pool = {"locks": {}, "data": bytearray()}
     r = admission.acquire("", 8, 2, MIB, locks=MemoryLocks(pool, "a"), clock=Clock(), sleep=lambda s: None,
