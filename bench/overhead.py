@@ -248,9 +248,10 @@ def report(table, samples, rounds: int, baseline: str = None) -> str:
                     statistics.median(CPU[PROTECTED]) - statistics.median(CPU[UNPROTECTED]) if CPU else float("nan")))
     base = "baseline: shim cc, exec (its launcher)"
     if base in med:
-        cpu = statistics.median(CPU[PROTECTED]) - statistics.median(CPU[base]) if CPU else float("nan")
-        lines.append("Against the baseline's protected exec path in the same rounds: %+.2f ms of wall and %+.2f ms "
-                     "of CPU per step." % (med[PROTECTED] - med[base], cpu))
+        cpu = paired(CPU[PROTECTED], CPU[base]) if CPU else float("nan")
+        lines.append("Against the baseline's protected exec path in the same rounds (medians of the differences "
+                     "within each round): %+.2f ms of wall and %+.2f ms of CPU per step."
+                     % (paired(samples[PROTECTED], samples[base]), cpu))
     for samples_us, where, what in (
             (FRESH_US, "In a fresh process (the bundle loaded as the launcher does, timed from shim's entry to the "
                        "exec", "a step takes"),
