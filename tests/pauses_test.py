@@ -350,6 +350,52 @@ def test_the_entry_and_stamp_of_a_step_that_ended_are_cleared_once_its_slot_is_f
     assert stamp_at(2) == stamp_at(3) == bytes(watcher.STAMP_SIZE)
 
 
+def test_a_step_that_came_and_went_between_two_looks_counts_as_activity_as_a_running_one_does(tmp_path):
+    pool = str(tmp_path / "pool-16")
+    w = pauses.Watcher(pool, 8, HIGH, LOW, lambda: None, {})
+    assert not w.active()                       # nothing ran
+    with _running_step(pool, 2, 1, "short"):
+        pass                                    # admitted, then gone before the look (its entry left, as exec'd)
+    assert w.active() and w.tick() == 0         # it ran since the last look, though nothing runs
+    assert not w.active()                       # and nothing since
+    with _running_step(pool, 4, 1, "long"):
+        assert w.active()
+
+
+def test_a_stream_of_short_steps_keeps_one_detached_watcher(tmp_path, env):
+    # Each step ends between two of the watcher's looks. One that waited for a running step
+    # left every ~3 s under a stream of tiny compiles, and a step had to start the next one.
+    def step():
+        assert subprocess.run([SHIM, "true"], cwd=tmp_path, env=env).returncode == 0
+
+    step()
+    assert _soon(lambda: _watcher_of(tmp_path / "run"))
+    first = _watcher_of(tmp_path / "run")
+    seen = set()
+    deadline = time.monotonic() + 2.5 * pauses.IDLE
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        step()
+        seen.add(_watcher_of(tmp_path / "run"))
+    assert seen == {first}
+
+
+def _watcher_of(run: Path) -> int:
+    """The pid holding the WATCH_LOCK of the one pool under runtime dir *run* (0: none)."""
+    import fcntl
+    import struct
+    pools = list((run / "shim").glob("pool-*"))
+    if len(pools) != 1:
+        return 0
+    fd = os.open(pools[0], os.O_RDWR)
+    try:
+        asked = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, watcher.WATCH_LOCK, 1, 0)
+        kind, _, _, _, pid = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, asked))
+    finally:
+        os.close(fd)
+    return 0 if kind == fcntl.F_UNLCK else pid
+
+
 @pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is not installed (builds the fake tool)")
 def test_machine_wide_past_the_mark_a_climb_that_cannot_reach_the_limit_soon_pauses_nothing(tmp_path, env, alloc):
     # Outside any memory cgroup of ours: the limit is this process's (MemTotal here, where no

@@ -34,7 +34,7 @@ from shim import admission, budget, host, ledger, watcher
 TICK = 0.1          # seconds between two looks at memory
 NEAR_TICK = 0.02    # ... once usage is past half the low-water mark: two steps that allocate
                     # at ~2 GB/s went from there past the limit within one 0.1 s tick
-IDLE = 2.0          # seconds without a running step before a detached watcher leaves
+IDLE = 2.0          # seconds in which no step ran before a detached watcher leaves
 GROWTH = 8 << 20    # bytes usage must climb past the last pause before the next step is paused
 HORIZON = 0.25      # seconds: above the mark, a climb that would not pass the limit less the reserve
                     # within this is let run (a pause costs its step's time; two rustcs at ~150 MiB
@@ -177,6 +177,7 @@ class Watcher:
         self.pauses = 0
         self.peak_used = 0
         self.crossed = None            # when usage first passed the high mark
+        self.ended = 0                 # entries of ended steps cleared (each one a step that ran)
 
     def running(self) -> list:
         """The stamped steps that still run: their first slot is held by the process that
@@ -225,6 +226,7 @@ class Watcher:
         try:
             self.locks.write(bytes(admission.ROSTER_SIZE), admission.ROSTER_BASE + slot * admission.ROSTER_SIZE)
             self.locks.write(bytes(watcher.STAMP_SIZE), watcher.ADMITTED_BASE + slot * watcher.STAMP_SIZE)
+            self.ended += 1
         except OSError:
             pass
         finally:
@@ -238,6 +240,14 @@ class Watcher:
         except OSError:
             return 0
         return 0 if kind == fcntl.F_UNLCK else pid
+
+    def active(self) -> bool:
+        """Look once (tick); whether a step runs or one ran since the last look: an exec'd step
+        that came and went between two looks left its roster entry, cleared at this one. (A
+        watcher that waited for a running step alone missed most short compiles: one left
+        every ~3 s under a stream of them, and a step had to start the next, BUILD.md.)"""
+        ended = self.ended
+        return bool(self.tick()) or self.ended != ended
 
     def pace(self) -> float:
         """Look once (tick); seconds until the next look: sooner near the mark."""
@@ -347,8 +357,8 @@ def for_build(pool: str, total: int, env: dict, config: dict, build: str):
 
 
 def serve(pool: str, total: int, high_fraction: float, low_fraction: float, env: dict) -> int:
-    """The detached watcher's life: hold WATCH_LOCK, tick until no step has run for IDLE
-    seconds, resume what it paused, leave."""
+    """The detached watcher's life: hold WATCH_LOCK, look until no step has run for IDLE
+    seconds (none running at a look, none ended since the last), resume what it paused, leave."""
     found = marks_of((high_fraction, low_fraction), env)
     if found is None:
         return 0
@@ -360,11 +370,12 @@ def serve(pool: str, total: int, high_fraction: float, low_fraction: float, env:
     try:
         idle_since = time.monotonic()
         while True:
-            if w.tick():
+            if w.active():
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= IDLE:
                 w.locks.unlock(watcher.WATCH_LOCK)
-                if not w.running() or not w.locks.try_lock(watcher.WATCH_LOCK):
+                ended = w.ended
+                if (not w.running() and w.ended == ended) or not w.locks.try_lock(watcher.WATCH_LOCK):
                     return 0               # a step stamped after the unlock starts its own watcher
                 idle_since = time.monotonic()
             time.sleep(NEAR_TICK if w.near else TICK)
