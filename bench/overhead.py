@@ -147,10 +147,18 @@ exec(compile(sys.argv[2], "<fresh>", "exec"), {"sp": sp, "mods": mods})
 FRESH_US = {}        # "off"/"auto" -> [µs from entry to exec in a fresh process]
 
 
+def installed_site_packages() -> str:
+    """Where this interpreter's installed shim lives: its bundle is what a launcher loads (the
+    checkout's copy, which in_process imports, is only as new as the last install)."""
+    done = subprocess.run([sys.executable, "-I", "-c", "import shim; print(shim.__file__)"], cwd="/",
+                          stdout=subprocess.PIPE, text=True, check=True)
+    return os.path.dirname(os.path.dirname(os.path.realpath(done.stdout.strip())))
+
+
 def fresh_process(work: str, env: dict, rounds: int, baseline: str = None):
     """{"off": [µs], "auto": [µs], and with *baseline* (a venv) "baseline": [µs] of its auto}."""
     import glob
-    sp = os.path.dirname(os.path.dirname(os.path.abspath(__import__("shim").__file__)))
+    sp = installed_site_packages()
     places = {"off": sp, "auto": sp}
     if baseline:
         places["baseline"] = glob.glob(os.path.join(baseline, "lib", "python*", "site-packages"))[0]
@@ -205,6 +213,17 @@ def paired(a: list, b: list) -> float:
     return statistics.median(x - y for x, y in zip(a, b))
 
 
+def interval(a: list, b: list, resamples: int = 1000):
+    """(low, high): the 95 % bootstrap interval of paired(a, b), the rounds resampled with a
+    fixed seed. A compile's wall varies by about a millisecond from one run to the next, so
+    300 rounds pin the median difference down to about +-0.1 ms: the interval says how far."""
+    import random
+    pick = random.Random(17)
+    diffs = [x - y for x, y in zip(a, b)]
+    meds = sorted(statistics.median(pick.choices(diffs, k=len(diffs))) for _ in range(resamples))
+    return meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
+
+
 def verdict(added_ms: float, digits: int = 3) -> str:
     """"met" or "MISSED by ..." against the 0.3 ms per-step target of issues 17 and 18."""
     return "met" if added_ms <= 0.3 else "MISSED by %.*f ms" % (digits, added_ms - 0.3)
@@ -239,12 +258,13 @@ def report(table, samples, rounds: int, baseline: str = None) -> str:
                  "\"default\" run with `SHIM_MEMORY_BUDGET=off` (no admission)." % (floor, rounds))
     added = paired(samples[PROTECTED], samples[UNPROTECTED])
     cpu = paired(CPU[PROTECTED], CPU[UNPROTECTED]) if CPU else float("nan")
+    low, high = interval(samples[PROTECTED], samples[UNPROTECTED])
     lines.append("Default protection (issue 17: the auto budget, its limit read through the cache, and a "
-                 "reservation) adds %+.2f ms of wall per step over the unprotected exec path (target <= 0.3 ms: "
-                 "%s) and %+.2f ms of CPU (user + sys of the process tree): medians of the differences within "
-                 "each round, which the machine's drift between rounds does not enter; the difference of the "
-                 "medians is %+.2f ms of wall and %+.2f ms of CPU."
-                 % (added, verdict(added, 2), cpu, med[PROTECTED] - med[UNPROTECTED],
+                 "reservation) adds %+.2f ms of wall per step over the unprotected exec path (95%% interval %+.2f "
+                 "to %+.2f; target <= 0.3 ms: %s) and %+.2f ms of CPU (user + sys of the process tree): medians of "
+                 "the differences within each round, which the machine's drift between rounds does not enter; the "
+                 "difference of the medians is %+.2f ms of wall and %+.2f ms of CPU."
+                 % (added, low, high, verdict(added, 2), cpu, med[PROTECTED] - med[UNPROTECTED],
                     statistics.median(CPU[PROTECTED]) - statistics.median(CPU[UNPROTECTED]) if CPU else float("nan")))
     base = "baseline: shim cc, exec (its launcher)"
     if base in med:
