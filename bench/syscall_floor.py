@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.dirname(HERE))
 from overhead import FRESH_LOADER, fresh_code, installed_site_packages, write_section       # noqa: E402  (bench/ is not a package)
 
 BEGIN, END = "<!-- syscall-floor:begin -->", "<!-- syscall-floor:end -->"
-GROUPS = ("cgroup", "note", "limits", "pool", "reserve", "live", "record", "shared")
 SLOTS = 12      # what a small compile takes at the 192 MiB prior in 16 MiB slots (the replay's lock length)
 
 
@@ -58,8 +57,8 @@ def operations(run: str, env: dict):
     elif usage:                           # the usage file beside the binding limit
         ops.append(("live", "read", usage[0]))
     ops += [("live", "pread", total * admission.ROSTER_SIZE, admission.ROSTER_BASE),
-            ("reserve", "pwrite", SLOTS * admission.ROSTER_SIZE, admission.ROSTER_BASE + first * admission.ROSTER_SIZE),
-            ("reserve", "unlock", admission.GATE),
+            ("list", "pwrite", SLOTS * admission.ROSTER_SIZE, admission.ROSTER_BASE + first * admission.ROSTER_SIZE),
+            ("list", "unlock", admission.GATE),
             ("record", "pwrite", SLOTS * admission.OWNER_SIZE, admission.OWNER_BASE + first * admission.OWNER_SIZE),
             ("record", "pwrite", watcher.STAMP_SIZE, watcher.ADMITTED_BASE + first * watcher.STAMP_SIZE),
             ("record", "test", watcher.WATCH_LOCK)]
@@ -94,6 +93,12 @@ C = {"read": 'fd = open("%s", R); read(fd, buf, sizeof buf); close(fd);',
 SHARED = {"py": 'fd = posix.open("/proc/self/oom_score_adj", posix.O_RDWR | R); posix.read(fd, 16); '
                 'posix.write(fd, b"0"); posix.close(fd)',
           "c": 'fd = open("/proc/self/oom_score_adj", O_RDWR | R); read(fd, buf, 16); write(fd, "0", 1); close(fd);'}
+
+
+def segments(ops) -> list:
+    """The names of the replay's timed parts, in order: each run of one group's calls, then
+    the shared call."""
+    return [g for i, (g, *_) in enumerate(ops) if i == 0 or ops[i - 1][0] != g] + ["shared"]
 
 
 def _lines(ops, kind: str):
@@ -184,7 +189,7 @@ def measure(rounds: int):
 
 
 def report(ops, out, rounds: int) -> str:
-    groups = [g for g in GROUPS if g == "shared" or any(op[0] == g for op in ops)]
+    groups = segments(ops)
     lines = ["Command: `%s bench/syscall_floor.py --rounds %d`, %d alternating rounds, medians in µs"
              % (os.path.relpath(sys.executable), rounds, rounds), "",
              "| replay | %s | protection's calls, net |" % " | ".join(groups),
