@@ -45,6 +45,11 @@ _FLOCK = "hhqqi4x"  # struct flock (Linux): l_type, l_whence, l_start, l_len, l_
 _OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)    # Linux >= 3.15; elsewhere stamps stay
 
 
+def _slot_lock(kind: int, slot: int) -> bytes:
+    """A struct flock for the byte of slot *slot* in the pool file (slot i is byte i + 1)."""
+    return struct.pack(_FLOCK, kind, os.SEEK_SET, 1 + slot, 1, 0)
+
+
 def decide(running, used, since, high: int, low: int, soon: int = None, ceiling: int = None):
     """(keys to pause, keys to resume) for *running* [(key, start time, paused)] steps
     when *used* bytes are in use (None: unknown), *since* the bytes in use at the last
@@ -218,9 +223,8 @@ class Watcher:
         build` may hold slots where a watcher runs), so no step can take the slot meanwhile."""
         if _OFD_SETLK is None:
             return
-        asked = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 1 + slot, 1, 0)
         try:
-            fcntl.fcntl(self.locks.fd, _OFD_SETLK, asked)
+            fcntl.fcntl(self.locks.fd, _OFD_SETLK, _slot_lock(fcntl.F_WRLCK, slot))
         except (OSError, ValueError):       # held, or no OFD locks here: leave it for later
             return
         try:
@@ -230,13 +234,13 @@ class Watcher:
         except OSError:
             pass
         finally:
-            fcntl.fcntl(self.locks.fd, _OFD_SETLK, struct.pack(_FLOCK, fcntl.F_UNLCK, os.SEEK_SET, 1 + slot, 1, 0))
+            fcntl.fcntl(self.locks.fd, _OFD_SETLK, _slot_lock(fcntl.F_UNLCK, slot))
 
     def _holder(self, slot: int) -> int:
         """The pid holding slot *slot* (0: free, or held from outside this pid namespace)."""
-        asked = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 1 + slot, 1, 0)
         try:
-            kind, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(self.locks.fd, fcntl.F_GETLK, asked))
+            kind, _, _, _, pid = struct.unpack(_FLOCK, fcntl.fcntl(self.locks.fd, fcntl.F_GETLK,
+                                                                   _slot_lock(fcntl.F_WRLCK, slot)))
         except OSError:
             return 0
         return 0 if kind == fcntl.F_UNLCK else pid
