@@ -14,12 +14,18 @@ limit: the smallest of the cgroup (v1, v2) limits of this process and MemTotal. 
 it is a walk over /proc/self/mountinfo and the cgroup tree (shim/config/limits.py, cold
 code); a step does not pay for it. The walk's result, which files hold a limit, is kept
 in the per-user runtime directory under the fingerprint of /proc/self/cgroup and of the
-cgroup namespace (what identifies the process's cgroups), and each step reads just those
-files again: a limit
-changed while the runner lives is seen by the next step, a file gone sends the step
-back to the walk. A limit file that cannot be read or holds garbage means no budget for
-the step, with one warning per build: never a failed step.
+cgroup namespace (what identifies the process's cgroups), with what those files held; the
+note's date is when they were read. A step within FRESH_FOR seconds of that takes the values
+as they are (one readlink and one fstatat); a later one reads the files again and dates
+the note anew (rewrites it if they changed): a limit changed while the runner lives is
+seen within a second (the steps already running were admitted under the old one whatever
+the reading), and a file gone sends the step back to the walk. A
+limit file that cannot be read or holds garbage means no budget for the step, with one
+warning per build, never a failed step, and nothing of it is kept: the next step reads
+it again.
 """
+
+import time
 
 from shim import digest, host, rundir, size
 
@@ -30,7 +36,8 @@ MINIMUM = 1 << 20               # a smaller budget is a slip, not a plan
 DESCRIPTION = ("auto (the cgroup or RAM limit minus a reserve; the default), off (also none, no, "
                "false, 0, disabled), a size such as \"6GiB\", or a percentage of the limit such as \"75%\"")
 UNLIMITED = 1 << 60             # cgroup v1 says "no limit" with a number near 2**63
-CACHE_VERSION = "shim-limits 2"
+CACHE_VERSION = "shim-limits 3"
+FRESH_FOR = 1.0                 # seconds a reading of the limit files stands for every step
 
 
 def parse(text):
@@ -134,21 +141,37 @@ def _limit(env: dict, root: str):
         cache = host.join(place, "limits%s-" % CACHE_VERSION[-1] + digest.fingerprint(own + "\0" + root))
     except OSError:
         cache = dfd = None
-    files = memtotal = None
+    entries = memtotal = None
     if cache:
-        files, memtotal = _load(cache, dfd)
-    if files is not None:
-        found = _read_limits(files, root)
-        if found is not None:
+        entries, memtotal = _load(cache, dfd)
+    if entries is not None:
+        now = _clock()
+        try:
+            age = now - host.note_time(cache, dfd)
+        except OSError:
+            age = -1.0
+        if 0 <= age < FRESH_FOR:                        # read a moment ago, by this step or another
+            found = _judge(entries, root)
+            return _smallest(found[0], memtotal, found[1], env)
+        texts = _texts([e[:2] for e in entries], root)
+        if texts is not None:
+            found = _judge(texts, root)
+            if not found[1]:
+                _store(cache, texts, memtotal, now, dfd, same=texts == entries)
             return _smallest(found[0], memtotal, found[1], env)
     from shim.config import limits          # the walk: cold, once per cgroup (and per change)
     files, memtotal = limits.scan(root)
-    found = _read_limits(files, root)
-    if cache and found is not None:
-        _store(cache, files, memtotal, dfd)
-    if found is None:
+    texts = _texts(files, root)
+    if texts is None:
         found = ([], ["%s vanished while it was read" % f for f, _ in files[:1]])
+    else:
+        found = _judge(texts, root)
+        if cache and not found[1]:
+            _store(cache, texts, memtotal, _clock(), dfd)
     return _smallest(found[0], memtotal, found[1], env)
+
+
+_clock = time.time              # what a note's date is compared with (the tests move it)
 
 
 def _smallest(values, memtotal, problems, env):
@@ -233,21 +256,30 @@ def _mem_in_use(meminfo: bytes) -> int:
     return max(total - available, 0)
 
 
-def _read_limits(files, root, note: bool = True):
-    """([limits in bytes], [problems]) of *files* [(path, name)]; None if one is gone (the
-    cache is stale: the walk must run again). With *note*, which one binds is kept (_binding)."""
-    values, problems = [], []
-    if note:
-        _binding.pop(root, None)
-    for path, _ in files:
+def _texts(files, root):
+    """[(path, name, text or the OSError)] of the limit *files* [(path, name)] as they read now;
+    None if one is gone (the note is stale: the walk must run again)."""
+    out = []
+    for path, name in files:
         try:
-            text = host.read_file(host.join(root, path.lstrip("/"))).decode("ascii", "replace").strip()
+            out.append((path, name, host.read_file(host.join(root, path.lstrip("/"))).decode("ascii", "replace").strip()))
         except FileNotFoundError:
             return None
         except OSError as e:
-            problems.append("%s: %s" % (path, e.strerror or e))
-            continue
-        if text.isdigit():
+            out.append((path, name, e))
+    return out
+
+
+def _judge(entries, root, note: bool = True):
+    """([limits in bytes], [problems]) of *entries* (_texts). With *note*, which file binds is
+    kept (_binding: its group's usage is what in_use reads)."""
+    values, problems = [], []
+    if note:
+        _binding.pop(root, None)
+    for path, _, text in entries:
+        if isinstance(text, OSError):
+            problems.append("%s: %s" % (path, text.strerror or text))
+        elif text.isdigit():
             if int(text) < UNLIMITED:
                 if note and (not values or int(text) < min(values)):
                     _binding[root] = path
@@ -258,28 +290,32 @@ def _read_limits(files, root, note: bool = True):
 
 
 def _load(cache: str, dir_fd=None):
-    """([(path, name)], MemTotal or None) from the cache (a note: one readlink), or (None, None)."""
+    """([(path, name, text)], MemTotal or None) from the note (one readlink), or (None, None)."""
     try:
         lines = host.read_note(cache, dir_fd).decode("utf-8", "replace").split("\n")
     except OSError:
         return None, None
     if len(lines) < 3 or lines[0] != CACHE_VERSION or not lines[1].isdigit() or lines[-1] != "":
         return None, None
-    files = []
+    entries = []
     for line in lines[2:-1]:
-        path, tab, name = line.partition("\t")
-        if not tab or not path.startswith("/"):
+        fields = line.split("\t")
+        if len(fields) != 3 or not fields[0].startswith("/") or not (fields[2].isdigit() or fields[2] == "max"):
             return None, None
-        files.append((path, name))
-    return files, int(lines[1]) or None
+        entries.append(tuple(fields))
+    return entries, int(lines[1]) or None
 
 
-def _store(cache: str, files, memtotal, dir_fd=None) -> None:
-    text = "%s\n%d\n%s" % (CACHE_VERSION, memtotal or 0, "".join("%s\t%s\n" % f for f in files))
+def _store(cache: str, texts, memtotal, now: float, dir_fd=None, same: bool = False) -> None:
+    """Keep *texts* (read at *now*) in the note: when they are what it holds already
+    (*same*), only its date changes (one utimensat: no new link, no rename)."""
     try:
-        host.write_note(cache, text.encode("utf-8", "surrogateescape"), dir_fd)
+        if same:
+            return host.stamp_note(cache, now, dir_fd)
+        text = "%s\n%d\n%s" % (CACHE_VERSION, memtotal or 0, "".join("%s\t%s\t%s\n" % e for e in texts))
+        host.write_note(cache, text.encode("utf-8", "surrogateescape"), dir_fd, when=now)
     except OSError:
-        pass                                 # the next step walks again: slower, still right
+        pass                                 # the next step reads again: slower, still right
 
 
 def detect(root: str = "/"):
@@ -289,7 +325,7 @@ def detect(root: str = "/"):
     files, memtotal = limits.scan(root)
     figures = []
     for path, name in files:
-        values, _ = _read_limits([(path, name)], root, note=False) or ([], [])
+        values, _ = _judge(_texts([(path, name)], root) or [], root, note=False)
         figures += [limits.Figure(name, v, path) for v in values]
     if memtotal:
         figures.append(limits.Figure("MemTotal", memtotal, "/proc/meminfo"))

@@ -11,7 +11,8 @@ API = (
     "O_RDONLY", "O_CLOEXEC", "O_NOFOLLOW", "arch", "environ",
     "is_absolute", "join", "dirname", "basename", "program_stem", "is_executable_file", "program_candidates",
     "flush_stdio", "hold_std_fds", "exit_now", "read_file", "mkdir", "makedirs", "private_dir_problem", "make_private_dir",
-    "read_own_file", "read_regular_file", "open_private_dir", "open_private", "read_note", "write_note",
+    "read_own_file", "read_regular_file", "open_private_dir", "open_private",
+    "read_note", "write_note", "note_time", "stamp_note",
     "replace_file", "raise_oom_score", "restore_oom_score",
     "pid_alive", "tree_rss", "exec_program", "spawn_program", "die_of_signal",
 )

@@ -207,19 +207,22 @@ def read_note(path: str, dir_fd: int = None) -> bytes:
     return posix.readlink(basename(path).encode(_ENCODING, "surrogateescape"), dir_fd=dir_fd)
 
 
-def write_note(path: str, data: bytes, dir_fd: int = None) -> None:
+def write_note(path: str, data: bytes, dir_fd: int = None, when: float = None) -> None:
     """Atomically make *data* the note *path* (see read_note): a symlink made under a random
-    name, renamed over the old one. OSError if it cannot be (too long, no room)."""
+    name, renamed over the old one; with *when*, dated then (note_time). OSError if it cannot
+    be (too long, no room)."""
     if dir_fd is None:
         dir_fd = open_private_dir(dirname(path))
         try:
-            return write_note(path, data, dir_fd)
+            return write_note(path, data, dir_fd, when)
         finally:
             posix.close(dir_fd)
     name = basename(path)
     tmp = "%s.%s.tmp" % (name, posix.urandom(6).hex())
     posix.symlink(data, tmp, dir_fd=dir_fd)
     try:
+        if when is not None:
+            stamp_note(tmp, when, dir_fd)
         posix.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
@@ -227,6 +230,19 @@ def write_note(path: str, data: bytes, dir_fd: int = None) -> None:
         except OSError:
             pass
         raise
+
+
+def note_time(path: str, dir_fd: int = None) -> float:
+    """When the note *path* was written or last stamped (the link's own mtime: one fstatat,
+    no read); OSError if there is none."""
+    if dir_fd is None:
+        return posix.lstat(path).st_mtime
+    return posix.stat(basename(path), dir_fd=dir_fd, follow_symlinks=False).st_mtime
+
+
+def stamp_note(path: str, when: float, dir_fd: int = None) -> None:
+    """Date the note *path* *when* (seconds since the epoch), its data untouched: one utimensat."""
+    posix.utime(path if dir_fd is None else basename(path), (when, when), dir_fd=dir_fd, follow_symlinks=False)
 
 
 def read_own_file(path: str) -> bytes:

@@ -123,8 +123,18 @@ def read_note(path: str, dir_fd=None) -> bytes:
     return read_file(path)
 
 
-def write_note(path: str, data: bytes, dir_fd=None) -> None:
+def write_note(path: str, data: bytes, dir_fd=None, when: float = None) -> None:
     replace_file(path, data, 0o600)
+    if when is not None:
+        stamp_note(path, when)
+
+
+def note_time(path: str, dir_fd=None) -> float:
+    return os.stat(path).st_mtime
+
+
+def stamp_note(path: str, when: float, dir_fd=None) -> None:
+    os.utime(path, (when, when))
 
 
 def read_regular_file(path: str, own: bool = False) -> bytes:

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from conftest import run_shim, write_toml
-from shim import budget, rundir
+from shim import budget, host, rundir
 
 GIB = 1 << 30
 MEMINFO = "MemTotal:       %d kB\n" % (4 * 1024 * 1024)
@@ -79,8 +79,25 @@ def tree(tmp_path, files: dict) -> str:
     return str(tmp_path)
 
 
+class StillClock:
+    """budget._clock for a test: time moves only when the test says."""
+
+    def __init__(self):
+        self.now = 5000.0
+
+    def __call__(self):
+        return self.now
+
+
 @pytest.fixture
-def runtime(tmp_path, monkeypatch):
+def limit_clock(monkeypatch):
+    c = StillClock()
+    monkeypatch.setattr(budget, "_clock", c)
+    return c
+
+
+@pytest.fixture
+def runtime(tmp_path, monkeypatch, limit_clock):
     run = tmp_path / "run"
     run.mkdir(mode=0o700)
     monkeypatch.setattr(rundir, "_chosen", {})
@@ -107,7 +124,21 @@ def v2_root(tmp_path, limit_text: str) -> str:
     })
 
 
-def test_a_step_walks_the_cgroup_tree_once_then_reads_only_the_cached_files(tmp_path, runtime, monkeypatch):
+def limit_reads(monkeypatch):
+    """The cgroup limit files host.read_file is asked for from now on."""
+    reads = []
+    real = host.read_file
+
+    def spy(path):
+        if path.endswith(("memory.max", "memory.high", "memory.limit_in_bytes")):
+            reads.append(path)
+        return real(path)
+    monkeypatch.setattr(host, "read_file", spy)
+    return reads
+
+
+def test_a_step_walks_the_cgroup_tree_once_then_takes_what_was_read_a_moment_ago(tmp_path, runtime, limit_clock,
+                                                                                monkeypatch):
     root = v2_root(tmp_path, "%d\n" % GIB)
     assert limit(runtime, root) == (GIB, False)
     caches = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits")]
@@ -118,21 +149,41 @@ def test_a_step_walks_the_cgroup_tree_once_then_reads_only_the_cached_files(tmp_
     def no_walk(root):
         raise AssertionError("walked the cgroup tree although the cache was good")
     monkeypatch.setattr(limits, "scan", no_walk)
+    reads = limit_reads(monkeypatch)
+    limit_clock.now += budget.FRESH_FOR * 0.9
     assert limit(runtime, root) == (GIB, False)
-    # A limit changed while the runner lives: the next step sees it, still without a walk.
+    assert reads == []                               # within the second: no file read at all
+    # A limit changed while the runner lives: seen once the reading is older than FRESH_FOR,
+    # still without a walk; the step that read it refreshes the note for the others.
     (tmp_path / "root/sys/fs/cgroup/ci/job/memory.max").write_text("%d\n" % (2 * GIB))
+    assert limit(runtime, root) == (GIB, False)
+    limit_clock.now += budget.FRESH_FOR * 0.2
     assert limit(runtime, root) == (2 * GIB, False)
+    assert len(reads) == 2                           # memory.max and memory.high, once
+    assert limit(runtime, root) == (2 * GIB, False)
+    assert len(reads) == 2
+    # Unchanged when read again a second later: only the note's date moves (the same link,
+    # not a new one renamed over it), and it holds for the next step.
+    note = os.path.join(rundir.ensure(runtime), caches[0])
+    before = os.lstat(note).st_ino
+    limit_clock.now += budget.FRESH_FOR
+    assert limit(runtime, root) == (2 * GIB, False)
+    assert limit(runtime, root) == (2 * GIB, False)
+    assert len(reads) == 4
+    assert os.lstat(note).st_ino == before
     (tmp_path / "root/sys/fs/cgroup/ci/job/memory.max").write_text("max\n")
+    limit_clock.now += budget.FRESH_FOR
     assert limit(runtime, root) == (4 * GIB, True)                   # MemTotal then
 
 
-def test_a_cached_file_gone_sends_the_step_back_to_the_walk(tmp_path, runtime):
+def test_a_cached_file_gone_sends_the_step_back_to_the_walk(tmp_path, runtime, limit_clock):
     root = v2_root(tmp_path, "%d\n" % GIB)
     assert limit(runtime, root) == (GIB, False)
     # The process moved to another cgroup of the same text? No: the group was replaced by a
     # nested layout; the cached file is gone and the walk finds the new one.
     os.remove(tmp_path / "root/sys/fs/cgroup/ci/job/memory.max")
     (tmp_path / "root/sys/fs/cgroup/ci/memory.max").write_text("%d\n" % (3 * GIB // 2))
+    limit_clock.now += budget.FRESH_FOR
     assert limit(runtime, root) == (3 * GIB // 2, False)
 
 
@@ -144,20 +195,43 @@ def test_a_garbage_limit_file_means_no_budget_and_one_warning_per_build(tmp_path
     err = capsys.readouterr().err
     assert err.count("shim: warning: cannot read the memory limit") == 1, err
     assert "memory.max" in err
+    # Nothing of a bad reading is kept: the next step, at once, reads the mended file.
+    (tmp_path / "root/sys/fs/cgroup/ci/job/memory.max").write_text("%d\n" % GIB)
+    assert limit(runtime, root) == (GIB, False)
 
 
-def test_an_unreadable_or_damaged_cache_is_walked_around(tmp_path, runtime):
+def test_an_unreadable_or_damaged_cache_is_walked_around(tmp_path, runtime, limit_clock):
     root = v2_root(tmp_path, "%d\n" % GIB)
     limit(runtime, root)
     (cache,) = [n for n in os.listdir(rundir.ensure(runtime)) if n.startswith("limits")]
     path = os.path.join(rundir.ensure(runtime), cache)
-    for damage in (b"x", b"shim-limits 2\nx\n", b"shim-limits 2\n0\nrelative\tname\n", b"\xff" * 100):
+
+    def plant(data: bytes, link: bool = True):
         os.remove(path)
-        os.symlink(damage, path)
-        assert limit(runtime, root) == (GIB, False)
-    os.remove(path)
-    with open(path, "wb") as f:        # a regular file where the note (a symlink) was
-        f.write(b"shim-limits 2\n0\n/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\n")
+        if link:
+            os.symlink(data, path)
+        else:
+            with open(path, "wb") as f:
+                f.write(data)
+        os.utime(path, (limit_clock.now, limit_clock.now), follow_symlinks=False)     # fresh: it would be taken
+
+    head = "shim-limits 3\n0\n"
+    for damage in (b"x", b"shim-limits 3\nx\n", (head + "relative\tname\t5\n").encode(),
+                   (head + "/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\tlots\n").encode(),
+                   (head + "/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\n").encode(),
+                   (head.replace("3", "2") + "/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\t5\n").encode(),
+                   b"\xff" * 100):
+        plant(damage)
+        assert limit(runtime, root) == (GIB, False), damage
+    good = (head + "/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\t%d\n" % (2 * GIB)).encode()
+    plant(good, link=False)            # a regular file where the note (a symlink) was
+    assert limit(runtime, root) == (GIB, False)
+    # The note as it should be is taken as it stands: what makes the cases above walk around it.
+    plant(good)
+    assert limit(runtime, root) == (2 * GIB, False)
+    # Dated in the future (a clock set back): read again, not trusted for as long as that lasts.
+    plant(good)
+    limit_clock.now -= 60
     assert limit(runtime, root) == (GIB, False)
 
 

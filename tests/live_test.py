@@ -5,7 +5,7 @@ thing, in a real memory cgroup beside a neighbour, is tests/livemem_test.py."""
 import pytest
 
 from admission_test import Clock, MemoryLocks
-from budget_test import runtime as fresh, tree  # noqa: F401 (a fixture)
+from budget_test import limit_clock, runtime as fresh, tree  # noqa: F401 (fixtures)
 from shim import admission, budget, host
 
 MIB = 1 << 20
