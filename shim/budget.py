@@ -262,11 +262,12 @@ def _texts(files, root):
     out = []
     for path, name in files:
         try:
-            out.append((path, name, host.read_file(host.join(root, path.lstrip("/"))).decode("ascii", "replace").strip()))
+            text = host.read_file(host.join(root, path.lstrip("/"))).decode("ascii", "replace").strip()
         except FileNotFoundError:
             return None
         except OSError as e:
-            out.append((path, name, e))
+            text = e
+        out.append((path, name, text))
     return out
 
 
