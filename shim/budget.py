@@ -141,11 +141,11 @@ def _limit(env: dict, root: str):
         cache = host.join(place, "limits%s-" % CACHE_VERSION[-1] + digest.fingerprint(own + "\0" + root))
     except OSError:
         cache = dfd = None
-    entries = memtotal = None
+    entries = memtotal = texts = None
     if cache:
         entries, memtotal = _load(cache, dfd)
+    now = _clock()
     if entries is not None:
-        now = _clock()
         try:
             age = now - host.note_time(cache, dfd)
         except OSError:
@@ -154,20 +154,15 @@ def _limit(env: dict, root: str):
             found = _judge(entries, root)
             return _smallest(found[0], memtotal, found[1], env)
         texts = _texts([e[:2] for e in entries], root)
-        if texts is not None:
-            found = _judge(texts, root)
-            if not found[1]:
-                _store(cache, texts, memtotal, now, dfd, same=texts == entries)
-            return _smallest(found[0], memtotal, found[1], env)
-    from shim.config import limits          # the walk: cold, once per cgroup (and per change)
-    files, memtotal = limits.scan(root)
-    texts = _texts(files, root)
-    if texts is None:
-        found = ([], ["%s vanished while it was read" % f for f, _ in files[:1]])
-    else:
-        found = _judge(texts, root)
-        if cache and not found[1]:
-            _store(cache, texts, memtotal, _clock(), dfd)
+    if texts is None:                       # no note, or a file of it gone: the walk (cold)
+        from shim.config import limits
+        files, memtotal = limits.scan(root)
+        texts, entries = _texts(files, root), None
+        if texts is None:
+            return _smallest([], memtotal, ["%s vanished while it was read" % f for f, _ in files[:1]], env)
+    found = _judge(texts, root)
+    if cache and not found[1]:
+        _store(cache, texts, memtotal, now, dfd, same=texts == entries)
     return _smallest(found[0], memtotal, found[1], env)
 
 
