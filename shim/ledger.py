@@ -11,8 +11,9 @@ old file is simply not read ("starting over", never an error).
 Writing is crash-proof and parallel-safe: each record is one `write()` on an
 O_APPEND descriptor (the kernel appends it whole, so concurrent steps never
 interleave); the file is born with its version line by link(2), so no record ever
-precedes it. A line left torn (a full disk, a partial cache restore) is closed with
-a newline by the next writer, so it cannot swallow the next record. The file is
+precedes it. A line left torn (a full disk, a partial cache restore) swallows the
+next record, which its writer sees and writes again, whole on its own line
+(append_whole). The file is
 opened without following a symlink. A reader skips a torn line, unknown record
 kinds and lines it cannot parse, and counts them.
 
@@ -169,9 +170,7 @@ def append(ledger_dir: str, record: dict, env: dict, _again: int = 3) -> bool:
             st = osapi.fstat(fd)
             if st.st_mode & 0o170000 != 0o100000:
                 raise OSError(22, "not a regular file")
-            if st.st_size and osapi.pread(fd, 1, st.st_size - 1) != b"\n":
-                data = b"\n" + data          # close a torn line rather than extend it
-            written = osapi.write(fd, data)
+            written = append_whole(fd, data, st.st_size)
             retired = written == len(data) and _after_seal(fd, path, st, written)
         finally:
             osapi.close(fd)
@@ -185,6 +184,22 @@ def append(ledger_dir: str, record: dict, env: dict, _again: int = 3) -> bool:
         rundir.warn_once(ledger_dir, "cannot write the ledger in %s: %s; steps still run but are not recorded"
                          % (ledger_dir, reason), env)
         return False
+
+
+def append_whole(fd: int, data: bytes, size: int) -> int:
+    """Append *data*, whole lines, on *fd* (O_APPEND), a file seen *size* bytes long: the bytes
+    written by the last write. If the file ended in a torn line, that line swallows the first
+    copy and a second one is written. A last byte other than a newline is only a hint: it may
+    be a record still being written (a stat can see a write that spans pages half done), so
+    putting a newline first would leave an empty line; the byte before our own write is sure,
+    writes to one file being serialized."""
+    torn = size and osapi.pread(fd, 1, size - 1) != b"\n"
+    written = osapi.write(fd, data)
+    if torn and written == len(data):
+        start = osapi.lseek(fd, 0, 1) - written    # O_APPEND: the offset is the end of our write
+        if start > 0 and osapi.pread(fd, 1, start - 1) != b"\n":
+            written = osapi.write(fd, data)
+    return written
 
 
 # Written by a compaction (shim/reports/compact.py) at the end of the file it has just

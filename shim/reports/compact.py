@@ -128,9 +128,9 @@ def _compact(fd: int, path: str, st, keep: int, max_size: int, force: bool) -> i
     if stragglers:
         new = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
-            end = os.fstat(new).st_size
-            torn = end and os.pread(new, 1, end - 1) != b"\n"
-            _write(new, (b"\n" if torn else b"") + stragglers + b"\n")
+            data = stragglers + b"\n"
+            if ledger.append_whole(new, data, os.fstat(new).st_size) != len(data):
+                raise OSError(28, "short write (disk full?)")
         finally:
             os.close(new)
     return cut - len(header)
