@@ -252,6 +252,9 @@ def _list(locks, held: list, live=()) -> None:
     second rustc back for seconds, BUILD.md)."""
     slots = -len(held) if len(live) > 3 and live[3] else len(held)
     data = ("%d %d" % (host.getpid(), slots)).ljust(ROSTER_SIZE - 1).encode("ascii") + b"\n"
+    if held == list(range(held[0], held[0] + len(held))):     # one run, as _take mostly takes: no loop
+        locks.write(data + bytes(ROSTER_SIZE * len(held) - len(data)), ROSTER_BASE + held[0] * ROSTER_SIZE)
+        return
     start = prev = held[0]
     for i in held[1:] + [-1]:                 # a take that wrapped round is two runs
         if i == prev + 1:
