@@ -14,10 +14,10 @@ limit: the smallest of the cgroup (v1, v2) limits of this process and MemTotal. 
 it is a walk over /proc/self/mountinfo and the cgroup tree (shim/config/limits.py, cold
 code); a step does not pay for it. The walk's result, which files hold a limit, is kept
 in the per-user runtime directory under the fingerprint of /proc/self/cgroup and of the
-cgroup namespace (what identifies the process's cgroups), with what those files held; the
-note's date is when they were read. A step within FRESH_FOR seconds of that takes the values
-as they are (one readlink and one fstatat); a later one reads the files again and dates
-the note anew (rewrites it if they changed): a limit changed while the runner lives is
+cgroup namespace (what identifies the process's cgroups), with what those files held and
+the limit they give; the note's date is when they were read. A step within FRESH_FOR seconds
+of that takes the limit as it stands (one readlink and one fstatat, three lines parsed); a
+later one reads the files again and dates the note anew (rewrites it if they changed): a limit changed while the runner lives is
 seen within a second (the steps already running were admitted under the old one whatever
 the reading), and a file gone sends the step back to the walk. A
 limit file that cannot be read or holds garbage means no budget for the step, with one
@@ -36,7 +36,7 @@ MINIMUM = 1 << 20               # a smaller budget is a slip, not a plan
 DESCRIPTION = ("auto (the cgroup or RAM limit minus a reserve; the default), off (also none, no, "
                "false, 0, disabled), a size such as \"6GiB\", or a percentage of the limit such as \"75%\"")
 UNLIMITED = 1 << 60             # cgroup v1 says "no limit" with a number near 2**63
-CACHE_VERSION = "shim-limits 3"
+CACHE_VERSION = "shim-limits 4"
 FRESH_FOR = 1.0                 # seconds a reading of the limit files stands for every step
 
 
@@ -141,19 +141,19 @@ def _limit(env: dict, root: str):
         cache = host.join(place, "limits%s-" % CACHE_VERSION[-1] + digest.fingerprint(own + "\0" + root))
     except OSError:
         cache = dfd = None
-    entries = memtotal = texts = None
-    if cache:
-        entries, memtotal = _load(cache, dfd)
+    note = _load(cache, dfd) if cache else None
     now = _clock()
-    if entries is not None:
+    entries = texts = None
+    if note is not None:
         try:
             age = now - host.note_time(cache, dfd)
         except OSError:
             age = -1.0
         if 0 <= age < FRESH_FOR:                        # read a moment ago, by this step or another
-            found = _judge(entries, root)
-            return _smallest(found[0], memtotal, found[1], env)
-        texts = _texts([e[:2] for e in entries], root)
+            return _taken(note[2], root)
+        entries, memtotal = _entries(note)
+        if entries is not None:
+            texts = _texts([e[:2] for e in entries], root)
     if texts is None:                       # no note, or a file of it gone: the walk (cold)
         from shim.config import limits
         files, memtotal = limits.scan(root)
@@ -161,9 +161,10 @@ def _limit(env: dict, root: str):
         if texts is None:
             return _smallest([], memtotal, ["%s vanished while it was read" % f for f, _ in files[:1]], env)
     found = _judge(texts, root)
+    result = _smallest(found[0], memtotal, found[1], env)
     if cache and not found[1]:
-        _store(cache, texts, memtotal, now, dfd, same=texts == entries)
-    return _smallest(found[0], memtotal, found[1], env)
+        _store(cache, texts, memtotal, result, _binding.get(root), now, dfd, same=texts == entries)
+    return result
 
 
 _clock = time.time              # what a note's date is compared with (the tests move it)
@@ -286,29 +287,56 @@ def _judge(entries, root, note: bool = True):
 
 
 def _load(cache: str, dir_fd=None):
-    """([(path, name, text)], MemTotal or None) from the note (one readlink), or (None, None)."""
+    """The note's lines [version, MemTotal, result fields, entries] (one readlink), or None.
+    Only the first three are checked here: a fresh note is taken by its result line (_taken);
+    its entries are parsed only when the files are read again (_entries)."""
     try:
-        lines = host.read_note(cache, dir_fd).decode("utf-8", "replace").split("\n")
+        note = host.read_note(cache, dir_fd).decode("utf-8", "replace").split("\n", 3)
     except OSError:
-        return None, None
-    if len(lines) < 3 or lines[0] != CACHE_VERSION or not lines[1].isdigit() or lines[-1] != "":
-        return None, None
+        return None
+    if len(note) < 4 or note[0] != CACHE_VERSION or not note[1].isdigit():
+        return None
+    result = note[2].split("\t")
+    if len(result) != 3 or not (result[0].isdigit() or result[0] == "-") or result[1] not in ("0", "1") \
+            or not (result[2] == "" or result[2].startswith("/")):
+        return None
+    note[2] = result
+    return note
+
+
+def _taken(result, root):
+    """(limit, whether it is MemTotal) or None, as a fresh note's result line says; the file
+    that binds is kept (_binding) as _judge would have found it."""
+    if result[2]:
+        _binding[root] = result[2]
+    else:
+        _binding.pop(root, None)
+    return None if result[0] == "-" else (int(result[0]), result[1] == "1")
+
+
+def _entries(note):
+    """([(path, name, text)], MemTotal or None) of a note (_load), or (None, None) if damaged."""
     entries = []
-    for line in lines[2:-1]:
+    lines = note[3].split("\n")
+    if lines.pop() != "":
+        return None, None
+    for line in lines:
         fields = line.split("\t")
         if len(fields) != 3 or not fields[0].startswith("/") or not (fields[2].isdigit() or fields[2] == "max"):
             return None, None
         entries.append(tuple(fields))
-    return entries, int(lines[1]) or None
+    return entries, int(note[1]) or None
 
 
-def _store(cache: str, texts, memtotal, now: float, dir_fd=None, same: bool = False) -> None:
-    """Keep *texts* (read at *now*) in the note: when they are what it holds already
-    (*same*), only its date changes (one utimensat: no new link, no rename)."""
+def _store(cache: str, texts, memtotal, result, binding, now: float, dir_fd=None, same: bool = False) -> None:
+    """Keep *texts* (read at *now*) in the note, with the *result* they give and the file that
+    binds: when they are what it holds already (*same*), only its date changes (one
+    utimensat: no new link, no rename)."""
     try:
         if same:
             return host.stamp_note(cache, now, dir_fd)
-        text = "%s\n%d\n%s" % (CACHE_VERSION, memtotal or 0, "".join("%s\t%s\t%s\n" % e for e in texts))
+        head = "-\t0\t" if result is None else "%d\t%d\t%s" % (result[0], result[1], binding or "")
+        text = "%s\n%d\n%s\n%s" % (CACHE_VERSION, memtotal or 0, head, "".join("%s\t%s\t%s\n" % e for e in texts))
         host.write_note(cache, text.encode("utf-8", "surrogateescape"), dir_fd, when=now)
     except OSError:
         pass                                 # the next step reads again: slower, still right

@@ -215,20 +215,31 @@ def test_an_unreadable_or_damaged_cache_is_walked_around(tmp_path, runtime, limi
                 f.write(data)
         os.utime(path, (limit_clock.now, limit_clock.now), follow_symlinks=False)     # fresh: it would be taken
 
-    head = "shim-limits 3\n0\n"
-    for damage in (b"x", b"shim-limits 3\nx\n", (head + "relative\tname\t5\n").encode(),
-                   (head + "/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\tlots\n").encode(),
-                   (head + "/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\n").encode(),
-                   (head.replace("3", "2") + "/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\t5\n").encode(),
+    head = "shim-limits 4\n0\n"
+    entry = "/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\t%d\n" % (2 * GIB)
+    result = "%d\t0\t/sys/fs/cgroup/ci/job/memory.max\n" % (2 * GIB)
+    for damage in (b"x", ("shim-limits 4\nx\n" + result + entry).encode(),
+                   (head + "lots\t0\t\n" + entry).encode(), (head + "5\t2\t\n" + entry).encode(),
+                   (head + "5\t0\trelative\n" + entry).encode(), (head + "5\t0\n" + entry).encode(),
+                   (head.replace("4", "3") + entry).encode(),           # a note of the last version
                    b"\xff" * 100):
         plant(damage)
         assert limit(runtime, root) == (GIB, False), damage
-    good = (head + "/sys/fs/cgroup/ci/job/memory.max\tcgroup v2 memory.max\t%d\n" % (2 * GIB)).encode()
+    good = (head + result + entry).encode()
     plant(good, link=False)            # a regular file where the note (a symlink) was
     assert limit(runtime, root) == (GIB, False)
     # The note as it should be is taken as it stands: what makes the cases above walk around it.
     plant(good)
     assert limit(runtime, root) == (2 * GIB, False)
+    # A fresh note is taken by its result line; its entries are read only once it is stale,
+    # and damaged ones then send the step to the walk.
+    for entries in ("relative\tname\t5\n", entry.replace("\t%d" % (2 * GIB), "\tlots"), entry.rstrip("\n"),
+                    entry.replace("\tcgroup v2 memory.max", "")):
+        plant((head + result + entries).encode())
+        assert limit(runtime, root) == (2 * GIB, False), entries
+        plant((head + result + entries).encode())
+        limit_clock.now += budget.FRESH_FOR
+        assert limit(runtime, root) == (GIB, False), entries
     # Dated in the future (a clock set back): read again, not trusted for as long as that lasts.
     plant(good)
     limit_clock.now -= 60
