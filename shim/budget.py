@@ -15,12 +15,26 @@ it is a walk over /proc/self/mountinfo and the cgroup tree (shim/config/limits.p
 code); a step does not pay for it. The walk's result, which files hold a limit, is kept
 in the per-user runtime directory under the fingerprint of /proc/self/cgroup and of the
 cgroup namespace (what identifies the process's cgroups), with what those files held and
-the limit they give; the note's date is when they were read. A step within FRESH_FOR seconds
-of that takes the limit as it stands (one readlink and one fstatat, three lines parsed); a
-later one reads the files again and dates the note anew (rewrites it if they changed): a limit changed while the runner lives is
-seen within a second (the steps already running were admitted under the old one whatever
-the reading), and a file gone sends the step back to the walk. A
-limit file that cannot be read or holds garbage means no budget for the step, with one
+the limit they give; the note's date is when they were read. A step within FRESH_FOR
+seconds of that takes the limit as it stands (one readlink and one fstatat, three lines
+parsed); a later one reads the files again and dates the note anew (rewrites it if they
+changed): a limit changed while the runner lives is seen within a second (the steps
+already running were admitted under the old one whatever the reading), and a file gone
+sends the step back to the walk.
+
+Reading /proc/self/cgroup and the namespace link is most of what that costs a new process
+(~75 us of ~300). So a step that reads the files also dates a parent note: named by its
+parent's pid and the root directory's identity, holding the same limit and the cgroup's
+fingerprint. A sibling within FRESH_FOR of it (ninja's, make's, cargo's next step) takes
+the limit from it without reading its own cgroup: processes are born in their parent's
+cgroup. A parent whose children turn out to live in different cgroups (a wrapper that
+moves each step, such as systemd-run --scope) is marked MIXED when a child that reads its
+own sees it, and its children read their own from then on (until then, for up to FRESH_FOR,
+one may take a sibling's limit). A parent with one child per step (Bazel's process-wrapper,
+a shell around a compound command) gains nothing and costs its steps one failed readlink
+and a stat: only a step that reads the files writes a parent note, at most once a second.
+
+A limit file that cannot be read or holds garbage means no budget for the step, with one
 warning per build, never a failed step, and nothing of it is kept: the next step reads
 it again.
 """
@@ -37,6 +51,7 @@ DESCRIPTION = ("auto (the cgroup or RAM limit minus a reserve; the default), off
                "false, 0, disabled), a size such as \"6GiB\", or a percentage of the limit such as \"75%\"")
 UNLIMITED = 1 << 60             # cgroup v1 says "no limit" with a number near 2**63
 CACHE_VERSION = "shim-limits 4"
+PARENT_VERSION = "shim-parent 1"
 FRESH_FOR = 1.0                 # seconds a reading of the limit files stands for every step
 
 
@@ -127,6 +142,15 @@ _binding = {}       # root -> the limit file whose value is the smallest (its gr
 
 def _limit(env: dict, root: str):
     try:
+        place, dfd = rundir.dir_fd(env)
+    except OSError:
+        place = dfd = None
+    now = _clock()
+    parent = _parent_note(place, root)
+    seen = _load_parent(parent, dfd) if parent else None
+    if seen and seen[0] != MIXED and _fresh(_dated(parent, dfd), now):
+        return _taken(seen[1], root)          # a sibling of this step read the limit a moment ago
+    try:
         own = host.read_file(host.join(root, "proc/self/cgroup")).decode("utf-8", "replace")
     except OSError:
         own = ""
@@ -134,22 +158,18 @@ def _limit(env: dict, root: str):
         own += host.osapi.readlink(host.join(root, "proc/self/ns/cgroup"))
     except (OSError, AttributeError):
         pass
-    try:
-        place, dfd = rundir.dir_fd(env)
-        # The version in the name: a shim of another version beside this one (an upgrade while
-        # a build runs) keeps its own cache, rather than each walking again after the other.
-        cache = host.join(place, "limits%s-" % CACHE_VERSION[-1] + digest.fingerprint(own + "\0" + root))
-    except OSError:
-        cache = dfd = None
+    ident = digest.fingerprint(own + "\0" + root)
+    # The version in the name: a shim of another version beside this one (an upgrade while
+    # a build runs) keeps its own cache, rather than each walking again after the other.
+    cache = host.join(place, "limits%s-" % CACHE_VERSION[-1] + ident) if place else None
     note = _load(cache, dfd) if cache else None
-    now = _clock()
     entries = texts = None
     if note is not None:
-        try:
-            age = now - host.note_time(cache, dfd)
-        except OSError:
-            age = -1.0
-        if 0 <= age < FRESH_FOR:                        # read a moment ago, by this step or another
+        when = _dated(cache, dfd)
+        if _fresh(when, now):                           # read a moment ago, by this step or another
+            if seen and seen[0] != MIXED:     # kept fresh by another parent's steps: so is the parent note
+                _store_parent(parent, MIXED if seen[0] != ident else ident, note[2], when, dfd,
+                              same=seen[0] == ident and seen[1] == note[2])
             return _taken(note[2], root)
         entries, memtotal = _entries(note)
         if entries is not None:
@@ -163,11 +183,72 @@ def _limit(env: dict, root: str):
     found = _judge(texts, root)
     result = _smallest(found[0], memtotal, found[1], env)
     if cache and not found[1]:
-        _store(cache, texts, memtotal, result, _binding.get(root), now, dfd, same=texts == entries)
+        fields = _result_fields(result, _binding.get(root))
+        _store(cache, texts, memtotal, fields, now, dfd, same=texts == entries)
+        if parent and not (seen and seen[0] == MIXED):   # its siblings may take what it read for a second
+            if seen and seen[0] != ident:
+                _store_parent(parent, MIXED, fields, now, dfd)
+            else:
+                _store_parent(parent, ident, fields, now, dfd, same=seen is not None and seen[1] == fields)
     return result
 
 
 _clock = time.time              # what a note's date is compared with (the tests move it)
+_getppid = getattr(host.osapi, "getppid", lambda: 0)
+MIXED = "mixed"                 # a parent whose children were seen in different cgroups
+
+
+def _dated(note: str, dir_fd):
+    """When the note was dated (the files it holds were read), or None if it cannot be told."""
+    try:
+        return host.note_time(note, dir_fd)
+    except OSError:
+        return None
+
+
+def _fresh(when, now: float) -> bool:
+    """Whether a reading made *when* stands *now* (one dated ahead, by a clock set back, does not)."""
+    return when is not None and 0 <= now - when < FRESH_FOR
+
+
+def _parent_note(place, root: str):
+    """The parent note of this process (None where there is none): named by the parent's pid
+    (its last 8 bits: a bounded number of notes; the whole pid is inside) and by the root
+    directory's identity (a container sharing the runtime directory has its own root, and
+    pids of its own)."""
+    ppid = _getppid()
+    if place is None or ppid <= 1:          # orphaned, or a parent outside our pid namespace
+        return None
+    try:
+        st = host.stat(root)
+    except OSError:
+        return None
+    return host.join(place, "parent%s-%d-%d-%d" % (PARENT_VERSION[-1], ppid & 255, st.st_dev, st.st_ino))
+
+
+def _load_parent(note: str, dir_fd):
+    """(cgroup fingerprint or MIXED, result fields) of the parent note if it is this
+    process's parent's, else None."""
+    try:
+        lines = host.read_note(note, dir_fd).decode("utf-8", "replace").split("\n")
+    except OSError:
+        return None
+    if len(lines) != 5 or lines[0] != PARENT_VERSION or lines[1] != str(_getppid()) or lines[4] != "":
+        return None
+    result = _checked(lines[3])
+    return (lines[2], result) if result else None
+
+
+def _store_parent(note: str, ident: str, fields, now: float, dir_fd, same: bool = False) -> None:
+    """Date the parent note *now* (when the files were read), holding *ident* (the cgroup
+    fingerprint of the step that read them, or MIXED) and the result *fields*."""
+    try:
+        if same:
+            return host.stamp_note(note, now, dir_fd)
+        text = "%s\n%d\n%s\n%s\n" % (PARENT_VERSION, _getppid(), ident, "\t".join(fields))
+        host.write_note(note, text.encode("utf-8", "surrogateescape"), dir_fd, when=now)
+    except OSError:
+        pass
 
 
 def _smallest(values, memtotal, problems, env):
@@ -296,12 +377,22 @@ def _load(cache: str, dir_fd=None):
         return None
     if len(note) < 4 or note[0] != CACHE_VERSION or not note[1].isdigit():
         return None
-    result = note[2].split("\t")
+    note[2] = _checked(note[2])
+    return note if note[2] else None
+
+
+def _checked(line: str):
+    """The fields [limit or "-", "1" if it is MemTotal else "0", the file that binds or ""] of
+    a note's result line, or None if it is damaged."""
+    result = line.split("\t")
     if len(result) != 3 or not (result[0].isdigit() or result[0] == "-") or result[1] not in ("0", "1") \
             or not (result[2] == "" or result[2].startswith("/")):
         return None
-    note[2] = result
-    return note
+    return result
+
+
+def _result_fields(result, binding):
+    return ["-", "0", ""] if result is None else [str(result[0]), "1" if result[1] else "0", binding or ""]
 
 
 def _taken(result, root):
@@ -328,15 +419,15 @@ def _entries(note):
     return entries, int(note[1]) or None
 
 
-def _store(cache: str, texts, memtotal, result, binding, now: float, dir_fd=None, same: bool = False) -> None:
-    """Keep *texts* (read at *now*) in the note, with the *result* they give and the file that
-    binds: when they are what it holds already (*same*), only its date changes (one
-    utimensat: no new link, no rename)."""
+def _store(cache: str, texts, memtotal, fields, now: float, dir_fd=None, same: bool = False) -> None:
+    """Keep *texts* (read at *now*) in the note, with the result *fields* they give: when they
+    are what it holds already (*same*), only its date changes (one utimensat: no new link,
+    no rename)."""
     try:
         if same:
             return host.stamp_note(cache, now, dir_fd)
-        head = "-\t0\t" if result is None else "%d\t%d\t%s" % (result[0], result[1], binding or "")
-        text = "%s\n%d\n%s\n%s" % (CACHE_VERSION, memtotal or 0, head, "".join("%s\t%s\t%s\n" % e for e in texts))
+        text = "%s\n%d\n%s\n%s" % (CACHE_VERSION, memtotal or 0, "\t".join(fields),
+                                   "".join("%s\t%s\t%s\n" % e for e in texts))
         host.write_note(cache, text.encode("utf-8", "surrogateescape"), dir_fd, when=now)
     except OSError:
         pass                                 # the next step reads again: slower, still right

@@ -105,6 +105,7 @@ def runtime(tmp_path, monkeypatch, limit_clock):
     monkeypatch.setattr(budget, "_found", {})
     monkeypatch.setattr(budget, "_binding", {})
     monkeypatch.setattr(budget, "_group", {})
+    monkeypatch.setattr(budget, "_getppid", lambda: 0)     # no parent note, unless a test gives a parent
     return {"XDG_RUNTIME_DIR": str(run), "SHIM_BUILD_ID": "test-%s" % tmp_path.name}
 
 
@@ -174,6 +175,193 @@ def test_a_step_walks_the_cgroup_tree_once_then_takes_what_was_read_a_moment_ago
     (tmp_path / "root/sys/fs/cgroup/ci/job/memory.max").write_text("max\n")
     limit_clock.now += budget.FRESH_FOR
     assert limit(runtime, root) == (4 * GIB, True)                   # MemTotal then
+
+
+def file_reads(monkeypatch):
+    """Every path host.read_file is asked for from now on."""
+    reads = []
+    real = host.read_file
+
+    def spy(path):
+        reads.append(path)
+        return real(path)
+    monkeypatch.setattr(host, "read_file", spy)
+    return reads
+
+
+def cgroup_reads(reads):
+    return [r for r in reads if r.endswith("proc/self/cgroup")]
+
+
+def parent_notes(env):
+    return sorted(n for n in os.listdir(rundir.ensure(env)) if n.startswith("parent"))
+
+
+def test_a_step_whose_sibling_read_the_limit_a_moment_ago_takes_it_without_reading_its_cgroup(
+        tmp_path, runtime, limit_clock, monkeypatch):
+    """Reading /proc/self/cgroup and the cgroup namespace link costs a new process ~75 us (a
+    quarter of what protection costs a step): the steps of one parent (ninja, make, cargo)
+    take what a sibling read within FRESH_FOR instead."""
+    root = v2_root(tmp_path, "%d\n" % GIB)
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)
+    assert limit(runtime, root) == (GIB, False)                    # the walk: both notes written
+    (note,) = parent_notes(runtime)
+    reads = file_reads(monkeypatch)
+    limit_clock.now += budget.FRESH_FOR * 0.9
+    assert limit(runtime, root) == (GIB, False)
+    assert reads == []                                             # neither its cgroup nor a limit file
+    (tmp_path / "root/sys/fs/cgroup/ci/job/memory.current").write_text("%d\n" % (300 * MIB))
+    assert budget.in_use(runtime, exact=False, root=root) == 300 * MIB    # the group's usage: the binding kept
+    reads.clear()
+    # A step of another parent (a second build beside this one) reads its own cgroup, then the
+    # cgroup's note, which is fresh: no limit file.
+    monkeypatch.setattr(budget, "_getppid", lambda: 4243)
+    assert limit(runtime, root) == (GIB, False)
+    assert len(cgroup_reads(reads)) == 1 and len(reads) == 1
+    # Once the reading is older than FRESH_FOR, a sibling reads its cgroup and the files again,
+    # sees a change, and dates the parent note anew for the others.
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)
+    (tmp_path / "root/sys/fs/cgroup/ci/job/memory.max").write_text("%d\n" % (2 * GIB))
+    limit_clock.now += budget.FRESH_FOR * 0.2
+    reads.clear()
+    assert limit(runtime, root) == (2 * GIB, False)
+    assert len(cgroup_reads(reads)) == 1 and len(reads) == 3       # its cgroup, memory.max, memory.high
+    reads.clear()
+    assert limit(runtime, root) == (2 * GIB, False)
+    assert reads == []
+    # Unchanged a second later: the same note, dated anew (one utimensat, no new link).
+    before = os.lstat(os.path.join(rundir.ensure(runtime), note)).st_ino
+    limit_clock.now += budget.FRESH_FOR
+    assert limit(runtime, root) == (2 * GIB, False)
+    assert len(reads) == 3
+    assert limit(runtime, root) == (2 * GIB, False)
+    assert len(reads) == 3
+    assert os.lstat(os.path.join(rundir.ensure(runtime), note)).st_ino == before
+    assert parent_notes(runtime) == [note]
+
+
+def test_a_parent_note_is_dated_anew_from_a_cgroup_note_another_parent_keeps_fresh(tmp_path, runtime, limit_clock,
+                                                                                    monkeypatch):
+    """Two builds in one cgroup (or a build and a Bazel server's actions): the files are read
+    once a second by whichever step comes first; the other parent's children, which find the
+    cgroup note fresh, date their own parent note as that reading (one utimensat)."""
+    root = v2_root(tmp_path, "%d\n" % GIB)
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)
+    assert limit(runtime, root) == (GIB, False)
+    (note,) = parent_notes(runtime)
+    limit_clock.now += budget.FRESH_FOR
+    monkeypatch.setattr(budget, "_getppid", lambda: 77)
+    assert limit(runtime, root) == (GIB, False)                    # 77's step reads the files
+    reading = limit_clock.now
+    limit_clock.now += budget.FRESH_FOR * 0.5
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)
+    reads = file_reads(monkeypatch)
+    assert limit(runtime, root) == (GIB, False)
+    assert len(cgroup_reads(reads)) == 1 and len(reads) == 1       # its cgroup, then the fresh cgroup note
+    assert os.lstat(os.path.join(rundir.ensure(runtime), note)).st_mtime == reading
+    reads.clear()
+    assert limit(runtime, root) == (GIB, False)
+    assert reads == []                                             # its siblings: the parent note
+    limit_clock.now = reading + budget.FRESH_FOR                   # as old as the reading, not as the stamp
+    assert limit(runtime, root) == (GIB, False)
+    assert len(reads) == 3
+
+
+def test_children_of_one_parent_seen_in_two_cgroups_are_never_taken_for_each_other_again(
+        tmp_path, runtime, limit_clock, monkeypatch):
+    """A wrapper that moves each step into a cgroup of its own (systemd-run --scope) makes
+    siblings that do not share a limit: once a step that reads its cgroup finds the parent note
+    written from another one, the parent is marked mixed and its children always read their own."""
+    root = v2_root(tmp_path, "%d\n" % GIB)
+    tree(tmp_path / "root", {"sys/fs/cgroup/ci/other/memory.max": "%d\n" % (2 * GIB),
+                             "sys/fs/cgroup/ci/other/memory.high": "max\n"})
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)
+    assert limit(runtime, root) == (GIB, False)
+    (tmp_path / "root/proc/self/cgroup").write_text("0::/ci/other\n")     # the next child's own group
+    limit_clock.now += budget.FRESH_FOR
+    assert limit(runtime, root) == (2 * GIB, False)
+    reads = file_reads(monkeypatch)
+    for _ in range(3):                   # within the second: each reads its cgroup, none the files
+        assert limit(runtime, root) == (2 * GIB, False)
+    assert len(cgroup_reads(reads)) == 3 and len(reads) == 3
+    (tmp_path / "root/proc/self/cgroup").write_text("0::/ci/job\n")
+    limit_clock.now += budget.FRESH_FOR
+    assert limit(runtime, root) == (GIB, False)
+    limit_clock.now += budget.FRESH_FOR * 0.5
+    reads.clear()
+    assert limit(runtime, root) == (GIB, False)
+    assert len(cgroup_reads(reads)) == 1
+
+
+def test_mixed_is_also_seen_through_a_cgroup_note_another_parent_keeps_fresh(tmp_path, runtime, limit_clock,
+                                                                          monkeypatch):
+    root = v2_root(tmp_path, "%d\n" % GIB)
+    tree(tmp_path / "root", {"sys/fs/cgroup/ci/other/memory.max": "%d\n" % (2 * GIB),
+                             "sys/fs/cgroup/ci/other/memory.high": "max\n"})
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)
+    assert limit(runtime, root) == (GIB, False)
+    limit_clock.now += budget.FRESH_FOR
+    (tmp_path / "root/proc/self/cgroup").write_text("0::/ci/other\n")
+    monkeypatch.setattr(budget, "_getppid", lambda: 77)                # another parent's step there
+    assert limit(runtime, root) == (2 * GIB, False)
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)              # 4242's child, moved there too
+    assert limit(runtime, root) == (2 * GIB, False)
+    # A child of 4242 back in the first group reads the files again (its group's note is stale)
+    # but does not date the parent note for its siblings: one of them may be in the other group.
+    (tmp_path / "root/proc/self/cgroup").write_text("0::/ci/job\n")
+    assert limit(runtime, root) == (GIB, False)
+    (tmp_path / "root/proc/self/cgroup").write_text("0::/ci/other\n")
+    reads = file_reads(monkeypatch)
+    assert limit(runtime, root) == (2 * GIB, False)
+    assert len(cgroup_reads(reads)) == 1
+
+
+def test_a_parent_note_of_another_parent_or_root_is_not_taken(tmp_path, runtime, limit_clock, monkeypatch):
+    root = v2_root(tmp_path, "%d\n" % GIB)
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)
+    assert limit(runtime, root) == (GIB, False)
+    reads = file_reads(monkeypatch)
+    # The same note name (pid & 255) for pid 4242 + 256: the pid inside tells them apart.
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242 + 256)
+    assert limit(runtime, root) == (GIB, False)
+    assert len(cgroup_reads(reads)) == 1
+    # A container beside this one, sharing the runtime directory, has a root of its own: the
+    # parent note of its ninja (pid 4242 there too) is another note. Here its limit is 2 GiB.
+    other = tree(tmp_path / "other", {"proc/meminfo": MEMINFO, "proc/self/cgroup": "0::/ci/job\n",
+                                       "proc/self/mountinfo": V2_MOUNTS,
+                                       "sys/fs/cgroup/ci/job/memory.max": "%d\n" % (2 * GIB),
+                                       "sys/fs/cgroup/ci/job/memory.high": "max\n"})
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)
+    assert limit(runtime, other) == (2 * GIB, False)
+    assert limit(runtime, root) == (GIB, False)
+    assert len(parent_notes(runtime)) == 2
+    # No parent note for a step whose parent is init or outside its pid namespace (pid 0).
+    for ppid in (0, 1):
+        monkeypatch.setattr(budget, "_getppid", lambda: ppid)
+        reads.clear()
+        assert limit(runtime, root) == (GIB, False)
+        assert len(cgroup_reads(reads)) == 1
+    assert len(parent_notes(runtime)) == 2
+
+
+def test_a_damaged_parent_note_is_walked_around(tmp_path, runtime, limit_clock, monkeypatch):
+    root = v2_root(tmp_path, "%d\n" % GIB)
+    monkeypatch.setattr(budget, "_getppid", lambda: 4242)
+    assert limit(runtime, root) == (GIB, False)
+    (note,) = parent_notes(runtime)
+    path = os.path.join(rundir.ensure(runtime), note)
+    ident = os.readlink(path).split("\n")[2]
+    good = "shim-parent 1\n4242\n%s\n%d\t0\t/sys/fs/cgroup/ci/job/memory.max\n" % (ident, 2 * GIB)
+    for damage in ("x", good.replace("4242", "42x"), good.replace("shim-parent 1", "shim-parent 0"),
+                   good.replace("\t0\t", "\t7\t"), good.rstrip("\n"), good + "more\n", good.replace(ident, "mixed")):
+        os.remove(path)
+        os.symlink(damage, path)
+        os.utime(path, (limit_clock.now, limit_clock.now), follow_symlinks=False)
+        assert limit(runtime, root) == (GIB, False), damage
+    os.remove(path)
+    os.symlink(good, path)
+    os.utime(path, (limit_clock.now, limit_clock.now), follow_symlinks=False)
+    assert limit(runtime, root) == (2 * GIB, False)      # as it should be, it is taken as it stands
 
 
 def test_a_cached_file_gone_sends_the_step_back_to_the_walk(tmp_path, runtime, limit_clock):
