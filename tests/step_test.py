@@ -215,3 +215,56 @@ def test_a_step_in_a_remote_workers_exec_root_is_recorded_relative_to_that_root(
     parsed = args.parse(["-c", "a.c", "-o", "bazel-out/k8-fastbuild/bin/a.o"], "gcc", execroot)
     record = step._record("cc", "gcc", "/usr/bin/gcc", parsed, execroot, "/ws/.shim", ["-c"], {})
     assert (record["cwd"], record["out"][0]) == (execroot, execroot + "/bazel-out/k8-fastbuild/bin/a.o")
+
+
+class _Execed(Exception):
+    """What the test's exec_program raises instead of becoming the tool."""
+
+
+def test_the_collector_stays_off_up_to_exec_and_comes_back_for_a_step_that_stays(tools, env, tmp_path,
+                                                                                  monkeypatch):
+    """The launcher turns the cyclic collector off (shim/hotpath.py, BOOT): a step that execs
+    never runs it; a spawned step, which waits for its tool and may run it again, has it back."""
+    import gc
+
+    from shim import admission, budget, host, rundir, step
+    for module, name in ((budget, "_found"), (budget, "_binding"), (budget, "_group"), (rundir, "_chosen"),
+                         (rundir, "_fds"), (admission, "_OPEN")):
+        monkeypatch.setattr(module, name, {})                   # this test's runtime dir, not the session's
+    seen = []
+
+    def exec_program(path, argv, env):
+        seen.append(("exec", gc.isenabled()))
+        raise _Execed()
+    spawn_program = host.spawn_program
+
+    def spawn(*args, **kwargs):
+        seen.append(("spawn", gc.isenabled()))
+        return spawn_program(*args, **kwargs)
+    monkeypatch.setattr(host, "exec_program", exec_program)
+    monkeypatch.setattr(host, "spawn_program", spawn)
+    monkeypatch.chdir(tmp_path)
+    gc.disable()
+    try:
+        with pytest.raises(_Execed):
+            step.run(str(tools / "exiter"), ["0"], dict(env, SHIM_MODE="exec"))
+        assert step.run(str(tools / "exiter"), ["3"], dict(env, SHIM_MODE="spawn")) == 3
+    finally:
+        gc.enable()
+    assert seen == [("exec", False), ("spawn", True)]
+
+
+def test_the_collector_comes_back_for_the_cli(monkeypatch):
+    import gc
+
+    from shim import entry, host
+    from shim.cli import main as cli
+    seen = []
+    monkeypatch.setattr(cli, "main", lambda argv: seen.append(gc.isenabled()) or 0)
+    monkeypatch.setattr(host, "environ", lambda: {})
+    gc.disable()
+    try:
+        assert entry.main(["shim", "doctor"]) == 0
+    finally:
+        gc.enable()
+    assert seen == [True]
