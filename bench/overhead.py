@@ -137,7 +137,8 @@ def fresh_code() -> str:
 
 
 FRESH_LOADER = """
-import sys
+import gc, sys
+gc.disable()
 sp = sys.argv[1]
 with open(sp + "/shim/_hotpath.bundle", "rb") as f:
     b = f.read()

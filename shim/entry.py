@@ -36,7 +36,7 @@ def main(argv=None) -> int:
             raise exit_status.ShimError("no tool or command given (usage: shim TOOL ARGS..., or shim --help)",
                                         exit_status.USAGE)
         if first in RESERVED or first.startswith("-"):
-            gc.enable()              # off since the launcher started (shim/hotpath.py): the CLI stays
+            gc.enable()              # off since the launcher (shim/generators/launcher.py): the CLI stays
             from shim.cli import main as cli
             return cli.main(argv[1:])
         return _step(first, argv[2:], env)

@@ -61,15 +61,10 @@ BUNDLE_NAME = "_hotpath.bundle"
 # Run by the launcher with globals sp (site-packages) and mods [(name, path, code)]:
 # creates the modules as the import system would and runs shim. Returns (so the
 # launcher falls back to plain imports) when SHIM_DEBUG asks for real tracebacks.
-# The cyclic garbage collector is off until the step turns out to be one that stays
-# (spawn, or the CLI: shim/entry.py, shim/step.py turn it back on): a step that execs
-# lives a millisecond and leaves no cycles worth finding, and in a new process each
-# collection costs ~50 us (a step runs four or five, more when it is protected: BUILD.md).
+# The launcher has turned the cyclic collector off (shim/generators/launcher.py).
 BOOT = """
 import posix, sys
 if b"SHIM_DEBUG" not in posix.environ:
-    import gc
-    gc.disable()
     M = type(sys)
     for name, path, code in mods:
         m = M(name)

@@ -188,7 +188,7 @@ def run(name: str, argv: list, env: dict):
         if record:
             ledger.append(step.ledger_dir, record, step.env)    # the end comes from .ninja_log later
         _execute(step, step.args, step.env, exec_=True)
-    gc.enable()                  # off since the launcher started (shim/hotpath.py): this step stays
+    gc.enable()                  # off since the launcher (shim/generators/launcher.py): this step stays
     watch = _watch(step)
     retries = step.config["memory"]["oom_retries"] if step.plan else 0
     finished = _execute(step, step.args, step.env, capture=bool(step.plan or watch), watch=watch,

@@ -223,7 +223,7 @@ class _Execed(Exception):
 
 def test_the_collector_stays_off_up_to_exec_and_comes_back_for_a_step_that_stays(tools, env, tmp_path,
                                                                                   monkeypatch):
-    """The launcher turns the cyclic collector off (shim/hotpath.py, BOOT): a step that execs
+    """The launcher turns the cyclic collector off (shim/generators/launcher.py): a step that execs
     never runs it; a spawned step, which waits for its tool and may run it again, has it back."""
     import gc
 

@@ -19,7 +19,12 @@ import sys
 
 from shim import __version__, host, hotpath
 
-BODY = '''import sys
+# The cyclic garbage collector goes off before the bundle is read: unmarshalling it and
+# creating its modules ran three gen-0 collections, ~50-90 us each in a new process, and a
+# step that execs lives a millisecond and leaves no cycles worth finding. shim/step.py
+# and shim/entry.py turn it back on for what stays (a spawned step, the CLI).
+BODY = '''import gc, sys
+gc.disable()
 try:
     with open(sp + "/shim/_hotpath.bundle", "rb") as f:
         b = f.read()
