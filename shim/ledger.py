@@ -12,9 +12,8 @@ Writing is crash-proof and parallel-safe: each record is one `write()` on an
 O_APPEND descriptor (the kernel appends it whole, so concurrent steps never
 interleave); the file is born with its version line by link(2), so no record ever
 precedes it. A line left torn (a full disk, a partial cache restore) swallows the
-next record, which its writer sees and writes again, whole on its own line
-(append_whole). The file is
-opened without following a symlink. A reader skips a torn line, unknown record
+next record, which its writer sees and writes again on its own line (append_whole).
+The file is opened without following a symlink. A reader skips a torn line, unknown record
 kinds and lines it cannot parse, and counts them.
 
 The ledger keeps a bounded history: cold code (shim/reports/compact.py) drops old
@@ -170,12 +169,9 @@ def append(ledger_dir: str, record: dict, env: dict, _again: int = 3) -> bool:
             st = osapi.fstat(fd)
             if st.st_mode & 0o170000 != 0o100000:
                 raise OSError(22, "not a regular file")
-            written = append_whole(fd, data, st.st_size)
-            retired = written == len(data) and _after_seal(fd, path, st, written)
+            retired = _after_seal(fd, path, st, append_whole(fd, data, st.st_size))
         finally:
             osapi.close(fd)
-        if written != len(data):
-            raise OSError(28, "short write (disk full?)")
         if retired and _again:
             return append(ledger_dir, record, env, _again - 1)   # to the file that replaced it
         return True
@@ -187,19 +183,24 @@ def append(ledger_dir: str, record: dict, env: dict, _again: int = 3) -> bool:
 
 
 def append_whole(fd: int, data: bytes, size: int) -> int:
-    """Append *data*, whole lines, on *fd* (O_APPEND), a file seen *size* bytes long: the bytes
-    written by the last write. If the file ended in a torn line, that line swallows the first
-    copy and a second one is written. A last byte other than a newline is only a hint: it may
-    be a record still being written (a stat can see a write that spans pages half done), so
-    putting a newline first would leave an empty line; the byte before our own write is sure,
-    writes to one file being serialized."""
+    """Append *data*, whole lines, on *fd* (O_APPEND), a file seen *size* bytes long; the length
+    of the last write (OSError if one was short: a full disk). If the file ended in a torn
+    line, that line swallowed *data*'s first line, which is written again. A last byte other
+    than a newline is only a hint: it may be a record still being written (a stat can see a
+    write that spans pages half done), so putting a newline first would leave an empty line;
+    the byte before our own write is sure, writes to one file being serialized."""
     torn = size and osapi.pread(fd, 1, size - 1) != b"\n"
-    written = osapi.write(fd, data)
-    if torn and written == len(data):
-        start = osapi.lseek(fd, 0, 1) - written    # O_APPEND: the offset is the end of our write
-        if start > 0 and osapi.pread(fd, 1, start - 1) != b"\n":
-            written = osapi.write(fd, data)
-    return written
+    if osapi.write(fd, data) != len(data):
+        raise OSError(28, "short write (disk full?)")
+    if not torn:
+        return len(data)
+    start = osapi.lseek(fd, 0, 1) - len(data)       # O_APPEND: the offset is the end of our write
+    if start <= 0 or osapi.pread(fd, 1, start - 1) == b"\n":
+        return len(data)
+    line = data[:data.find(b"\n") + 1]
+    if osapi.write(fd, line) != len(line):
+        raise OSError(28, "short write (disk full?)")
+    return len(line)
 
 
 # Written by a compaction (shim/reports/compact.py) at the end of the file it has just

@@ -85,6 +85,21 @@ def test_concurrent_writers_leave_no_empty_or_doubled_lines(tmp_path, torn):
         assert unread == []
 
 
+def test_lines_appended_after_a_torn_line_are_each_written_once_whole(tmp_path):
+    """What the torn line swallows is the first line of what follows: only that one is written
+    again (compaction appends several records at once, its stragglers)."""
+    path = tmp_path / "f"
+    path.write_bytes(b'{"a": 1}\n{"torn": ')
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        assert ledger.append_whole(fd, b'{"b": 2}\n{"c": 3}\n', os.fstat(fd).st_size) == len(b'{"b": 2}\n')
+        assert ledger.append_whole(fd, b'{"d": 4}\n', os.fstat(fd).st_size) == len(b'{"d": 4}\n')
+    finally:
+        os.close(fd)
+    assert path.read_bytes().split(b"\n") == [b'{"a": 1}', b'{"torn": {"b": 2}', b'{"c": 3}', b'{"b": 2}',
+                                              b'{"d": 4}', b""]
+
+
 def test_writers_killed_mid_build_leave_a_ledger_that_still_reads(tmp_path, env):
     sleeper = write_tool(tmp_path / "tools", "sleeper", 'sleep "$1"\n')
     env["SHIM_LEDGER"] = str(tmp_path / "ledger")

@@ -128,9 +128,7 @@ def _compact(fd: int, path: str, st, keep: int, max_size: int, force: bool) -> i
     if stragglers:
         new = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
-            data = stragglers + b"\n"
-            if ledger.append_whole(new, data, os.fstat(new).st_size) != len(data):
-                raise OSError(28, "short write (disk full?)")
+            ledger.append_whole(new, stragglers + b"\n", os.fstat(new).st_size)
         finally:
             os.close(new)
     return cut - len(header)
