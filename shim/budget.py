@@ -167,9 +167,8 @@ def _limit(env: dict, root: str):
     if note is not None:
         when = _dated(cache, dfd)
         if _fresh(when, now):                           # read a moment ago, by this step or another
-            if seen and seen[0] != MIXED:     # kept fresh by another parent's steps: so is the parent note
-                _store_parent(parent, MIXED if seen[0] != ident else ident, note[2], when, dfd,
-                              same=seen[0] == ident and seen[1] == note[2])
+            if seen:                          # kept fresh by another parent's steps: so is the parent note
+                _date_parent(parent, seen, ident, note[2], when, dfd)
             return _taken(note[2], root)
         entries, memtotal = _entries(note)
         if entries is not None:
@@ -185,11 +184,8 @@ def _limit(env: dict, root: str):
     if cache and not found[1]:
         fields = _result_fields(result, _binding.get(root))
         _store(cache, texts, memtotal, fields, now, dfd, same=texts == entries)
-        if parent and not (seen and seen[0] == MIXED):   # its siblings may take what it read for a second
-            if seen and seen[0] != ident:
-                _store_parent(parent, MIXED, fields, now, dfd)
-            else:
-                _store_parent(parent, ident, fields, now, dfd, same=seen is not None and seen[1] == fields)
+        if parent:                            # its siblings may take what it read for a second
+            _date_parent(parent, seen, ident, fields, now, dfd)
     return result
 
 
@@ -239,14 +235,26 @@ def _load_parent(note: str, dir_fd):
     return (lines[2], result) if result else None
 
 
-def _store_parent(note: str, ident: str, fields, now: float, dir_fd, same: bool = False) -> None:
-    """Date the parent note *now* (when the files were read), holding *ident* (the cgroup
-    fingerprint of the step that read them, or MIXED) and the result *fields*."""
+def _date_parent(note: str, seen, ident: str, fields, when: float, dir_fd) -> None:
+    """After a step read its own cgroup (fingerprint *ident*) and took the limit *fields* read
+    at *when*: date the parent note then, or mark the parent MIXED if the note (*seen*, as
+    _load_parent gave it) came from another cgroup. A parent marked MIXED stays so."""
+    if seen and seen[0] == MIXED:
+        return
+    if seen and seen[0] != ident:
+        ident = MIXED
+    text = "%s\n%d\n%s\n%s\n" % (PARENT_VERSION, _getppid(), ident, "\t".join(fields))
+    _keep(note, text, when, dir_fd, same=seen is not None and seen[0] == ident and seen[1] == fields)
+
+
+def _keep(note: str, text: str, when: float, dir_fd, same: bool) -> None:
+    """Make *text* the note dated *when*; when it holds that already (*same*), only its date
+    changes (one utimensat: no new link, no rename). A note that cannot be kept only costs
+    the next step a read."""
     try:
         if same:
-            return host.stamp_note(note, now, dir_fd)
-        text = "%s\n%d\n%s\n%s\n" % (PARENT_VERSION, _getppid(), ident, "\t".join(fields))
-        host.write_note(note, text.encode("utf-8", "surrogateescape"), dir_fd, when=now)
+            return host.stamp_note(note, when, dir_fd)
+        host.write_note(note, text.encode("utf-8", "surrogateescape"), dir_fd, when=when)
     except OSError:
         pass
 
@@ -420,17 +428,9 @@ def _entries(note):
 
 
 def _store(cache: str, texts, memtotal, fields, now: float, dir_fd=None, same: bool = False) -> None:
-    """Keep *texts* (read at *now*) in the note, with the result *fields* they give: when they
-    are what it holds already (*same*), only its date changes (one utimensat: no new link,
-    no rename)."""
-    try:
-        if same:
-            return host.stamp_note(cache, now, dir_fd)
-        text = "%s\n%d\n%s\n%s" % (CACHE_VERSION, memtotal or 0, "\t".join(fields),
-                                   "".join("%s\t%s\t%s\n" % e for e in texts))
-        host.write_note(cache, text.encode("utf-8", "surrogateescape"), dir_fd, when=now)
-    except OSError:
-        pass                                 # the next step reads again: slower, still right
+    """Keep *texts* (read at *now*) in the note, with the result *fields* they give (_keep)."""
+    _keep(cache, "%s\n%d\n%s\n%s" % (CACHE_VERSION, memtotal or 0, "\t".join(fields),
+                                     "".join("%s\t%s\t%s\n" % e for e in texts)), now, dir_fd, same)
 
 
 def detect(root: str = "/"):
