@@ -6,7 +6,9 @@
 
 cgroup v1 (a `memory` hierarchy, as on this project's machines): a child of this process's
 own memory cgroup with `memory.limit_in_bytes` and, when the kernel accounts swap,
-`memory.memsw.limit_in_bytes` set to the same figure (so the limit cannot spill into swap);
+`memory.memsw.limit_in_bytes` set to the same figure (so the limit cannot spill into swap)
+and `memory.swappiness` 0 (the same where the kernel does not account swap: a host with swap
+would otherwise swap a step out rather than kill it);
 OOM kills from `memory.oom_control` (`oom_kill N`, Linux >= 4.13), peak from
 `memory.max_usage_in_bytes`. cgroup v2: a child of the nearest cgroup, this process's or an
 ancestor, whose `cgroup.subtree_control` enables memory (one holding processes cannot), with
@@ -136,6 +138,11 @@ class MemCg:
                 self._write("memory.limit_in_bytes", limit)
                 if os.path.exists(os.path.join(self.path, "memory.memsw.limit_in_bytes")):
                     self._write("memory.memsw.limit_in_bytes", limit)     # must be >= the limit: after it
+                # Without swap accounting (swapaccount=0) the kernel may swap the cgroup's idle
+                # pages out instead of killing: where the host has swap, a step the limit should
+                # kill survives. Swappiness 0 stops reclaim at the limit from swapping anonymous memory.
+                if os.path.exists(os.path.join(self.path, "memory.swappiness")):
+                    self._write("memory.swappiness", 0)
             else:
                 self._write("memory.max", limit)
                 if os.path.exists(os.path.join(self.path, "memory.swap.max")):
