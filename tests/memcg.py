@@ -141,8 +141,10 @@ class MemCg:
                 # Without swap accounting (swapaccount=0) the kernel may swap the cgroup's idle
                 # pages out instead of killing: where the host has swap, a step the limit should
                 # kill survives. Swappiness 0 stops reclaim at the limit from swapping anonymous memory.
-                if os.path.exists(os.path.join(self.path, "memory.swappiness")):
+                try:
                     self._write("memory.swappiness", 0)
+                except OSError:           # kernels older than 2014 refuse it under use_hierarchy
+                    pass
             else:
                 self._write("memory.max", limit)
                 if os.path.exists(os.path.join(self.path, "memory.swap.max")):
