@@ -80,7 +80,7 @@ def measure(shim: str, pristine: str, work: str, rounds: int, every: bool = True
     (*every*: also `shim report --all` on the ledger as the build left it)."""
     build_dir = os.path.join(work, "build")
     shutil.rmtree(build_dir, ignore_errors=True)
-    os.makedirs(os.path.join(build_dir, ".shim", "memory-v1"))
+    os.makedirs(os.path.join(build_dir, ".shim", "memory-v2"))
     stamp = os.path.join(build_dir, "ran")
     with open(os.path.join(build_dir, "build.ninja"), "w") as f:
         f.write("rule r\n  command = %s -c 'import time; print(time.time())' > %s\nbuild always: r\n"

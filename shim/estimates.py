@@ -13,19 +13,18 @@ kind have been measured in this build (SIBLINGS_MIN), at the median of their pea
 the prior learns so as it goes (and one whose steps are smaller keeps the prior's margin). Those peaks are kept under a class key (tool, kind) with the build they came
 from, and count only for that build.
 
-The index lives beside the ledger in SHARDS small marshal files, so a step reads
-one file of a few KB, never the ledger. Each spawned step updates it (observe), so it
-outlives the ledger's bounded history; rebuild() makes one from a ledger only where
+The index lives beside the ledger in SHARDS small marshal files, sealed by a checksum
+(shim/digest.py: damaged bytes never reach marshal), so a step reads one file of a few
+KB, never the ledger. Each spawned step updates it (observe), so it outlives the
+ledger's bounded history; rebuild() makes one from a ledger only where
 there is none. A step whose key is missing falls back to toolchain.toml's
 `step.<kind>.memory` prior, then to PRIORS.
 """
 
-import marshal
-
 from shim import digest, host, rundir
 from shim.host import osapi
 
-DIRNAME = "memory-v1"
+DIRNAME = "memory-v2"          # v2: sealed shards (shim/digest.py)
 SHARDS = 32
 KEEP = 10                   # observations kept per key
 STALE_AFTER = 14 * 86400    # seconds: re-measure (auto mode spawns) after this long
@@ -95,7 +94,7 @@ def _read_shard(path: str):
     except OSError:
         return None               # a FIFO, a directory, a symlink in its place
     try:
-        table = marshal.loads(data)
+        table = digest.unpack(data)
     except (ValueError, EOFError, TypeError, MemoryError):
         return None
     return table if type(table) is dict else None
@@ -167,7 +166,7 @@ def observe(ledger_dir: str, record: dict, build: str = None) -> None:
     ninja, Bazel, `shim build`) learns, and nothing else does (the ledger keeps only recent
     builds); with *build*, also to this build's peaks of its tool and kind (a step cut short
     by the OOM killer says nothing of its siblings). Steps finishing together update a shard
-    in turn: byte <shard> of `memory-v1/lock` is held (lockf) from reading the shard to
+    in turn: byte <shard> of `memory-v2/lock` is held (lockf) from reading the shard to
     renaming its new version, so no update is lost. Never raises."""
     peak = record.get("need") or record["rss"]
     _add(ledger_dir, key_of(record), peak, record.get("argv"), record["t0"], False)
@@ -186,7 +185,7 @@ def _add(ledger_dir: str, k: str, peak: int, tag, t: float, same_tag_only: bool)
         entry = table.get(k)
         kept = list(entry[0]) if _entry_ok(entry) and (not same_tag_only or entry[1] == tag) else []
         table[k] = ((kept + [peak])[-KEEP:], tag, t)
-        host.replace_file(path, marshal.dumps(table))
+        host.replace_file(path, digest.pack(table))
     except (OSError, ValueError):
         pass
     finally:
@@ -230,5 +229,5 @@ def rebuild(ledger_dir: str, steps: list) -> int:
     d = host.join(ledger_dir, DIRNAME)
     host.makedirs(d)
     for i, shard in enumerate(shards):
-        host.replace_file(host.join(d, "%02d.marshal" % i), marshal.dumps(shard))
+        host.replace_file(host.join(d, "%02d.marshal" % i), digest.pack(shard))
     return len(table)

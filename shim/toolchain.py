@@ -4,19 +4,18 @@ Discovery, all found layers merged, later ones winning: the built-in preset from
 toolchains/ -> the user's `$XDG_CONFIG_HOME/shim/toolchain.toml` -> the nearest
 `toolchain.toml` walking up from the cwd (ninja runs commands in the build dir) ->
 `SHIM_TOOLCHAIN`. Parsing TOML costs ~20 ms of imports per step, so the merged result
-is cached with marshal, keyed by the files' paths, mtime_ns, size and inode (and
-PATH, which picks the default preset); only a miss imports shim/config/layers.py. A
-read-only cache directory just means parsing every time; a cache file that is not ours
-(another user's, or a symlink) or not in the shape we write is a miss.
+is cached with marshal (sealed by a checksum, shim/digest.py), keyed by the files'
+paths, mtime_ns, size and inode (and PATH, which picks the default preset); only a miss
+imports shim/config/layers.py. A read-only cache directory just means parsing every time;
+a cache file that is not ours (another user's, or a symlink), not whole or not in the shape
+we write is a miss.
 """
-
-import marshal
 
 from shim import __version__, digest, host, rundir
 from shim.exit_status import CONFIG, ShimError
 
 FILENAME = "toolchain.toml"
-_FORMAT = 4   # bump when the cached structure changes
+_FORMAT = 5   # bump when the cached structure changes (5: sealed, shim/digest.py)
 
 
 def user_config_path(env: dict):
@@ -128,7 +127,7 @@ def _read_cache(cache: str, ident: str, known: dict):
     file of ours with the shape _write_cache gives it (damaged state is a miss, never
     an error: the miss rewrites it)."""
     try:
-        stored_ident, deps, config = marshal.loads(host.read_own_file(cache))
+        stored_ident, deps, config = digest.unpack(host.read_own_file(cache))
         if stored_ident != ident or type(config) is not dict or not _SHAPE.issubset(config):
             return None
         for path, signature in deps:
@@ -155,6 +154,6 @@ def _write_cache(cache: str, ident: str, deps, known: dict, config: dict) -> Non
                 return          # edited while we read it: do not cache a mix
             signatures.append((path, _signature(st)))
         host.makedirs(host.dirname(cache), 0o700)
-        host.replace_file(cache, marshal.dumps((ident, signatures, config)), 0o600)
+        host.replace_file(cache, digest.pack((ident, signatures, config)), 0o600)
     except (OSError, ValueError):
         pass    # a read-only or full cache directory only costs speed

@@ -70,8 +70,8 @@ def test_under_umask_000_what_shim_build_creates_is_not_writable_by_others(tmp_p
                             capture_output=True, text=True, preexec_fn=lambda: os.umask(0))
     assert result.returncode == 0, result.stdout + result.stderr
     made = [example / ".shim", example / ".shim" / "bin", example / ".shim" / "bin" / "shim",
-            example / ".shim" / "memory-v1", example / ".shim" / "ledger-v1.jsonl"]
-    made += list((example / ".shim" / "memory-v1").iterdir())
+            example / ".shim" / "memory-v2", example / ".shim" / "ledger-v1.jsonl"]
+    made += list((example / ".shim" / "memory-v2").iterdir())
     for path in made:
         assert not path.stat().st_mode & 0o022, "%s is mode %o" % (path, stat.S_IMODE(path.stat().st_mode))
     run = Path(env["XDG_RUNTIME_DIR"]) / "shim"

@@ -138,7 +138,7 @@ def test_shim_build_starts_without_reading_the_history_and_ends_within_the_bound
     from shim.driver import ninja as build
     d = tmp_path / ".shim"
     ids = generate(str(d), 12, 200)
-    (d / "memory-v1").mkdir()                           # the steps' own estimates index
+    (d / "memory-v2").mkdir()                           # the steps' own estimates index
     (tmp_path / "build.ninja").write_text("")
     (tmp_path / "toolchain.toml").write_text("[ledger]\nkeep_builds = 4\n")
     (tmp_path / "run").mkdir(mode=0o700)

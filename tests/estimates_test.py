@@ -6,7 +6,7 @@ import marshal
 import pytest
 
 from conftest import run_shim, write_tool
-from shim import estimates
+from shim import digest, estimates
 from shim.reports import records
 
 
@@ -24,12 +24,13 @@ def measured(tmp_path, env):
 
 
 @pytest.mark.parametrize("content", [
-    marshal.dumps(None), marshal.dumps(7), marshal.dumps(("a", "b")), marshal.dumps([1, 2]),
-    marshal.dumps({"cc\0a.o": None}), marshal.dumps({"cc\0a.o": ([], None, 0)}),
-    marshal.dumps({"cc\0a.o": (["x"], "f", 1.0)}), marshal.dumps({"cc\0a.o": ([5], 7, 1.0)}),
-    b"", b"\xff" * 40, marshal.dumps({"cc\0a.o": ([1 << 20], "f", 1.0)})[:-3],
+    digest.pack(None), digest.pack(7), digest.pack(("a", "b")), digest.pack([1, 2]),
+    digest.pack({"cc\0a.o": None}), digest.pack({"cc\0a.o": ([], None, 0)}),
+    digest.pack({"cc\0a.o": (["x"], "f", 1.0)}), digest.pack({"cc\0a.o": ([5], 7, 1.0)}),
+    b"", b"\xff" * 40, digest.pack({"cc\0a.o": ([1 << 20], "f", 1.0)})[:-3],
+    marshal.dumps({"cc\0a.o": ([1 << 20], "f", 1.0)}), b"[null]\n",
 ], ids=["None", "int", "tuple", "list", "entry-None", "no-peaks", "str-peak", "int-argv", "empty", "garbage",
-        "truncated"])
+        "truncated", "unsealed", "bomb"])
 def test_a_damaged_estimates_file_is_ignored_with_a_warning_and_rewritten(measured, env, content):
     build, gcc, shards = measured
     for shard in shards:
@@ -39,7 +40,7 @@ def test_a_damaged_estimates_file_is_ignored_with_a_warning_and_rewritten(measur
     assert result.returncode == 3                                # the tool's status, not shim's 70
     assert "internal error" not in result.stderr
     warnings = result.stderr.splitlines()
-    if content == marshal.dumps({"cc\0a.o": None}):
+    if content == digest.pack({"cc\0a.o": None}):
         assert warnings == []                                    # no entry is not damage
     else:
         assert len(warnings) == 1 and "ignoring the damaged memory estimates file" in warnings[0], warnings
@@ -102,7 +103,7 @@ def test_an_attempt_the_oom_killer_cut_short_is_learned_as_its_need_and_teaches_
 
 
 def _observe_many(ledger_dir, worker, n):
-    from shim import estimates
+    from shim import digest, estimates
     for i in range(n):
         estimates.observe(ledger_dir, {"tool": "cc", "out": ["w%d-%d.o" % (worker, i)], "rss": 1 << 20,
                                        "argv": "%016x" % i, "t0": 1.0})
@@ -112,7 +113,7 @@ def test_steps_finishing_together_lose_no_learned_peak(tmp_path):
     """The index is the only memory of what steps needed (the ledger keeps recent builds): a
     read-update-rename race between steps of one shard must not drop an update."""
     import multiprocessing
-    from shim import estimates
+    from shim import digest, estimates
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_observe_many, args=(str(tmp_path), w, 150)) for w in range(4)]
     for p in procs:

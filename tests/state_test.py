@@ -15,12 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import memcg
 from conftest import BIN, SHIM, write_tool, write_toml
+from shim import digest
 from shim.reports import records
 
 # Which files hold each kind of state, once a step has run (build dir, cache dir, run dir).
 STATE_FILES = {
-    "estimates": lambda b, c, r: sorted((b / ".shim" / "memory-v1").glob("*.marshal")),
+    "estimates": lambda b, c, r: sorted((b / ".shim" / "memory-v2").glob("*.marshal")),
     "toolchain cache": lambda b, c, r: sorted(c.glob("toolchain-*.marshal")),
     "ledger": lambda b, c, r: [b / ".shim" / "ledger-v1.jsonl"],
     "memory pool": lambda b, c, r: sorted(r.glob("pool-*")),
@@ -44,13 +46,15 @@ json_values = st.recursive(
 @st.composite
 def damage(draw, original: bytes):
     """What a partial restore, a crash or a neighbour could leave in a file."""
-    how = draw(st.sampled_from(["bytes", "truncated", "marshal", "json"]))
+    how = draw(st.sampled_from(["bytes", "truncated", "marshal", "sealed", "json"]))
     if how == "bytes":
         return draw(st.binary(max_size=3000))
     if how == "truncated":
         return original[:draw(st.integers(0, max(0, len(original) - 1)))]
     if how == "marshal":
         return marshal.dumps(draw(values))
+    if how == "sealed":               # a checksum that holds over a value of the wrong shape
+        return digest.pack(draw(values))
     lines = draw(st.lists(json_values, max_size=5))
     return original[:draw(st.integers(0, len(original)))] + b"".join(
         (json.dumps(v) + draw(st.sampled_from(["\n", ""]))).encode() for v in lines)
@@ -78,9 +82,9 @@ class Scene:
                           for kind, files in STATE_FILES.items()}
         assert all(self.originals.values()), {k: len(v) for k, v in self.originals.items()}
 
-    def step(self, status: int, timeout: float = 60):
+    def step(self, status: int, timeout: float = 60, wrap=list):
         self.n += 1
-        return subprocess.run([str(SHIM), str(self.tool), "-c", "a.c", "-o", "out%d.o" % self.n],
+        return subprocess.run(wrap([str(SHIM), str(self.tool), "-c", "a.c", "-o", "out%d.o" % self.n]),
                               cwd=self.build, env=dict(self.env, STATUS=str(status)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
 
@@ -111,6 +115,31 @@ def test_a_damaged_state_file_never_changes_the_steps_exit_status_nor_loses_its_
         assert len(mine) == 1 and mine[0]["exit"] == status, result.stderr
 
     damaged()
+
+
+# marshal sizes a tuple by the 4-byte count after "(" before reading an item: these five
+# bytes ask for 2**28 slots, 2 GiB that it fills (the count of `(null` is 14 GiB).
+TUPLE_BOMB = b"(" + (1 << 28).to_bytes(4, "little")
+
+
+@pytest.mark.skipif(memcg.available() is not None, reason="no memory cgroup here: %s" % memcg.available())
+@pytest.mark.parametrize("kind", ["estimates", "toolchain cache"])
+def test_a_marshal_bomb_in_place_of_a_state_file_costs_the_step_no_memory(scene, kind):
+    originals = scene.originals[kind]
+    try:
+        for path in originals:
+            path.write_bytes(TUPLE_BOMB)
+        with memcg.MemCg(256 << 20) as cg:                  # shim and the tool need ~30 MiB
+            result = scene.step(3, wrap=cg.wrap)
+            kills = cg.oom_kills()
+        assert (result.returncode, kills) == (3, 0), result.stderr
+        assert len(result.stderr.splitlines()) <= 1, result.stderr
+        mine = [r for r in records.read(str(scene.build / ".shim"))
+                if r.get("out") == ["out%d.o" % scene.n] and r["rec"] == "step"]
+        assert len(mine) == 1 and mine[0]["exit"] == 3, result.stderr
+    finally:
+        for path, original in originals.items():
+            path.write_bytes(original)
 
 
 def _put_in_place(path: Path, form: str, victim: Path) -> None:
