@@ -103,7 +103,7 @@ def test_an_attempt_the_oom_killer_cut_short_is_learned_as_its_need_and_teaches_
 
 
 def _observe_many(ledger_dir, worker, n):
-    from shim import digest, estimates
+    from shim import estimates
     for i in range(n):
         estimates.observe(ledger_dir, {"tool": "cc", "out": ["w%d-%d.o" % (worker, i)], "rss": 1 << 20,
                                        "argv": "%016x" % i, "t0": 1.0})
@@ -113,7 +113,7 @@ def test_steps_finishing_together_lose_no_learned_peak(tmp_path):
     """The index is the only memory of what steps needed (the ledger keeps recent builds): a
     read-update-rename race between steps of one shard must not drop an update."""
     import multiprocessing
-    from shim import digest, estimates
+    from shim import estimates
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_observe_many, args=(str(tmp_path), w, 150)) for w in range(4)]
     for p in procs:
